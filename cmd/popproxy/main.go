@@ -1,0 +1,148 @@
+// Command popproxy is a POP3 proxy: it terminates clients' connections,
+// handles their login, relays every command to the upstream server after
+// checking it, and writes an audit trail of mailbox access.
+//
+// Usage:
+//
+//	popproxy -config FILE          run
+//	popproxy -config FILE -check   validate the configuration and exit
+//	popproxy demo                  run against an embedded sample mail drop
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/rs/zerolog"
+
+	"github.com/popproxy/popproxy/audit"
+	"github.com/popproxy/popproxy/internal/config"
+	"github.com/popproxy/popproxy/proxy"
+)
+
+var _ proxy.Auditor = (*audit.Log)(nil)
+
+func main() {
+	audit.SetGlobals()
+	logger := slog.New(zerolog.NewSlogHandler(zerolog.New(os.Stderr).With().Timestamp().Logger()))
+	if len(os.Args) > 1 && os.Args[1] == "demo" {
+		if err := demo(os.Args[2:], logger); err != nil {
+			fmt.Fprintln(os.Stderr, "popproxy demo:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	configPath := flag.String("config", "", "configuration `file` (YAML)")
+	check := flag.Bool("check", false, "validate the configuration and exit")
+	flag.Parse()
+	if *configPath == "" || flag.NArg() > 0 {
+		flag.Usage()
+		os.Exit(2)
+	}
+	cfg, err := config.Load(*configPath)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "popproxy:", err)
+		os.Exit(1)
+	}
+	if *check {
+		fmt.Println("configuration OK")
+		return
+	}
+	if err := run(cfg, logger, nil); err != nil {
+		fmt.Fprintln(os.Stderr, "popproxy:", err)
+		os.Exit(1)
+	}
+}
+
+// run serves cfg until SIGINT or SIGTERM, then shuts down gracefully. ready,
+// if not nil, is called with the bound listeners once they accept.
+func run(cfg *config.Config, logger *slog.Logger, ready func([]net.Listener)) error {
+	sink, closeSink, err := openAudit(cfg.Audit.Output)
+	if err != nil {
+		return fmt.Errorf("audit.output: %w", err)
+	}
+	defer closeSink()
+	srv := proxy.New(serverOptions(cfg, audit.New(sink), logger))
+
+	var listeners []net.Listener
+	for _, lc := range cfg.Listeners {
+		l, err := net.Listen("tcp", lc.Address)
+		if err != nil {
+			for _, l := range listeners {
+				l.Close()
+			}
+			return fmt.Errorf("listener %s: %w", lc.Name, err)
+		}
+		listeners = append(listeners, l)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	errc := make(chan error, len(listeners))
+	for i, l := range listeners {
+		logger.Info("listening", "listener", cfg.Listeners[i].Name, "address", l.Addr().String())
+		go func() { errc <- srv.Serve(l, cfg.Listeners[i].Name) }()
+	}
+	if ready != nil {
+		ready(listeners)
+	}
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down", "grace", cfg.Timeouts.ShutdownGrace.String())
+	case serveErr = <-errc:
+		logger.Error("listener failed", "err", serveErr)
+	}
+	stop()
+	grace, cancel := context.WithTimeout(context.Background(), cfg.Timeouts.ShutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(grace); err != nil {
+		logger.Warn("grace period over; remaining sessions closed", "err", err)
+	}
+	if errors.Is(serveErr, proxy.ErrServerClosed) {
+		serveErr = nil
+	}
+	return serveErr
+}
+
+func serverOptions(cfg *config.Config, auditor proxy.Auditor, logger *slog.Logger) proxy.Options {
+	var exts []proxy.Extension
+	for _, e := range cfg.Commands.Allow {
+		exts = append(exts, proxy.Extension{Verb: strings.ToUpper(e.Verb), MaxArgs: e.MaxArgs, Multiline: e.Multiline})
+	}
+	return proxy.Options{
+		Upstream: proxy.Upstream{
+			Address:         cfg.Upstream.Address,
+			DialTimeout:     cfg.Timeouts.UpstreamDial,
+			ResponseTimeout: cfg.Timeouts.UpstreamResponse,
+			LoginPlain:      cfg.Upstream.Login == "plain",
+		},
+		LoginTimeout:   cfg.Timeouts.Login,
+		IdleTimeout:    cfg.Timeouts.Idle,
+		MaxBadCommands: cfg.Limits.MaxBadCommands,
+		Extensions:     exts,
+		Auditor:        auditor,
+		Logger:         logger,
+	}
+}
+
+// openAudit opens the audit destination: "stdout", or a file appended to and
+// readable by its owner only.
+func openAudit(output string) (io.Writer, func() error, error) {
+	if output == "stdout" {
+		return os.Stdout, func() error { return nil }, nil
+	}
+	f, err := os.OpenFile(output, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, nil, err
+	}
+	return f, f.Close, nil
+}

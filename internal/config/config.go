@@ -1,0 +1,258 @@
+// Package config is popproxy's configuration file: its shape, its defaults and
+// its validation. Errors name the field and say what is wrong with it.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// TLS modes of a listener or of the upstream.
+const (
+	TLSNone     = "none"
+	TLSStartTLS = "starttls"
+	TLSImplicit = "implicit"
+)
+
+// Config is the whole file. See README.md for every field.
+type Config struct {
+	Listeners []Listener `yaml:"listeners"`
+	TLS       TLS        `yaml:"tls"`
+	Upstream  Upstream   `yaml:"upstream"`
+	Timeouts  Timeouts   `yaml:"timeouts"`
+	Limits    Limits     `yaml:"limits"`
+	Commands  Commands   `yaml:"commands"`
+	Audit     Audit      `yaml:"audit"`
+}
+
+// Listener is one address where clients connect.
+type Listener struct {
+	Name    string `yaml:"name"`
+	Address string `yaml:"address"`
+	TLS     string `yaml:"tls"`
+	// RequireTLS refuses logins before STLS. A pointer so that an absent key
+	// can default to true.
+	RequireTLS *bool `yaml:"require_tls"`
+}
+
+// TLS holds the listeners' certificates.
+type TLS struct {
+	Certificates []Certificate `yaml:"certificates"`
+}
+
+// Certificate is a PEM certificate chain and its key.
+type Certificate struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Upstream is the POP3 server behind the proxy.
+type Upstream struct {
+	Address string `yaml:"address"`
+	TLS     string `yaml:"tls"`
+	// Login is how the proxy logs in upstream: "user" (USER/PASS) or "plain"
+	// (AUTH PLAIN, needed to pass an authorization identity through).
+	Login string `yaml:"login"`
+}
+
+// Timeouts bound every wait.
+type Timeouts struct {
+	Login            time.Duration `yaml:"login"`
+	Idle             time.Duration `yaml:"idle"`
+	UpstreamDial     time.Duration `yaml:"upstream_dial"`
+	UpstreamResponse time.Duration `yaml:"upstream_response"`
+	ShutdownGrace    time.Duration `yaml:"shutdown_grace"`
+}
+
+// Limits on misbehaving sessions.
+type Limits struct {
+	MaxBadCommands int `yaml:"max_bad_commands"`
+}
+
+// Commands configures which commands beyond RFC 1939's are relayed.
+type Commands struct {
+	Allow []Extension `yaml:"allow"`
+}
+
+// Extension is a command relayed after login without knowing its syntax.
+type Extension struct {
+	Verb      string `yaml:"verb"`
+	MaxArgs   int    `yaml:"max_args"`
+	Multiline bool   `yaml:"multiline"`
+}
+
+// Audit says where audit events go.
+type Audit struct {
+	Output string `yaml:"output"`
+}
+
+// minIdle is RFC 1939 §3's floor for the autologout timer after login.
+const minIdle = 10 * time.Minute
+
+// Default returns the values used for keys the file leaves out.
+func Default() Config {
+	return Config{
+		Upstream: Upstream{TLS: TLSNone, Login: "user"},
+		Timeouts: Timeouts{
+			Login:            60 * time.Second,
+			Idle:             minIdle,
+			UpstreamDial:     10 * time.Second,
+			UpstreamResponse: 60 * time.Second,
+			ShutdownGrace:    30 * time.Second,
+		},
+		Limits: Limits{MaxBadCommands: 10},
+		Audit:  Audit{Output: "stdout"},
+	}
+}
+
+// Load reads, defaults and validates the file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Parse is Load without the file. Unknown keys are errors, so that a misspelt
+// option is not silently ignored.
+func Parse(data []byte) (*Config, error) {
+	cfg := Default()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		return nil, fmt.Errorf("parse: %w", err)
+	}
+	for i := range cfg.Listeners {
+		l := &cfg.Listeners[i]
+		if l.TLS == "" {
+			l.TLS = TLSNone
+		}
+		if l.RequireTLS == nil {
+			required := l.TLS == TLSStartTLS
+			l.RequireTLS = &required
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+// Validate reports every problem it finds, one per line.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if len(c.Listeners) == 0 {
+		bad("listeners", "at least one listener is required")
+	}
+	names := map[string]bool{}
+	for i, l := range c.Listeners {
+		field := fmt.Sprintf("listeners[%d]", i)
+		switch {
+		case l.Name == "":
+			bad(field+".name", "is required")
+		case names[l.Name]:
+			bad(field+".name", "%q is used by another listener", l.Name)
+		}
+		names[l.Name] = true
+		checkAddress(bad, field+".address", l.Address)
+		if l.TLS != TLSNone {
+			bad(field+".tls", "%q is not supported yet (only %q)", l.TLS, TLSNone)
+		}
+		if l.RequireTLS != nil && *l.RequireTLS && l.TLS == TLSNone {
+			bad(field+".require_tls", "is true but the listener has no TLS")
+		}
+	}
+	if len(c.TLS.Certificates) > 0 {
+		bad("tls.certificates", "TLS is not supported yet")
+	}
+	checkAddress(bad, "upstream.address", c.Upstream.Address)
+	if c.Upstream.TLS != TLSNone {
+		bad("upstream.tls", "%q is not supported yet (only %q)", c.Upstream.TLS, TLSNone)
+	}
+	if c.Upstream.Login != "user" && c.Upstream.Login != "plain" {
+		bad("upstream.login", "%q is not one of user, plain", c.Upstream.Login)
+	}
+	positive := map[string]time.Duration{
+		"timeouts.login":             c.Timeouts.Login,
+		"timeouts.upstream_dial":     c.Timeouts.UpstreamDial,
+		"timeouts.upstream_response": c.Timeouts.UpstreamResponse,
+	}
+	for _, field := range []string{"timeouts.login", "timeouts.upstream_dial", "timeouts.upstream_response"} {
+		if positive[field] <= 0 {
+			bad(field, "must be positive, not %s", positive[field])
+		}
+	}
+	if c.Timeouts.Idle < minIdle {
+		bad("timeouts.idle", "%s is below RFC 1939's minimum of 10m after login", c.Timeouts.Idle)
+	}
+	if c.Timeouts.ShutdownGrace < 0 {
+		bad("timeouts.shutdown_grace", "must not be negative")
+	}
+	if c.Limits.MaxBadCommands < 1 {
+		bad("limits.max_bad_commands", "must be at least 1, not %d", c.Limits.MaxBadCommands)
+	}
+	verbs := map[string]bool{}
+	for i, e := range c.Commands.Allow {
+		field := fmt.Sprintf("commands.allow[%d]", i)
+		v := strings.ToUpper(e.Verb)
+		switch {
+		case !isKeyword(v):
+			bad(field+".verb", "%q is not a command keyword (letters and digits, 1 to 16)", e.Verb)
+		case builtin[v]:
+			bad(field+".verb", "%s is handled by the proxy itself", v)
+		case verbs[v]:
+			bad(field+".verb", "%s is listed twice", v)
+		}
+		verbs[v] = true
+		if e.MaxArgs < 0 || e.MaxArgs > 8 {
+			bad(field+".max_args", "must be between 0 and 8, not %d", e.MaxArgs)
+		}
+	}
+	if c.Audit.Output == "" {
+		bad("audit.output", `is required: "stdout" or a file path`)
+	}
+	return errors.Join(errs...)
+}
+
+// builtin are the commands the proxy implements; they cannot be overridden.
+var builtin = map[string]bool{
+	"USER": true, "PASS": true, "APOP": true, "AUTH": true, "STLS": true, "CAPA": true, "QUIT": true,
+	"STAT": true, "LIST": true, "RETR": true, "DELE": true, "NOOP": true, "RSET": true, "TOP": true, "UIDL": true,
+}
+
+func isKeyword(s string) bool {
+	if s == "" || len(s) > 16 {
+		return false
+	}
+	for _, c := range s {
+		if !('A' <= c && c <= 'Z' || '0' <= c && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+func checkAddress(bad func(string, string, ...any), field, addr string) {
+	if addr == "" {
+		bad(field, "is required (host:port)")
+		return
+	}
+	if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+		bad(field, "%q is not host:port", addr)
+	}
+}

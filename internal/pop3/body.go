@@ -1,0 +1,101 @@
+package pop3
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+)
+
+// ErrTruncated reports a multi-line body that ended before its terminator.
+var ErrTruncated = errors.New("pop3: multi-line response truncated")
+
+// terminator ends a multi-line response (RFC 1939 §3): a line holding only ".".
+// The body starts right after the status line's CRLF, so the scan starts as if
+// "\r\n" had just been seen, which also catches an empty body.
+const terminator = "\r\n.\r\n"
+
+// bodyScanner finds the terminator in a stream that arrives in pieces. matched is
+// how many leading bytes of the terminator the stream currently ends with.
+type bodyScanner struct {
+	matched int
+}
+
+func newBodyScanner() bodyScanner { return bodyScanner{matched: 2} }
+
+// step advances the match by one byte. On a mismatch the only possible restart
+// is '\r', the terminator's first byte, which recurs only at position 3.
+func (s *bodyScanner) step(c byte) {
+	switch {
+	case c == terminator[s.matched]:
+		s.matched++
+	case c == '\r':
+		s.matched = 1
+	default:
+		s.matched = 0
+	}
+}
+
+// scan returns the length of the prefix of p up to and including the
+// terminator, or -1 if p does not complete it.
+func (s *bodyScanner) scan(p []byte) int {
+	i := 0
+	// Finish, or rule out, a match begun in an earlier piece.
+	for ; s.matched > 0 && i < len(p); i++ {
+		s.step(p[i])
+		if s.matched == len(terminator) {
+			return i + 1
+		}
+	}
+	if i == len(p) {
+		return -1
+	}
+	if j := bytes.Index(p[i:], []byte(terminator)); j >= 0 {
+		s.matched = len(terminator)
+		return i + j + len(terminator)
+	}
+	// No match in p: the new state depends only on p's last bytes, shorter than
+	// the terminator, which cannot hold a whole match.
+	tail := p[i:]
+	if len(tail) > len(terminator)-1 {
+		tail = tail[len(tail)-(len(terminator)-1):]
+	}
+	for _, c := range tail {
+		s.step(c)
+	}
+	return -1
+}
+
+// CopyBody copies a multi-line response body from src to dst byte for byte, dot
+// stuffing and all, up to and including the terminating ".\r\n", and reports the
+// octets written. Memory is src's buffer whatever the body's size: each piece is
+// written as soon as it is read. Bytes after the terminator stay in src. If src
+// ends first the error is ErrTruncated (or the read error), and what was written
+// lacks the terminator, so the caller must close the client connection rather
+// than let a truncated message look complete.
+func CopyBody(dst io.Writer, src *bufio.Reader) (int64, error) {
+	sc := newBodyScanner()
+	var n int64
+	for {
+		if _, err := src.Peek(1); err != nil {
+			if err == io.EOF {
+				err = ErrTruncated
+			}
+			return n, err
+		}
+		piece, _ := src.Peek(src.Buffered())
+		end := sc.scan(piece)
+		if end >= 0 {
+			piece = piece[:end]
+		}
+		w, err := dst.Write(piece)
+		n += int64(w)
+		src.Discard(w)
+		if err != nil {
+			return n, err
+		}
+		if end >= 0 {
+			return n, nil
+		}
+	}
+}

@@ -1,0 +1,97 @@
+package pop3
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"strings"
+	"testing"
+)
+
+// FuzzParseCommand checks that any accepted line re-serialises to a canonical
+// command that parses back to itself and that holds no control characters.
+func FuzzParseCommand(f *testing.F) {
+	for _, s := range []string{"STAT", "retr 1", "TOP 1 10", "PASS a b", "USER a\x00b", "", " x", "LIST  2 "} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, line []byte) {
+		cmd, err := ParseCommand(line)
+		if err != nil {
+			return
+		}
+		wire := cmd.AppendWire(nil)
+		body := bytes.TrimSuffix(wire, []byte("\r\n"))
+		if bytes.ContainsAny(body, "\r\n\x00") {
+			t.Fatalf("canonical form %q holds a line break or NUL", wire)
+		}
+		again, err := ParseCommand(body)
+		if err != nil || again.Verb != cmd.Verb || strings.Join(again.Args, " ") != strings.Join(cmd.Args, " ") {
+			t.Fatalf("round trip of %q: %+v, %v", line, again, err)
+		}
+	})
+}
+
+// FuzzCopyBody checks CopyBody against the obvious definition: the body ends
+// right after the first "\r\n.\r\n" of "\r\n"+input, whatever the read sizes.
+func FuzzCopyBody(f *testing.F) {
+	f.Add([]byte(".\r\n"), uint8(1))
+	f.Add([]byte("a\r\n..\r\n.\r\n+OK"), uint8(3))
+	f.Add([]byte("\r\r\n.\r\r\n.\r\n"), uint8(2))
+	f.Add([]byte("no terminator\r\n."), uint8(5))
+	f.Fuzz(func(t *testing.T, input []byte, chunk uint8) {
+		want := -1
+		if i := bytes.Index(append([]byte("\r\n"), input...), []byte(terminator)); i >= 0 {
+			want = i + len(terminator) - 2
+		}
+		src := bufio.NewReaderSize(&chunkReader{data: input, size: int(chunk%32) + 1}, 16)
+		var dst bytes.Buffer
+		n, err := CopyBody(&dst, src)
+		if want < 0 {
+			if err != ErrTruncated || !bytes.Equal(dst.Bytes(), input) {
+				t.Fatalf("unterminated input: err %v, wrote %q", err, dst.Bytes())
+			}
+			return
+		}
+		if err != nil || n != int64(want) || !bytes.Equal(dst.Bytes(), input[:want]) {
+			t.Fatalf("wrote %q (n=%d, err %v), want %q", dst.Bytes(), n, err, input[:want])
+		}
+	})
+}
+
+// FuzzReadLine checks the length bound and that no line ever holds an LF.
+func FuzzReadLine(f *testing.F) {
+	f.Add([]byte("STAT\r\nNOOP\n"), uint8(255))
+	f.Add([]byte(strings.Repeat("x", 300)+"\r\nQUIT\r\n"), uint8(200))
+	f.Fuzz(func(t *testing.T, input []byte, max uint8) {
+		limit := int(max) + 2
+		r := bufio.NewReaderSize(bytes.NewReader(input), 16)
+		for {
+			line, err := ReadLine(r, limit)
+			if err == ErrLineTooLong {
+				continue
+			}
+			if err != nil {
+				return
+			}
+			if len(line)+1 > limit || bytes.IndexByte(line, '\n') >= 0 {
+				t.Fatalf("line %q breaks limit %d", line, limit)
+			}
+		}
+	})
+}
+
+// chunkReader returns at most size bytes per Read.
+type chunkReader struct {
+	data []byte
+	size int
+}
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		return 0, io.EOF
+	}
+	n := min(len(p), r.size, len(r.data))
+	copy(p, r.data[:n])
+	r.data = r.data[n:]
+	return n, nil
+}

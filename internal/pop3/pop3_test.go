@@ -1,0 +1,247 @@
+package pop3
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"testing/iotest"
+)
+
+func TestParseCommand(t *testing.T) {
+	tests := []struct {
+		line string
+		verb string
+		args []string
+		tail string
+		err  error
+	}{
+		{line: "STAT", verb: "STAT"},
+		{line: "retr 1", verb: "RETR", args: []string{"1"}, tail: "1"},
+		{line: "Top  2   10  ", verb: "TOP", args: []string{"2", "10"}, tail: " 2   10  "},
+		{line: "PASS my secret  pw", verb: "PASS", args: []string{"my", "secret", "pw"}, tail: "my secret  pw"},
+		{line: "", err: ErrEmpty},
+		{line: "   ", err: ErrEmpty},
+		{line: " STAT", err: ErrBadKeyword},
+		{line: "ST-AT", err: ErrBadKeyword},
+		{line: "GET / HTTP/1.1", verb: "GET", args: []string{"/", "HTTP/1.1"}, tail: "/ HTTP/1.1"},
+		{line: "USER a\x00b", err: ErrBadChar},
+		{line: "USER a\tb", err: ErrBadChar},
+		{line: "USER a\rb", err: ErrBadChar},
+		{line: "USER \x7f", err: ErrBadChar},
+		{line: "ABCDEFGHIJKLMNOPQ", err: ErrBadKeyword},
+		{line: "USER j\u00f6rg", verb: "USER", args: []string{"j\u00f6rg"}, tail: "j\u00f6rg"},
+	}
+	for _, tt := range tests {
+		cmd, err := ParseCommand([]byte(tt.line))
+		if err != tt.err {
+			t.Errorf("ParseCommand(%q) error = %v, want %v", tt.line, err, tt.err)
+			continue
+		}
+		if err != nil {
+			continue
+		}
+		if cmd.Verb != tt.verb || strings.Join(cmd.Args, "|") != strings.Join(tt.args, "|") || cmd.Tail != tt.tail {
+			t.Errorf("ParseCommand(%q) = %+v, want verb %q args %q tail %q", tt.line, cmd, tt.verb, tt.args, tt.tail)
+		}
+	}
+}
+
+func TestAppendWireIsCanonical(t *testing.T) {
+	cmd, err := ParseCommand([]byte("top   1  0 "))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(cmd.AppendWire(nil)); got != "TOP 1 0\r\n" {
+		t.Errorf("AppendWire = %q, want %q", got, "TOP 1 0\r\n")
+	}
+}
+
+func TestParseNumber(t *testing.T) {
+	good := map[string]int{"0": 0, "1": 1, "007": 7, "2147483647": 2147483647}
+	for s, want := range good {
+		if n, err := ParseNumber(s); err != nil || n != want {
+			t.Errorf("ParseNumber(%q) = %d, %v; want %d", s, n, err, want)
+		}
+	}
+	for _, s := range []string{"", "-1", "+1", "1a", "2147483648", "99999999999", " 1", "0x10"} {
+		if _, err := ParseNumber(s); err != ErrBadNumber {
+			t.Errorf("ParseNumber(%q) error = %v, want ErrBadNumber", s, err)
+		}
+	}
+}
+
+func TestReadLine(t *testing.T) {
+	in := "STAT\r\nLIST\n" + strings.Repeat("x", 300) + "\r\nNOOP\r\n" + strings.Repeat("y", 1<<20)
+	r := bufio.NewReaderSize(strings.NewReader(in), 64)
+	for _, want := range []string{"STAT", "LIST"} {
+		line, err := ReadLine(r, MaxCommandLine)
+		if err != nil || string(line) != want {
+			t.Fatalf("ReadLine = %q, %v; want %q", line, err, want)
+		}
+	}
+	if _, err := ReadLine(r, MaxCommandLine); err != ErrLineTooLong {
+		t.Fatalf("over-long line: error = %v, want ErrLineTooLong", err)
+	}
+	// The rest of the long line was discarded: the next command is intact.
+	if line, err := ReadLine(r, MaxCommandLine); err != nil || string(line) != "NOOP" {
+		t.Fatalf("after long line: %q, %v", line, err)
+	}
+	// 1 MiB without LF: refused after reading a bounded amount.
+	if _, err := ReadLine(r, MaxCommandLine); err != ErrLineTooLong {
+		t.Fatalf("1 MiB line: error = %v, want ErrLineTooLong", err)
+	}
+	if left := r.Buffered(); left > 64 {
+		t.Fatalf("buffered %d bytes", left)
+	}
+}
+
+func TestReadLineLongerThanBuffer(t *testing.T) {
+	long := strings.Repeat("z", 5000)
+	r := bufio.NewReaderSize(strings.NewReader(long+"\r\n"), 16)
+	line, err := ReadLine(r, 8192)
+	if err != nil || string(line) != long {
+		t.Fatalf("ReadLine = %d bytes, %v", len(line), err)
+	}
+}
+
+func TestParseStatus(t *testing.T) {
+	tests := []struct {
+		line string
+		want Status
+		err  error
+	}{
+		{line: "+OK", want: Status{OK: true}},
+		{line: "+OK Logged in.", want: Status{OK: true, Text: "Logged in."}},
+		{line: "-ERR [AUTH] Authentication failed.", want: Status{Code: "AUTH", Text: "Authentication failed."}},
+		{line: "-ERR [SYS/TEMP]", want: Status{Code: "SYS/TEMP"}},
+		{line: "-ERR [not a code] x", want: Status{Text: "[not a code] x"}},
+		{line: "+OKAY", err: ErrBadStatus},
+		{line: "+ok", err: ErrBadStatus},
+		{line: "* OK", err: ErrBadStatus},
+	}
+	for _, tt := range tests {
+		st, err := ParseStatus([]byte(tt.line))
+		if err != tt.err || st != tt.want {
+			t.Errorf("ParseStatus(%q) = %+v, %v; want %+v, %v", tt.line, st, err, tt.want, tt.err)
+		}
+	}
+}
+
+func TestSanitize(t *testing.T) {
+	if got := Sanitize("bad\x1b[31m\r\nuser\x00"); got != "bad?[31m??user?" {
+		t.Errorf("Sanitize = %q", got)
+	}
+}
+
+// relay runs CopyBody over body followed by after, delivered in pieces of the
+// given sizes, and returns what was written and what stayed unread.
+func relay(t *testing.T, input string, r io.Reader) (string, string, error) {
+	t.Helper()
+	src := bufio.NewReaderSize(r, 16)
+	var dst bytes.Buffer
+	n, err := CopyBody(&dst, src)
+	if n != int64(dst.Len()) {
+		t.Fatalf("CopyBody reported %d octets, wrote %d", n, dst.Len())
+	}
+	rest, _ := io.ReadAll(src)
+	return dst.String(), string(rest), err
+}
+
+func TestCopyBody(t *testing.T) {
+	tests := []struct{ name, body string }{
+		{"empty", ".\r\n"},
+		{"simple", "line 1\r\nline 2\r\n.\r\n"},
+		{"stuffed", "..\r\n..leading dot\r\n.\r\n"},
+		{"dots", "a\r\n..\r\n...\r\n.\r\n"},
+		{"bare LF dot is body", "a\n.\nb\r\n.\r\n"},
+		{"CR runs", "\r\r\r\n\r\r\n.\r\r\n.\r\n"},
+		{"8-bit", "gr\xfc\xdfe \xe2\x82\xac\r\n.\r\n"},
+		{"no final CRLF before dot is body", "a.\r\n.\r\n"},
+	}
+	for _, tt := range tests {
+		for _, r := range []io.Reader{
+			strings.NewReader(tt.body + "+OK next"),
+			iotest.OneByteReader(strings.NewReader(tt.body + "+OK next")),
+			iotest.HalfReader(strings.NewReader(tt.body + "+OK next")),
+		} {
+			got, rest, err := relay(t, tt.body, r)
+			if err != nil || got != tt.body || rest != "+OK next" {
+				t.Errorf("%s: got %q rest %q err %v", tt.name, got, rest, err)
+			}
+		}
+	}
+}
+
+func TestCopyBodyTruncated(t *testing.T) {
+	for _, body := range []string{"", "line\r\n", "line\r\n.", "line\r\n.\r", "x\r\n..\r\n"} {
+		got, _, err := relay(t, body, iotest.OneByteReader(strings.NewReader(body)))
+		if !errors.Is(err, ErrTruncated) {
+			t.Errorf("%q: error = %v, want ErrTruncated", body, err)
+		}
+		if got != body {
+			t.Errorf("%q: wrote %q", body, got)
+		}
+	}
+}
+
+// failWriter fails after n bytes, as a vanished client does.
+type failWriter struct{ n int }
+
+func (w *failWriter) Write(p []byte) (int, error) {
+	if len(p) > w.n {
+		k := w.n
+		w.n = 0
+		return k, io.ErrClosedPipe
+	}
+	w.n -= len(p)
+	return len(p), nil
+}
+
+func TestCopyBodyWriteError(t *testing.T) {
+	src := bufio.NewReaderSize(strings.NewReader(strings.Repeat("a", 100)+"\r\n.\r\n"), 16)
+	n, err := CopyBody(&failWriter{n: 20}, src)
+	if err != io.ErrClosedPipe || n != 20 {
+		t.Fatalf("CopyBody = %d, %v", n, err)
+	}
+}
+
+func TestFilterCapability(t *testing.T) {
+	keep := map[string]string{"TOP": "TOP", "uidl": "UIDL", "EXPIRE  30 USER": "EXPIRE 30 USER", "LOGIN-DELAY 900": "LOGIN-DELAY 900", "PIPELINING": "PIPELINING"}
+	for in, want := range keep {
+		if got, ok := FilterCapability(in); !ok || got != want {
+			t.Errorf("FilterCapability(%q) = %q, %v; want %q", in, got, ok, want)
+		}
+	}
+	for _, in := range []string{"STLS", "SASL PLAIN LOGIN", "IMPLEMENTATION Dovecot", "XFOO", "", "TOP \x1b[31m", "UTF8", ".", "TOP\x00"} {
+		if got, ok := FilterCapability(in); ok {
+			t.Errorf("FilterCapability(%q) kept as %q", in, got)
+		}
+	}
+}
+
+func TestSASL(t *testing.T) {
+	msg, err := DecodeSASL(EncodeSASL([]byte("\x00alice\x00pass word")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	z, c, p, err := ParsePlain(msg)
+	if err != nil || z != "" || c != "alice" || p != "pass word" {
+		t.Fatalf("ParsePlain = %q %q %q %v", z, c, p, err)
+	}
+	if b, err := DecodeSASL("="); err != nil || len(b) != 0 {
+		t.Fatalf(`DecodeSASL("=") = %q, %v`, b, err)
+	}
+	for _, bad := range []string{"!!!", "YQ"} {
+		if _, err := DecodeSASL(bad); err != ErrBadSASL {
+			t.Errorf("DecodeSASL(%q) error = %v", bad, err)
+		}
+	}
+	for _, bad := range []string{"alice\x00pw", "\x00\x00pw", "\x00alice\x00", "\x00al\nice\x00pw", "a\x00b\x00c\x00d"} {
+		if _, _, _, err := ParsePlain([]byte(bad)); err != ErrBadSASL {
+			t.Errorf("ParsePlain(%q) error = %v", bad, err)
+		}
+	}
+}

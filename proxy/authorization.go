@@ -1,0 +1,227 @@
+package proxy
+
+import (
+	"strings"
+
+	"github.com/popproxy/popproxy/internal/pop3"
+)
+
+// saslMechanisms are the mechanisms the proxy decodes itself (RFC 5034), so it
+// learns the username before it logs in upstream.
+var saslMechanisms = []string{"PLAIN", "LOGIN"}
+
+// authorizationVerbs are the commands of the AUTHORIZATION state (RFC 1939 §4),
+// answered by the proxy itself.
+var authorizationVerbs = map[string]func(*session, pop3.Command) error{
+	"USER": (*session).cmdUser,
+	"PASS": (*session).cmdPass,
+	"AUTH": (*session).cmdAuth,
+	"CAPA": (*session).cmdCapaBeforeLogin,
+	"QUIT": (*session).cmdQuitBeforeLogin,
+}
+
+// authorization handles one command before login.
+func (s *session) authorization(cmd pop3.Command) error {
+	if h, ok := authorizationVerbs[cmd.Verb]; ok {
+		return h(s, cmd)
+	}
+	switch {
+	case cmd.Verb == "APOP":
+		// The greeting carries no timestamp: the upstream's is unknown before login.
+		return s.refuse("unsupported", cmd.Verb, "APOP is not supported; use USER/PASS or AUTH")
+	case transactionVerbs[cmd.Verb] != (txVerb{}) || s.srv.extension(cmd.Verb) != nil:
+		return s.refuse("wrong_state", cmd.Verb, "not logged in")
+	}
+	return s.refuse("unknown_command", cmd.Verb, "unknown command")
+}
+
+func (s *session) cmdUser(cmd pop3.Command) error {
+	if len(cmd.Args) != 1 {
+		return s.refuse("syntax", cmd.Verb, "usage: USER name")
+	}
+	s.pendingUser = cmd.Args[0]
+	return s.reply(true, "send PASS")
+}
+
+func (s *session) cmdPass(cmd pop3.Command) error {
+	if s.pendingUser == "" {
+		return s.refuse("wrong_state", cmd.Verb, "send USER first")
+	}
+	if cmd.Tail == "" {
+		return s.refuse("syntax", cmd.Verb, "usage: PASS password")
+	}
+	user := s.pendingUser
+	s.pendingUser = ""
+	return s.login(credentials{user: user, pass: cmd.Tail, mech: "USER"})
+}
+
+// cmdAuth implements RFC 5034 for PLAIN and LOGIN, with or without an initial
+// response, "=" for an empty one and "*" to cancel.
+func (s *session) cmdAuth(cmd pop3.Command) error {
+	if len(cmd.Args) == 0 {
+		// De facto: AUTH without arguments lists the mechanisms.
+		w := s.writer()
+		w.WriteString("+OK\r\n")
+		for _, m := range saslMechanisms {
+			w.WriteString(m + "\r\n")
+		}
+		return s.writeLine(".")
+	}
+	if len(cmd.Args) > 2 {
+		return s.refuse("syntax", cmd.Verb, "usage: AUTH mechanism [initial-response]")
+	}
+	var initial *string
+	if len(cmd.Args) == 2 {
+		initial = &cmd.Args[1]
+	}
+	switch mech := strings.ToUpper(cmd.Args[0]); mech {
+	case "PLAIN":
+		msg, err := s.saslStep("", initial)
+		if err != nil {
+			return err
+		}
+		if msg == nil {
+			return nil
+		}
+		authzid, user, pass, perr := pop3.ParsePlain(msg)
+		if perr != nil {
+			return s.refuse("syntax", cmd.Verb, perr.Error())
+		}
+		return s.login(credentials{authzid: authzid, user: user, pass: pass, mech: mech})
+	case "LOGIN":
+		user, err := s.saslStep("VXNlcm5hbWU6", initial) // "Username:"
+		if err != nil || user == nil {
+			return err
+		}
+		pass, err := s.saslStep("UGFzc3dvcmQ6", nil) // "Password:"
+		if err != nil || pass == nil {
+			return err
+		}
+		if !validLoginField(user) || !validLoginField(pass) {
+			return s.refuse("syntax", cmd.Verb, pop3.ErrBadSASL.Error())
+		}
+		return s.login(credentials{user: string(user), pass: string(pass), mech: mech})
+	default:
+		return s.refuse("unsupported", cmd.Verb, "unsupported authentication mechanism")
+	}
+}
+
+// saslStep returns the client's decoded response: the initial one if given,
+// else the answer to a "+ challenge" line. It returns nil and no error when the
+// exchange ended (cancelled or malformed) with the client already answered.
+func (s *session) saslStep(challenge string, initial *string) ([]byte, error) {
+	var resp string
+	if initial != nil {
+		resp = *initial
+	} else {
+		if err := s.writeLine("+ " + challenge); err != nil {
+			return nil, err
+		}
+		if err := s.flush(); err != nil {
+			return nil, &endError{reason: "client_gone", err: err}
+		}
+		line, err := pop3.ReadLine(s.cr, maxSASLLine)
+		if err != nil {
+			return nil, s.readFailed(err)
+		}
+		resp = string(line)
+	}
+	if resp == "*" {
+		return nil, s.reply(false, "authentication cancelled")
+	}
+	msg, err := pop3.DecodeSASL(resp)
+	if err != nil {
+		return nil, s.refuse("syntax", "AUTH", err.Error())
+	}
+	return msg, nil
+}
+
+// validLoginField rejects what cannot go into a USER or PASS line.
+func validLoginField(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	for _, c := range b {
+		if c < ' ' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// login relays credentials upstream. The client stays in AUTHORIZATION on any
+// failure and may try again.
+func (s *session) login(c credentials) error {
+	ev := AuthEvent{User: c.user, Mechanism: c.mech, Upstream: s.srv.opts.Upstream.Address}
+	plain := s.srv.opts.Upstream.LoginPlain
+	if !plain && c.authzid != "" && c.authzid != c.user {
+		ev.Reason = "authorization identity needs upstream.login: plain"
+		s.srv.opts.Auditor.Auth(s.id, ev)
+		return s.refuse("unsupported", "AUTH", "authorization identity not supported")
+	}
+	if !plain && strings.Contains(c.user, " ") {
+		ev.Reason = "space in username"
+		s.srv.opts.Auditor.Auth(s.id, ev)
+		return s.refuse("syntax", "AUTH", "invalid username")
+	}
+	u, err := dialUpstream(s.srv.opts.Upstream)
+	if err != nil {
+		s.srv.log.Warn("upstream unavailable", "session", s.id, "err", err)
+		ev.Code, ev.Reason = "SYS/TEMP", err.Error()
+		s.srv.opts.Auditor.Auth(s.id, ev)
+		return s.reply(false, "[SYS/TEMP] mail server unavailable, try again later")
+	}
+	st, err := u.login(c, plain)
+	if err != nil {
+		u.close()
+		s.srv.log.Warn("upstream login failed", "session", s.id, "err", err)
+		ev.Code, ev.Reason = "SYS/TEMP", err.Error()
+		s.srv.opts.Auditor.Auth(s.id, ev)
+		return s.reply(false, "[SYS/TEMP] mail server error, try again later")
+	}
+	ev.OK, ev.Code, ev.Reason = st.OK, st.Code, pop3.Sanitize(st.Text)
+	if !st.OK {
+		u.exchange("QUIT\r\n") // harmless in AUTHORIZATION: no UPDATE state
+		u.close()
+		if ev.Code == "" {
+			// The exchange worked, so the credentials were refused (RFC 3206 §4).
+			ev.Code = "AUTH"
+		}
+		s.srv.opts.Auditor.Auth(s.id, ev)
+		s.badCommands++
+		if s.badCommands >= s.srv.opts.MaxBadCommands {
+			return &endError{reason: "too_many_errors", farewell: "-ERR [" + ev.Code + "] " + ev.Reason}
+		}
+		return s.reply(false, "["+ev.Code+"] "+ev.Reason)
+	}
+	s.srv.opts.Auditor.Auth(s.id, ev)
+	s.setUpstream(u)
+	s.state = stateTransaction
+	s.user = c.user
+	s.client.setReadTimeout(s.srv.opts.IdleTimeout)
+	return s.reply(true, ev.Reason)
+}
+
+// cmdCapaBeforeLogin answers from what this proxy supports on this connection
+// (RFC 2449 §5), never from the upstream.
+func (s *session) cmdCapaBeforeLogin(cmd pop3.Command) error {
+	return s.writeCapa([]string{
+		"TOP", "UIDL", "USER",
+		"SASL " + strings.Join(saslMechanisms, " "),
+		"RESP-CODES", "AUTH-RESP-CODE", "PIPELINING",
+	})
+}
+
+func (s *session) writeCapa(caps []string) error {
+	w := s.writer()
+	w.WriteString("+OK capability list follows\r\n")
+	for _, c := range caps {
+		w.WriteString(c + "\r\n")
+	}
+	return s.writeLine(".")
+}
+
+// cmdQuitBeforeLogin ends the session; there is no UPDATE state before login.
+func (s *session) cmdQuitBeforeLogin(cmd pop3.Command) error {
+	return &endError{reason: "quit", farewell: "+OK popproxy signing off"}
+}

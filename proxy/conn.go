@@ -1,0 +1,78 @@
+package proxy
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"time"
+)
+
+// errStopped is returned by a stopped timeoutConn.
+var errStopped = errors.New("proxy: session stopped")
+
+// aLongTimeAgo is a deadline that has passed, to interrupt blocked I/O.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// timeoutConn refreshes its deadline before every Read and Write, so a timeout
+// measures silence rather than the length of a transfer, and counts octets. stop
+// interrupts it from another goroutine; the mutex orders stop against the
+// deadline refresh so that a stop is never overwritten.
+type timeoutConn struct {
+	net.Conn
+	mu           sync.Mutex
+	stopped      bool
+	readTimeout  time.Duration
+	writeTimeout time.Duration
+	in, out      int64 // touched only by the session goroutine
+	failed       bool  // a Read or Write failed; touched only by the session goroutine
+}
+
+func (c *timeoutConn) Read(p []byte) (int, error) {
+	if err := c.refresh(c.Conn.SetReadDeadline, c.readTimeout); err != nil {
+		return 0, err
+	}
+	n, err := c.Conn.Read(p)
+	c.in += int64(n)
+	c.failed = c.failed || err != nil
+	return n, err
+}
+
+func (c *timeoutConn) Write(p []byte) (int, error) {
+	if err := c.refresh(c.Conn.SetWriteDeadline, c.writeTimeout); err != nil {
+		return 0, err
+	}
+	n, err := c.Conn.Write(p)
+	c.out += int64(n)
+	c.failed = c.failed || err != nil
+	return n, err
+}
+
+func (c *timeoutConn) refresh(set func(time.Time) error, d time.Duration) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped {
+		return errStopped
+	}
+	return set(time.Now().Add(d))
+}
+
+// setReadTimeout changes the silence allowed between reads from now on.
+func (c *timeoutConn) setReadTimeout(d time.Duration) {
+	c.mu.Lock()
+	c.readTimeout = d
+	c.mu.Unlock()
+}
+
+// stop makes blocked and future reads and writes fail.
+func (c *timeoutConn) stop() {
+	c.mu.Lock()
+	c.stopped = true
+	c.Conn.SetDeadline(aLongTimeAgo)
+	c.mu.Unlock()
+}
+
+func (c *timeoutConn) isStopped() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stopped
+}

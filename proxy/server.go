@@ -1,0 +1,228 @@
+// Package proxy is popproxy's engine: it accepts POP3 clients, answers the
+// AUTHORIZATION state itself, logs in to the upstream server with the client's
+// credentials, and from then on parses every command, relays it in canonical form
+// and streams the reply back unchanged.
+//
+// Typical usage:
+//
+//	srv := proxy.New(proxy.Options{Upstream: proxy.Upstream{Address: "10.0.0.5:110"}})
+//	l, _ := net.Listen("tcp", ":110")
+//	go srv.Serve(l, "pop3")
+//	...
+//	srv.Shutdown(ctx)
+package proxy
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("proxy: server closed")
+
+// Options configure a Server. Zero values get the defaults named per field.
+type Options struct {
+	Upstream Upstream
+	// LoginTimeout is the silence allowed before login. Default 60s.
+	LoginTimeout time.Duration
+	// IdleTimeout is the silence allowed after login. Default 10m, RFC 1939 §3's
+	// minimum.
+	IdleTimeout time.Duration
+	// MaxBadCommands ends a session after that many refused commands. Default 10.
+	MaxBadCommands int
+	// Extensions are commands relayed after login beyond RFC 1939's.
+	Extensions []Extension
+	// Auditor receives audit events. If nil, nothing is audited.
+	Auditor Auditor
+	// Logger is the operational log. If nil, slog.Default() is used.
+	Logger *slog.Logger
+}
+
+// Upstream is the POP3 server behind the proxy.
+type Upstream struct {
+	Address string
+	// DialTimeout bounds connecting and reading the greeting. Default 10s.
+	DialTimeout time.Duration
+	// ResponseTimeout is the silence allowed while waiting for a response. Default 60s.
+	ResponseTimeout time.Duration
+	// LoginPlain logs in with AUTH PLAIN instead of USER/PASS.
+	LoginPlain bool
+}
+
+// Extension is a command relayed without knowing its syntax.
+type Extension struct {
+	Verb      string // upper case
+	MaxArgs   int
+	Multiline bool // a +OK reply is followed by a dot-terminated body
+}
+
+// Server accepts POP3 clients on any number of listeners.
+type Server struct {
+	opts Options
+	log  *slog.Logger
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	sessions  map[*session]struct{}
+	closing   bool
+	wg        sync.WaitGroup
+}
+
+// New returns a Server with opts' zero values defaulted.
+func New(opts Options) *Server {
+	if opts.LoginTimeout <= 0 {
+		opts.LoginTimeout = 60 * time.Second
+	}
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = 10 * time.Minute
+	}
+	if opts.MaxBadCommands <= 0 {
+		opts.MaxBadCommands = 10
+	}
+	if opts.Upstream.DialTimeout <= 0 {
+		opts.Upstream.DialTimeout = 10 * time.Second
+	}
+	if opts.Upstream.ResponseTimeout <= 0 {
+		opts.Upstream.ResponseTimeout = 60 * time.Second
+	}
+	if opts.Auditor == nil {
+		opts.Auditor = nopAuditor{}
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Server{
+		opts:      opts,
+		log:       log,
+		listeners: map[net.Listener]struct{}{},
+		sessions:  map[*session]struct{}{},
+	}
+}
+
+// Serve accepts connections on l, naming them after listener in audit events,
+// until l fails or the server shuts down; then it returns ErrServerClosed.
+func (srv *Server) Serve(l net.Listener, listener string) error {
+	if !srv.track(l) {
+		return ErrServerClosed
+	}
+	defer srv.untrack(l)
+	var backoff time.Duration
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if srv.isClosing() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) {
+				// Out of file descriptors and the like: wait, as net/http does.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				srv.log.Warn("accept failed; retrying", "listener", listener, "err", err, "delay", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		s := newSession(srv, c, listener)
+		if !srv.add(s) {
+			c.Close()
+			return ErrServerClosed
+		}
+		go s.serve()
+	}
+}
+
+func (srv *Server) track(l net.Listener) bool {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if srv.closing {
+		return false
+	}
+	srv.listeners[l] = struct{}{}
+	return true
+}
+
+func (srv *Server) untrack(l net.Listener) {
+	srv.mu.Lock()
+	delete(srv.listeners, l)
+	srv.mu.Unlock()
+}
+
+func (srv *Server) add(s *session) bool {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if srv.closing {
+		return false
+	}
+	srv.sessions[s] = struct{}{}
+	srv.wg.Add(1)
+	return true
+}
+
+func (srv *Server) remove(s *session) {
+	srv.mu.Lock()
+	delete(srv.sessions, s)
+	srv.mu.Unlock()
+	srv.wg.Done()
+}
+
+func (srv *Server) isClosing() bool {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	return srv.closing
+}
+
+// Shutdown stops accepting, lets open sessions run until their clients quit,
+// and when ctx ends stops the rest: an idle client is told
+// "-ERR [SYS/TEMP] server shutting down", a transfer in progress is cut without
+// its terminator. No session sends QUIT upstream on its client's behalf.
+func (srv *Server) Shutdown(ctx context.Context) error {
+	srv.closeListeners()
+	done := make(chan struct{})
+	go func() {
+		srv.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		srv.stopSessions()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// Close is Shutdown with no grace period.
+func (srv *Server) Close() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := srv.Shutdown(ctx); err != context.Canceled {
+		return err
+	}
+	return nil
+}
+
+func (srv *Server) closeListeners() {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	srv.closing = true
+	for l := range srv.listeners {
+		l.Close()
+	}
+}
+
+func (srv *Server) stopSessions() {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	for s := range srv.sessions {
+		s.stop()
+	}
+}

@@ -1,0 +1,300 @@
+package proxy
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/popproxy/popproxy/internal/pop3"
+)
+
+type state int
+
+const (
+	stateAuthorization state = iota
+	stateTransaction
+)
+
+const (
+	// clientBufferSize holds a few pipelined commands of RFC 2449's 255 octets.
+	clientBufferSize = 1024
+	// maxSASLLine bounds AUTH lines, which may carry long initial responses
+	// (OAuth tokens) beyond the 255-octet command limit.
+	maxSASLLine = 8 << 10
+	// maxCapaLines bounds a server's CAPA list.
+	maxCapaLines = 200
+)
+
+// endError ends a session. reason goes to the audit log; farewell, if set, is
+// sent to the client first.
+type endError struct {
+	reason   string
+	farewell string
+	err      error
+}
+
+func (e *endError) Error() string {
+	if e.err != nil {
+		return e.reason + ": " + e.err.Error()
+	}
+	return e.reason
+}
+
+func (e *endError) Unwrap() error { return e.err }
+
+// session is one client connection, served by one goroutine in lockstep: read
+// a command, check it, relay it, relay the reply, audit, repeat.
+type session struct {
+	srv      *Server
+	id       string
+	listener string
+	remote   netip.AddrPort
+	start    time.Time
+
+	client *timeoutConn
+	cr     *bufio.Reader
+	cw     *bufio.Writer // borrowed from writerPool while output is pending
+
+	mu      sync.Mutex // guards up and stopped against stop()
+	up      *upstream  // nil until login
+	stopped bool
+
+	state       state
+	pendingUser string // from USER, until PASS
+	user        string // set at login; the password is never kept
+	badCommands int
+
+	retr, top  int
+	marked     []int
+	committed  bool
+	incomplete bool
+}
+
+func newSession(srv *Server, c net.Conn, listener string) *session {
+	setNoDelay(c)
+	tc := &timeoutConn{Conn: c, readTimeout: srv.opts.LoginTimeout, writeTimeout: srv.opts.IdleTimeout}
+	s := &session{
+		srv:      srv,
+		id:       newSessionID(),
+		listener: listener,
+		start:    time.Now(),
+		client:   tc,
+		cr:       bufio.NewReaderSize(tc, clientBufferSize),
+	}
+	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
+		s.remote = ap
+	}
+	return s
+}
+
+func newSessionID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func (s *session) serve() {
+	defer s.srv.remove(s)
+	s.srv.opts.Auditor.SessionOpen(SessionInfo{ID: s.id, Listener: s.listener, Client: s.remote, Start: s.start})
+	end := s.run()
+	s.finish(end)
+}
+
+// run serves commands until the session ends, containing any panic to this
+// session.
+func (s *session) run() (end *endError) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.srv.log.Error("session panic", "session", s.id, "panic", r, "stack", string(debug.Stack()))
+			end = &endError{reason: "internal_error", farewell: "-ERR [SYS/TEMP] internal error", err: fmt.Errorf("panic: %v", r)}
+		}
+	}()
+	s.reply(true, "popproxy ready")
+	for {
+		if err := s.next(); err != nil {
+			var e *endError
+			if !errors.As(err, &e) {
+				e = &endError{reason: "internal_error", farewell: "-ERR [SYS/TEMP] internal error", err: err}
+			}
+			return e
+		}
+	}
+}
+
+// finish says goodbye if there is something to say, closes both sides and
+// writes the close record.
+func (s *session) finish(end *endError) {
+	if end.farewell != "" {
+		if s.client.isStopped() {
+			// Shutdown: the session was idle, so nothing else is being written.
+			s.client.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+			io.WriteString(s.client.Conn, end.farewell+"\r\n")
+		} else {
+			s.writeLine(end.farewell)
+		}
+	}
+	s.flush()
+	if s.cw != nil {
+		s.cw.Reset(nil)
+		s.cw = nil
+	}
+	s.mu.Lock()
+	up := s.up
+	s.mu.Unlock()
+	if up != nil {
+		up.close()
+	}
+	s.client.Close()
+	if end.reason == "internal_error" {
+		s.srv.log.Error("session failed", "session", s.id, "err", end.err)
+	}
+	s.srv.opts.Auditor.SessionClose(s.id, CloseEvent{
+		Reason:     end.reason,
+		Duration:   time.Since(s.start),
+		BytesIn:    s.client.in,
+		BytesOut:   s.client.out,
+		Retr:       s.retr,
+		Top:        s.top,
+		Marked:     s.marked,
+		Committed:  s.committed,
+		User:       s.user,
+		LoggedIn:   s.state == stateTransaction,
+		Incomplete: s.incomplete,
+	})
+}
+
+// stop interrupts the session from another goroutine (Server.Shutdown).
+func (s *session) stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stopped = true
+	s.client.stop()
+	if s.up != nil {
+		s.up.conn.stop()
+	}
+}
+
+// next reads and handles one command.
+func (s *session) next() error {
+	if s.cr.Buffered() == 0 {
+		// Answers to pipelined commands go out together, but never wait for input.
+		if err := s.flush(); err != nil {
+			return &endError{reason: "client_gone", err: err}
+		}
+	}
+	line, err := pop3.ReadLine(s.cr, maxSASLLine)
+	if err != nil {
+		return s.readFailed(err)
+	}
+	if len(line)+2 > pop3.MaxCommandLine && !isAuth(line) {
+		return s.refuse("line_too_long", "", "command line too long")
+	}
+	cmd, err := pop3.ParseCommand(line)
+	if err != nil {
+		return s.refuse("syntax", "", err.Error())
+	}
+	if s.state == stateAuthorization {
+		return s.authorization(cmd)
+	}
+	return s.transaction(cmd)
+}
+
+func isAuth(line []byte) bool {
+	return len(line) > 5 && strings.EqualFold(string(line[:5]), "AUTH ")
+}
+
+// readFailed turns a failed client read into the session's end.
+func (s *session) readFailed(err error) error {
+	var ne net.Error
+	switch {
+	case s.client.isStopped():
+		return &endError{reason: "shutdown", farewell: "-ERR [SYS/TEMP] server shutting down", err: err}
+	case err == pop3.ErrLineTooLong:
+		s.policy("line_too_long", "", "")
+		return &endError{reason: "line_too_long", farewell: "-ERR line too long", err: err}
+	case errors.As(err, &ne) && ne.Timeout():
+		return &endError{reason: "timeout", farewell: "-ERR disconnected for inactivity", err: err}
+	case err == io.EOF:
+		return &endError{reason: "client_closed"}
+	default:
+		return &endError{reason: "client_gone", err: err}
+	}
+}
+
+// refuse answers -ERR for a command the proxy will not relay, audits it, and
+// ends the session once the client has made too many mistakes.
+func (s *session) refuse(rule, verb, text string) error {
+	s.policy(rule, verb, text)
+	s.badCommands++
+	if s.badCommands >= s.srv.opts.MaxBadCommands {
+		return &endError{reason: "too_many_errors", farewell: "-ERR " + text + "; too many errors, closing"}
+	}
+	return s.reply(false, text)
+}
+
+func (s *session) policy(rule, verb, detail string) {
+	s.srv.opts.Auditor.Policy(s.id, PolicyEvent{Rule: rule, Verb: verb, Detail: detail})
+}
+
+// reply writes a status line.
+func (s *session) reply(ok bool, text string) error {
+	status := "-ERR"
+	if ok {
+		status = "+OK"
+	}
+	if text != "" {
+		status += " " + text
+	}
+	return s.writeLine(status)
+}
+
+func (s *session) writeLine(line string) error {
+	w := s.writer()
+	w.WriteString(line)
+	if _, err := w.WriteString("\r\n"); err != nil {
+		return &endError{reason: "client_gone", err: err}
+	}
+	return nil
+}
+
+// writer borrows the output buffer until the next flush.
+func (s *session) writer() *bufio.Writer {
+	if s.cw == nil {
+		s.cw = writerPool.Get().(*bufio.Writer)
+		s.cw.Reset(s.client)
+	}
+	return s.cw
+}
+
+// flush sends pending output and gives the buffer back.
+func (s *session) flush() error {
+	if s.cw == nil {
+		return nil
+	}
+	err := s.cw.Flush()
+	if err == nil {
+		s.cw.Reset(nil)
+		writerPool.Put(s.cw)
+		s.cw = nil
+	}
+	return err
+}
+
+func (s *session) setUpstream(u *upstream) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.up = u
+	if s.stopped {
+		u.conn.stop()
+	}
+}
+

@@ -1,0 +1,242 @@
+package proxy
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/popproxy/popproxy/internal/pop3"
+)
+
+// multiLine says when a +OK reply to a command has a body.
+type multiLine int
+
+const (
+	singleLine multiLine = iota + 1
+	alwaysMulti
+	multiWithoutArgs // LIST and UIDL: a listing without argument, one line with
+)
+
+// txVerb is the syntax of a TRANSACTION command relayed upstream. Every
+// argument is a number; the first is a message number (at least 1).
+type txVerb struct {
+	minArgs, maxArgs int
+	multi            multiLine
+}
+
+// transactionVerbs are RFC 1939 §5's commands; CAPA and QUIT are handled apart.
+var transactionVerbs = map[string]txVerb{
+	"STAT": {0, 0, singleLine},
+	"LIST": {0, 1, multiWithoutArgs},
+	"RETR": {1, 1, alwaysMulti},
+	"DELE": {1, 1, singleLine},
+	"NOOP": {0, 0, singleLine},
+	"RSET": {0, 0, singleLine},
+	"TOP":  {2, 2, alwaysMulti},
+	"UIDL": {0, 1, multiWithoutArgs},
+}
+
+// transaction handles one command after login.
+func (s *session) transaction(cmd pop3.Command) error {
+	switch cmd.Verb {
+	case "CAPA":
+		return s.cmdCapaAfterLogin()
+	case "QUIT":
+		return s.cmdQuit()
+	}
+	if v, ok := transactionVerbs[cmd.Verb]; ok {
+		if msg := v.check(cmd.Args); msg != "" {
+			return s.refuse("syntax", cmd.Verb, msg)
+		}
+		canonical := pop3.Command{Verb: cmd.Verb, Args: canonicalNumbers(cmd.Args)}
+		return s.relay(canonical, v.multi == alwaysMulti || v.multi == multiWithoutArgs && len(cmd.Args) == 0)
+	}
+	if ext := s.srv.extension(cmd.Verb); ext != nil {
+		if len(cmd.Args) > ext.MaxArgs {
+			return s.refuse("syntax", cmd.Verb, "too many arguments")
+		}
+		for _, a := range cmd.Args {
+			if len(a) > pop3.MaxArgLen {
+				return s.refuse("syntax", cmd.Verb, "argument too long")
+			}
+		}
+		return s.relay(pop3.Command{Verb: cmd.Verb, Args: cmd.Args}, ext.Multiline)
+	}
+	if _, ok := authorizationVerbs[cmd.Verb]; ok || cmd.Verb == "APOP" {
+		return s.refuse("wrong_state", cmd.Verb, "already logged in")
+	}
+	return s.refuse("unknown_command", cmd.Verb, "unknown command")
+}
+
+// check returns why args do not fit v, or "".
+func (v txVerb) check(args []string) string {
+	if len(args) < v.minArgs || len(args) > v.maxArgs {
+		return "wrong number of arguments"
+	}
+	for i, a := range args {
+		n, err := pop3.ParseNumber(a)
+		if err != nil {
+			return "invalid number"
+		}
+		if i == 0 && n == 0 {
+			return "no such message"
+		}
+	}
+	return ""
+}
+
+// canonicalNumbers rewrites checked numbers without leading zeros.
+func canonicalNumbers(args []string) []string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		n, _ := pop3.ParseNumber(a)
+		out[i] = strconv.Itoa(n)
+	}
+	return out
+}
+
+func (srv *Server) extension(verb string) *Extension {
+	for i := range srv.opts.Extensions {
+		if srv.opts.Extensions[i].Verb == verb {
+			return &srv.opts.Extensions[i]
+		}
+	}
+	return nil
+}
+
+// relay sends cmd upstream and streams the reply to the client: the status
+// line, then, for a +OK to a multi-line command, the body unchanged up to and
+// including its terminator.
+func (s *session) relay(cmd pop3.Command, multi bool) error {
+	start := time.Now()
+	status, st, err := s.roundTrip(cmd)
+	if err != nil {
+		return err
+	}
+	w := s.writer()
+	w.WriteString(pop3.Sanitize(string(status)))
+	_, err = w.WriteString("\r\n")
+	octets := int64(len(status) + 2)
+	if err == nil && st.OK && multi {
+		var n int64
+		n, err = pop3.CopyBody(w, s.up.br)
+		octets += n
+		if err != nil {
+			// No terminator reaches the client: a cut message must not look whole.
+			s.incomplete = true
+		}
+	}
+	s.account(cmd, st.OK, octets, time.Since(start))
+	if err != nil {
+		if errors.Is(err, errStopped) || s.client.isStopped() {
+			return &endError{reason: "shutdown", err: err}
+		}
+		if s.client.failed {
+			return &endError{reason: "client_gone", err: err}
+		}
+		s.srv.log.Warn("upstream failed during a multi-line response", "session", s.id, "verb", cmd.Verb, "err", err)
+		return &endError{reason: "upstream_failed", err: err}
+	}
+	if err := s.up.release(); err != nil {
+		return &endError{reason: "upstream_failed", farewell: "-ERR [SYS/TEMP] mail server protocol error", err: err}
+	}
+	return nil
+}
+
+// roundTrip sends cmd and reads the status line. A failure here has sent the
+// client nothing yet, so it is told why.
+func (s *session) roundTrip(cmd pop3.Command) ([]byte, pop3.Status, error) {
+	var buf [pop3.MaxCommandLine + 2]byte
+	if _, err := s.up.conn.Write(cmd.AppendWire(buf[:0])); err != nil {
+		return nil, pop3.Status{}, s.upstreamFailed(err)
+	}
+	status, st, err := s.up.readStatus()
+	if err != nil {
+		return nil, st, s.upstreamFailed(err)
+	}
+	return status, st, nil
+}
+
+func (s *session) upstreamFailed(err error) error {
+	if s.client.isStopped() {
+		return &endError{reason: "shutdown", farewell: "-ERR [SYS/TEMP] server shutting down", err: err}
+	}
+	s.srv.log.Warn("upstream failed", "session", s.id, "err", err)
+	return &endError{reason: "upstream_failed", farewell: "-ERR [SYS/TEMP] mail server connection lost", err: err}
+}
+
+// account updates the session's counters and writes the command's audit event.
+func (s *session) account(cmd pop3.Command, ok bool, octets int64, d time.Duration) {
+	if ok {
+		switch cmd.Verb {
+		case "RETR":
+			s.retr++
+		case "TOP":
+			s.top++
+		case "DELE":
+			n, _ := pop3.ParseNumber(cmd.Args[0])
+			s.marked = append(s.marked, n)
+		case "RSET":
+			s.marked = nil
+		}
+	}
+	s.srv.opts.Auditor.Command(s.id, CommandEvent{Verb: cmd.Verb, Args: cmd.Args, OK: ok, Octets: octets, Duration: d})
+}
+
+// cmdCapaAfterLogin relays the upstream's list, keeping what the proxy can
+// relay, plus what the proxy itself provides.
+func (s *session) cmdCapaAfterLogin() error {
+	_, st, err := s.roundTrip(pop3.Command{Verb: "CAPA"})
+	if err != nil {
+		return err
+	}
+	caps := []string{}
+	seen := map[string]bool{}
+	add := func(c string) {
+		tag, _, _ := strings.Cut(c, " ")
+		if !seen[tag] {
+			seen[tag] = true
+			caps = append(caps, c)
+		}
+	}
+	if st.OK {
+		for i := 0; ; i++ {
+			line, err := pop3.ReadLine(s.up.br, pop3.MaxResponseLine)
+			if err == pop3.ErrLineTooLong {
+				continue
+			}
+			if err != nil {
+				return s.upstreamFailed(err)
+			}
+			if string(line) == "." {
+				break
+			}
+			if i < maxCapaLines {
+				if c, ok := pop3.FilterCapability(string(line)); ok {
+					add(c)
+				}
+			}
+		}
+	}
+	if err := s.up.release(); err != nil {
+		return s.upstreamFailed(err)
+	}
+	// The proxy answers pipelined commands and uses response codes itself.
+	add("PIPELINING")
+	add("RESP-CODES")
+	return s.writeCapa(caps)
+}
+
+// cmdQuit relays QUIT: the upstream enters UPDATE and commits deletions
+// (RFC 1939 §6), and its answer says whether that worked.
+func (s *session) cmdQuit() error {
+	start := time.Now()
+	status, st, err := s.roundTrip(pop3.Command{Verb: "QUIT"})
+	if err != nil {
+		return err
+	}
+	s.committed = st.OK && len(s.marked) > 0
+	s.account(pop3.Command{Verb: "QUIT"}, st.OK, int64(len(status)+2), time.Since(start))
+	return &endError{reason: "quit", farewell: pop3.Sanitize(string(status))}
+}
