@@ -32,6 +32,9 @@ const (
 	maxSASLLine = 8 << 10
 	// maxCapaLines bounds a server's CAPA list.
 	maxCapaLines = 200
+	// lingerTime and lingerBytes bound lingerClose.
+	lingerTime  = 2 * time.Second
+	lingerBytes = 2 << 20
 )
 
 // endError ends a session. reason goes to the audit log; farewell, if set, is
@@ -153,7 +156,11 @@ func (s *session) finish(end *endError) {
 	if up != nil {
 		up.close()
 	}
-	s.client.Close()
+	if end.reason == "line_too_long" || end.reason == "too_many_errors" {
+		s.lingerClose()
+	} else {
+		s.client.Close()
+	}
 	if end.reason == "internal_error" {
 		s.srv.log.Error("session failed", "session", s.id, "err", end.err)
 	}
@@ -170,6 +177,19 @@ func (s *session) finish(end *endError) {
 		LoggedIn:   s.state == stateTransaction,
 		Incomplete: s.incomplete,
 	})
+}
+
+// lingerClose closes a connection whose client may still be sending, without
+// a TCP reset destroying the farewell: it shuts down the sending side, then
+// reads and discards, boundedly, until the client closes too.
+func (s *session) lingerClose() {
+	defer s.client.Close()
+	cw, ok := s.client.Conn.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	s.client.Conn.SetReadDeadline(time.Now().Add(lingerTime))
+	io.CopyN(io.Discard, s.client.Conn, lingerBytes)
 }
 
 // stop interrupts the session from another goroutine (Server.Shutdown).
