@@ -317,4 +317,3 @@ func (s *session) setUpstream(u *upstream) {
 		u.conn.stop()
 	}
 }
-

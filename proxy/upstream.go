@@ -134,4 +134,3 @@ func setNoDelay(c net.Conn) {
 		tc.SetNoDelay(true)
 	}
 }
-
