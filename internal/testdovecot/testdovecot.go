@@ -1,0 +1,904 @@
+// Package testdovecot starts a private Dovecot POP3 server on loopback, for
+// integration tests and benchmarks that need a real upstream.
+//
+// Each instance has its own folder (config, passwd-file, maildirs, logs,
+// base_dir), listens on free 127.0.0.1 ports, and never touches the system
+// Dovecot service. The configuration uses Dovecot 2.3 syntax (Debian 12's
+// dovecot-pop3d 2.3.19); Dovecot 2.4 changed the syntax.
+//
+// Typical usage in a test:
+//
+//	d := testdovecot.New(t, testdovecot.Config{
+//		Users: map[string]string{"alice": "secret"},
+//	})
+//	uidl, err := d.AddMessage("alice", []byte("Subject: hi\r\n\r\nhello\r\n"))
+//	...
+//	c, err := net.Dial("tcp", d.Addr())
+//
+// Benchmarks and programs that have no testing.TB use Start and Close.
+//
+// # What Dovecot does with the stored bytes
+//
+// AddMessage stores exactly the bytes it is given. Observed with Dovecot
+// 2.3.19 serving them over POP3:
+//
+//   - LF line endings are sent as CRLF, CRLF is kept, and lines starting
+//     with "." are dot-stuffed. The size in STAT, LIST and the RETR
+//     "+OK <n> octets" line is the size with CRLF line endings, before
+//     dot-stuffing.
+//   - A message that does not end with a newline is sent with CRLF added
+//     before the terminating ".\r\n"; that CRLF is not in its size.
+//   - So an empty (0-byte) message is listed with size 0, and RETR sends
+//     "+OK 0 octets\r\n", then an empty line "\r\n", then ".\r\n".
+//
+// Messages are served in the order AddMessage added them (see AddMessage).
+package testdovecot
+
+import (
+	"bufio"
+	"bytes"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"reflect"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"text/template"
+	"time"
+)
+
+// ErrNotFound is returned by Start when no dovecot binary is found.
+var ErrNotFound = errors.New("dovecot not found: install it with `apt-get install -y dovecot-pop3d` (or run go test -short to skip integration tests)")
+
+// errAddrInUse marks a start that failed because a chosen port was taken
+// between choosing it and Dovecot binding it; Start then retries.
+var errAddrInUse = errors.New("address already in use")
+
+//go:embed dovecot.conf.tmpl
+var confText string
+
+var confTemplate = template.Must(template.New("dovecot.conf").Parse(confText))
+
+const (
+	// defaultMaxConnections is enough for load tests of ~2,500 sessions.
+	defaultMaxConnections = 2500
+	// startAttempts bounds retries when a chosen port was taken meanwhile.
+	startAttempts = 3
+	// readyTimeout bounds the wait for the first +OK greeting.
+	readyTimeout = 15 * time.Second
+	// stopTimeout bounds the wait for the processes to exit after
+	// SIGTERM, and again after SIGKILL.
+	stopTimeout = 10 * time.Second
+	// masterAloneGrace is how long Stop lets Dovecot's master linger
+	// after all its children have gone.
+	masterAloneGrace = 100 * time.Millisecond
+	// firstUIDLTime is the timestamp of the first message's file name;
+	// each later message gets the next second.
+	firstUIDLTime = 1700000000
+	// maxBaseDir keeps base_dir short: Dovecot's unix sockets live there
+	// and a socket path is limited to 108 bytes.
+	maxBaseDir = 60
+)
+
+// Config describes an instance. Zero values get defaults.
+type Config struct {
+	// Dir is the working folder. It is created if needed and made mode
+	// 0755, because Dovecot's unprivileged users must traverse it; its
+	// parent folders must be traversable too (t.TempDir's are not). If
+	// empty, Start makes one under os.TempDir, and Close removes it.
+	Dir string
+
+	// Users maps user names to passwords, stored with the PLAIN scheme in
+	// a passwd-file. Each user gets an empty Maildir. Names may not
+	// contain ':', '/', whitespace or control characters, nor start with
+	// '.'; passwords may not contain ':' or control characters.
+	Users map[string]string
+
+	// TLSCert and TLSKey are paths to PEM files. When both are set,
+	// ssl = yes: a pop3s listener (implicit TLS) is started too, see
+	// TLSAddr, and STLS is offered on the plain port. If empty, TLS is
+	// off.
+	TLSCert, TLSKey string
+
+	// FastAuthFailure makes failed logins (wrong password, unknown
+	// user) fail at once with "-ERR [AUTH] Login disabled for this user"
+	// instead of Dovecot 2.3's "-ERR [AUTH] Authentication failed." after
+	// about 0.5 s. Dovecot 2.3.19 holds every failure until a 500 ms
+	// timer fires, even with auth_failure_delay = 0 (which this package
+	// sets); the only way around it is a final passdb that accepts any
+	// password but sets nologin and nodelay. The log still shows
+	// "Password mismatch" or "unknown user". If false, failures are
+	// Dovecot's own.
+	FastAuthFailure bool
+
+	// MaxConnections is the number of concurrent POP3 sessions Dovecot
+	// must accept; process and client limits are raised to match. If
+	// zero, 2500.
+	MaxConnections int
+}
+
+// Instance is a running private Dovecot. Its methods are safe for
+// concurrent use.
+type Instance struct {
+	dir      string
+	ownDir   bool   // Start made dir; Close removes it
+	baseDir  string // Dovecot's base_dir (sockets, master.pid)
+	ownBase  bool   // baseDir is outside dir; Close removes it
+	mailRoot string
+	logPath  string
+	addr     string
+	tlsAddr  string
+	users    map[string]string
+	uid, gid int // owner of the maildirs and of the mail processes
+	seq      atomic.Int64
+
+	cmd  *exec.Cmd
+	pgid int
+	done chan struct{} // closed when cmd.Wait has returned
+
+	mu      sync.Mutex
+	stopped bool
+	stopErr error
+	closed  bool
+}
+
+// Start writes the configuration, passwd-file and maildirs, starts
+// `dovecot -F -c <Dir>/dovecot.conf` in its own process group with stdin
+// from /dev/null and stdout and stderr appended to LogPath, and returns
+// once the plain POP3 port answers with a +OK greeting. Ports are chosen
+// free on 127.0.0.1; if one is taken before Dovecot binds it, Start tries
+// again with new ports, up to 3 times.
+//
+// Side effect: from the first Start on, child processes of this program
+// inherit its raised open-file limit; see inheritFileLimit.
+//
+// If Start returns an error, no process is left running. Call Stop (or
+// Close) when done with the instance.
+func Start(cfg Config) (*Instance, error) {
+	bin, err := findDovecot()
+	if err != nil {
+		return nil, err
+	}
+	for name, pass := range cfg.Users {
+		if err := checkUser(name, pass); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.MaxConnections <= 0 {
+		cfg.MaxConnections = defaultMaxConnections
+	}
+	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
+		return nil, errors.New("testdovecot: TLSCert and TLSKey must be set together")
+	}
+
+	d := &Instance{users: make(map[string]string, len(cfg.Users))}
+	for name, pass := range cfg.Users {
+		d.users[name] = pass
+	}
+	if err := d.prepare(cfg); err != nil {
+		d.removeDirs()
+		return nil, err
+	}
+	for attempt := 1; ; attempt++ {
+		err = d.start(bin, cfg)
+		if err == nil {
+			return d, nil
+		}
+		if !errors.Is(err, errAddrInUse) || attempt == startAttempts {
+			d.removeDirs()
+			return nil, err
+		}
+	}
+}
+
+// findDovecot returns the path of the dovecot binary: /usr/sbin/dovecot,
+// else dovecot in PATH.
+func findDovecot() (string, error) {
+	const debianPath = "/usr/sbin/dovecot"
+	if fi, err := os.Stat(debianPath); err == nil && !fi.IsDir() {
+		return debianPath, nil
+	}
+	if p, err := exec.LookPath("dovecot"); err == nil {
+		return p, nil
+	}
+	return "", ErrNotFound
+}
+
+// checkUser rejects names and passwords that would break the passwd-file
+// or the maildir path (%u in mail_location).
+func checkUser(name, pass string) error {
+	if name == "" || strings.HasPrefix(name, ".") ||
+		strings.ContainsAny(name, ":/\\") || strings.IndexFunc(name, isSpaceOrControl) >= 0 {
+		return fmt.Errorf("testdovecot: invalid user name %q", name)
+	}
+	if strings.Contains(pass, ":") || strings.IndexFunc(pass, isControl) >= 0 {
+		return fmt.Errorf("testdovecot: invalid password for user %q", name)
+	}
+	return nil
+}
+
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
+
+func isSpaceOrControl(r rune) bool { return r == ' ' || isControl(r) }
+
+// prepare makes the folders and writes everything that does not depend on
+// the ports: passwd-file and maildirs.
+func (d *Instance) prepare(cfg Config) error {
+	if cfg.Dir == "" {
+		dir, err := os.MkdirTemp("", "popdc")
+		if err != nil {
+			return fmt.Errorf("testdovecot: %w", err)
+		}
+		d.dir, d.ownDir = dir, true
+	} else {
+		dir, err := filepath.Abs(cfg.Dir)
+		if err != nil {
+			return fmt.Errorf("testdovecot: %w", err)
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("testdovecot: %w", err)
+		}
+		d.dir = dir
+	}
+	// Dovecot's login and auth processes run as other users and must
+	// traverse the folder; MkdirTemp makes 0700.
+	if err := os.Chmod(d.dir, 0o755); err != nil {
+		return fmt.Errorf("testdovecot: %w", err)
+	}
+
+	d.baseDir = filepath.Join(d.dir, "run")
+	if len(d.baseDir) > maxBaseDir {
+		base, err := os.MkdirTemp("", "popdc-run")
+		if err != nil {
+			return fmt.Errorf("testdovecot: %w", err)
+		}
+		d.baseDir, d.ownBase = base, true
+	}
+	d.mailRoot = filepath.Join(d.dir, "mail")
+	d.logPath = filepath.Join(d.dir, "dovecot.log")
+	for _, p := range []string{d.baseDir, filepath.Join(d.dir, "state"), d.mailRoot} {
+		if err := os.MkdirAll(p, 0o755); err != nil {
+			return fmt.Errorf("testdovecot: %w", err)
+		}
+		if err := os.Chmod(p, 0o755); err != nil {
+			return fmt.Errorf("testdovecot: %w", err)
+		}
+	}
+
+	var err error
+	d.uid, d.gid, err = mailIdentity()
+	if err != nil {
+		return err
+	}
+
+	names := make([]string, 0, len(d.users))
+	for name := range d.users {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var users bytes.Buffer
+	for _, name := range names {
+		home := filepath.Join(d.mailRoot, name)
+		// passwd-file: user:password:uid:gid:(gecos):home:(shell):extra
+		fmt.Fprintf(&users, "%s:{PLAIN}%s:%d:%d::%s::\n", name, d.users[name], d.uid, d.gid, home)
+		for _, sub := range []string{"", "Maildir", "Maildir/cur", "Maildir/new", "Maildir/tmp"} {
+			p := filepath.Join(home, sub)
+			if err := os.MkdirAll(p, 0o700); err != nil {
+				return fmt.Errorf("testdovecot: %w", err)
+			}
+			if err := d.chown(p); err != nil {
+				return err
+			}
+		}
+	}
+	// Readable by Dovecot's auth processes, which do not run as root.
+	if err := os.WriteFile(filepath.Join(d.dir, "users"), users.Bytes(), 0o644); err != nil {
+		return fmt.Errorf("testdovecot: %w", err)
+	}
+	return nil
+}
+
+// mailIdentity returns the uid and gid the mail processes run as and own
+// the maildirs. Dovecot refuses uid 0 for mail, so when running as root
+// it is the unprivileged user nobody (else dovecot); otherwise Dovecot
+// cannot change user and everything is the calling user.
+func mailIdentity() (uid, gid int, err error) {
+	if os.Geteuid() != 0 {
+		return os.Geteuid(), os.Getegid(), nil
+	}
+	for _, name := range []string{"nobody", "dovecot"} {
+		u, err := user.Lookup(name)
+		if err != nil {
+			continue
+		}
+		uid, err1 := strconv.Atoi(u.Uid)
+		gid, err2 := strconv.Atoi(u.Gid)
+		if err1 == nil && err2 == nil && uid != 0 {
+			return uid, gid, nil
+		}
+	}
+	return 0, 0, errors.New("testdovecot: running as root, but neither user nobody nor dovecot exists to own the mail")
+}
+
+// chown gives p to the mail user; a no-op when not running as root.
+func (d *Instance) chown(p string) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	if err := os.Lchown(p, d.uid, d.gid); err != nil {
+		return fmt.Errorf("testdovecot: %w", err)
+	}
+	return nil
+}
+
+// confData fills dovecot.conf.tmpl.
+type confData struct {
+	InstanceName    string
+	BaseDir         string
+	StateDir        string
+	LogPath         string
+	NonRoot         bool
+	UserName        string
+	GroupName       string
+	UID, GID        int
+	UsersFile       string
+	FastAuthFailure bool
+	MailRoot        string
+	TLS             bool
+	TLSCert         string
+	TLSKey          string
+	Port, TLSPort   int
+	ProcessLimit    int
+	ClientLimit     int
+	LoginProcesses  int
+}
+
+// start chooses ports, writes the config and runs Dovecot until it
+// greets. It returns an error wrapping errAddrInUse if a port was taken.
+func (d *Instance) start(bin string, cfg Config) error {
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	tlsPort := 0
+	if cfg.TLSCert != "" {
+		if tlsPort, err = freePort(); err != nil {
+			return err
+		}
+	}
+	data := confData{
+		InstanceName:    "popdc-" + filepath.Base(d.dir),
+		BaseDir:         d.baseDir,
+		StateDir:        filepath.Join(d.dir, "state"),
+		LogPath:         d.logPath,
+		UID:             d.uid,
+		GID:             d.gid,
+		UsersFile:       filepath.Join(d.dir, "users"),
+		FastAuthFailure: cfg.FastAuthFailure,
+		MailRoot:        d.mailRoot,
+		Port:            port,
+		TLSPort:         tlsPort,
+		// One pop3 process per session, plus some slack.
+		ProcessLimit: cfg.MaxConnections + 100,
+		// Each session is a client of pop3-login, anvil, log, ...
+		ClientLimit:    2*cfg.MaxConnections + 100,
+		LoginProcesses: min(runtime.NumCPU(), 4),
+	}
+	if os.Geteuid() != 0 {
+		u, err := user.Current()
+		if err != nil {
+			return fmt.Errorf("testdovecot: %w", err)
+		}
+		g, err := user.LookupGroupId(strconv.Itoa(os.Getegid()))
+		if err != nil {
+			return fmt.Errorf("testdovecot: %w", err)
+		}
+		data.NonRoot, data.UserName, data.GroupName = true, u.Username, g.Name
+	}
+	if cfg.TLSCert != "" {
+		data.TLS = true
+		if data.TLSCert, err = filepath.Abs(cfg.TLSCert); err != nil {
+			return fmt.Errorf("testdovecot: %w", err)
+		}
+		if data.TLSKey, err = filepath.Abs(cfg.TLSKey); err != nil {
+			return fmt.Errorf("testdovecot: %w", err)
+		}
+	}
+	var conf bytes.Buffer
+	if err := confTemplate.Execute(&conf, data); err != nil {
+		return fmt.Errorf("testdovecot: %w", err)
+	}
+	confPath := filepath.Join(d.dir, "dovecot.conf")
+	if err := os.WriteFile(confPath, conf.Bytes(), 0o644); err != nil {
+		return fmt.Errorf("testdovecot: %w", err)
+	}
+
+	// Dovecot's master keeps its stdout and stderr open, and passes them
+	// on: they must be a file, not a pipe, or whoever reads the pipe (the
+	// test runner) waits forever. exec.Cmd gives Stdin nil /dev/null.
+	logFile, err := os.OpenFile(d.logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("testdovecot: %w", err)
+	}
+	defer logFile.Close()
+	logStart, err := logFile.Seek(0, io.SeekEnd)
+	if err != nil {
+		return fmt.Errorf("testdovecot: %w", err)
+	}
+
+	inheritFileLimit()
+	cmd := exec.Command(bin, "-F", "-c", confPath)
+	cmd.Stdout = logFile
+	cmd.Stderr = logFile
+	cmd.Dir = d.dir
+	// Own process group, so that Kill reaches every Dovecot process.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	setParentDeathSignal(cmd.SysProcAttr)
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("testdovecot: start %s: %w", bin, err)
+	}
+	d.cmd = cmd
+	d.pgid = cmd.Process.Pid
+	d.done = make(chan struct{})
+	go waitProcess(cmd, d.done)
+
+	d.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	if tlsPort != 0 {
+		d.tlsAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(tlsPort))
+	}
+	if err := d.waitReady(); err != nil {
+		_ = d.killGroup() // the start error says more
+		log := d.logSince(logStart)
+		if strings.Contains(log, "Address already in use") {
+			return fmt.Errorf("testdovecot: %w: %s", errAddrInUse, lastLines(log, 5))
+		}
+		return fmt.Errorf("testdovecot: %w; dovecot log:\n%s", err, lastLines(log, 20))
+	}
+	return nil
+}
+
+var fileLimitOnce sync.Once
+
+// inheritFileLimit lets child processes, Dovecot among them, inherit the
+// open-file limit the Go runtime raised for this process at start (soft =
+// hard). Go otherwise gives children the original soft limit, often 1024,
+// and Dovecot's log and anvil processes need one descriptor per session
+// ("fd limit (ulimit -n) is lower than required under max. load"). It is
+// process-wide, and harmless: it only affects programs that still use
+// select(2).
+func inheritFileLimit() {
+	fileLimitOnce.Do(func() {
+		var lim syscall.Rlimit
+		if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil {
+			// Setrlimit with RLIMIT_NOFILE, even unchanged, tells
+			// os/exec to stop restoring the original soft limit.
+			_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+		}
+	})
+}
+
+// setParentDeathSignal asks Linux (and FreeBSD) to send SIGTERM to Dovecot
+// if the test binary dies without calling Stop, e.g. on a go test timeout
+// or ^C (Dovecot is in its own process group, so it would not see the
+// terminal's SIGINT). Dovecot's master then stops its children. The field
+// exists only on those systems, hence reflection. The signal is tied to
+// the OS thread that started Dovecot; the Go runtime does not end threads
+// unless a goroutine exits while locked to one, which this package does
+// not do.
+func setParentDeathSignal(attr *syscall.SysProcAttr) {
+	f := reflect.ValueOf(attr).Elem().FieldByName("Pdeathsig")
+	if f.IsValid() && f.CanSet() && f.Type() == reflect.TypeOf(syscall.SIGTERM) {
+		f.Set(reflect.ValueOf(syscall.SIGTERM))
+	}
+}
+
+// waitProcess reaps Dovecot's master and closes done.
+func waitProcess(cmd *exec.Cmd, done chan<- struct{}) {
+	_ = cmd.Wait() // exit status after our own signal is not interesting
+	close(done)
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("testdovecot: choose a port: %w", err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	if err := l.Close(); err != nil {
+		return 0, fmt.Errorf("testdovecot: choose a port: %w", err)
+	}
+	return port, nil
+}
+
+// waitReady polls the plain port until it answers with +OK, Dovecot
+// exits, or readyTimeout passes.
+func (d *Instance) waitReady() error {
+	deadline := time.Now().Add(readyTimeout)
+	for {
+		select {
+		case <-d.done:
+			return errors.New("dovecot exited during start")
+		default:
+		}
+		err := greets(d.addr)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no POP3 greeting on %s within %v: %w", d.addr, readyTimeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// greets connects to addr and checks for a +OK greeting.
+func greets(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.SetDeadline(time.Now().Add(2 * time.Second)); err != nil {
+		return err
+	}
+	r := bufio.NewReader(c)
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(line, "+OK") {
+		return fmt.Errorf("unexpected greeting %q", line)
+	}
+	// Leave politely, so the log shows no aborted session.
+	_, _ = io.WriteString(c, "QUIT\r\n")
+	_, _ = r.ReadString('\n')
+	return nil
+}
+
+// Addr returns the plain POP3 address, "127.0.0.1:port". STLS is offered
+// there when TLS is configured.
+func (d *Instance) Addr() string { return d.addr }
+
+// TLSAddr returns the implicit-TLS (pop3s) address, or "" if Config had no
+// certificate.
+func (d *Instance) TLSAddr() string { return d.tlsAddr }
+
+// LogPath returns Dovecot's log file; Dovecot's stdout and stderr are
+// appended to it too. With auth_verbose on, failed logins are logged.
+func (d *Instance) LogPath() string { return d.logPath }
+
+// Dir returns the instance's working folder.
+func (d *Instance) Dir() string { return d.dir }
+
+// Pid returns the process id of Dovecot's master, which is also the id of
+// the process group of all Dovecot's processes.
+func (d *Instance) Pid() int { return d.pgid }
+
+// Stop sends SIGTERM to Dovecot's master (the pid in
+// <base_dir>/master.pid) and, at the same time, to every other process of
+// the instance (its process group), then waits until none is left. A
+// logged-in session gets "-ERR [SYS/TEMP] Server shutting down." and
+// commits no DELE.
+//
+// Signalling only the master would not do: the pop3 processes of
+// logged-in sessions outlive Dovecot 2.3's master, serving their clients,
+// and the master takes about a second to exit. It also often lingers
+// about a second after all its children have exited once sessions were
+// served; as it has nothing left to do then, Stop sends it SIGKILL after
+// 100 ms alone. Anything still there after 10 s gets SIGKILL too. Log
+// lines written while Dovecot shuts down may be lost.
+//
+// Stop is idempotent: later calls, and Kill, return the first call's
+// result. It keeps Dir.
+func (d *Instance) Stop() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.stopped {
+		return d.stopErr
+	}
+	d.stopped = true
+	// With -F the master is the process Start started, and the leader of
+	// the group; master.pid names it too.
+	if b, err := os.ReadFile(filepath.Join(d.baseDir, "master.pid")); err == nil {
+		if p, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && p != d.pgid {
+			d.stopErr = fmt.Errorf("testdovecot: stop: master.pid says %d, but the master is %d", p, d.pgid)
+		}
+	}
+	if err := syscall.Kill(-d.pgid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
+		d.stopErr = fmt.Errorf("testdovecot: stop: %w", err)
+	}
+	if !d.waitStopped(stopTimeout) {
+		if err := d.killGroup(); err != nil {
+			d.stopErr = err
+		} else if d.stopErr == nil {
+			d.stopErr = fmt.Errorf("testdovecot: stop: dovecot still running %v after SIGTERM; killed", stopTimeout)
+		}
+	}
+	return d.stopErr
+}
+
+// waitStopped waits up to timeout until no process of the instance is
+// left, sending SIGKILL to the master once it has been alone for
+// masterAloneGrace. It reports whether all went.
+func (d *Instance) waitStopped(timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	var alone time.Time // when the master was first seen alone
+	for {
+		select {
+		case <-d.done:
+			if !groupAlive(d.pgid) {
+				return true
+			}
+		default:
+			if pids, ok := liveInGroup(d.pgid); ok && len(pids) == 1 && pids[0] == d.pgid {
+				if alone.IsZero() {
+					alone = time.Now()
+				} else if time.Since(alone) > masterAloneGrace {
+					_ = syscall.Kill(d.pgid, syscall.SIGKILL) // ESRCH: just exited
+				}
+			} else {
+				alone = time.Time{}
+			}
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Kill sends SIGKILL to Dovecot's master and all its processes at once,
+// as if the upstream server crashed, and waits until they are gone.
+// Connections to it are then reset. Kill is idempotent; after Kill or
+// Stop, Kill and Stop do nothing and return the first call's result.
+func (d *Instance) Kill() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.stopped {
+		return d.stopErr
+	}
+	d.stopped = true
+	d.stopErr = d.killGroup()
+	return d.stopErr
+}
+
+// Close stops the instance like Stop, then removes Dir if Start made it.
+func (d *Instance) Close() error {
+	return errors.Join(d.Stop(), d.remove())
+}
+
+// remove removes the folders Start made, once.
+func (d *Instance) remove() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil
+	}
+	d.closed = true
+	return d.removeDirs()
+}
+
+// removeDirs removes the folders Start made.
+func (d *Instance) removeDirs() error {
+	var errs []error
+	if d.ownBase {
+		errs = append(errs, os.RemoveAll(d.baseDir))
+	}
+	if d.ownDir {
+		errs = append(errs, os.RemoveAll(d.dir))
+	}
+	return errors.Join(errs...)
+}
+
+// killGroup sends SIGKILL to the process group and waits until it is
+// gone.
+func (d *Instance) killGroup() error {
+	if d.cmd == nil {
+		return nil
+	}
+	_ = syscall.Kill(-d.pgid, syscall.SIGKILL) // ESRCH: already gone
+	if !d.waitGone(stopTimeout) {
+		return fmt.Errorf("testdovecot: processes of group %d still running %v after SIGKILL", d.pgid, stopTimeout)
+	}
+	return nil
+}
+
+// waitGone waits up to timeout until the master has been reaped and no
+// live process is left in its group. It reports whether that happened.
+func (d *Instance) waitGone(timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case <-d.done:
+	case <-timer.C:
+		return false
+	}
+	for groupAlive(d.pgid) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return true
+}
+
+// groupAlive reports whether a process other than a zombie is in process
+// group pgid. Children of a dead master are re-parented to init, and a
+// container's init may never reap them (seen here), so zombies are not
+// counted where /proc shows them; elsewhere kill(-pgid, 0) decides.
+func groupAlive(pgid int) bool {
+	if err := syscall.Kill(-pgid, 0); errors.Is(err, syscall.ESRCH) {
+		return false
+	}
+	pids, ok := liveInGroup(pgid)
+	return !ok || len(pids) > 0
+}
+
+// liveInGroup returns the processes of group pgid that are not zombies,
+// and false if /proc cannot tell.
+func liveInGroup(pgid int) ([]int, bool) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, false
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue // gone meanwhile
+		}
+		// pid (comm) state ppid pgrp ...; comm may contain spaces and ')'.
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) < 3 || f[0] == "Z" || f[0] == "X" {
+			continue
+		}
+		if g, err := strconv.Atoi(f[2]); err == nil && g == pgid {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, true
+}
+
+// logSince returns the log from byte offset off.
+func (d *Instance) logSince(off int64) string {
+	f, err := os.Open(d.logPath)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	if _, err := f.Seek(off, io.SeekStart); err != nil {
+		return ""
+	}
+	b, _ := io.ReadAll(f)
+	return string(b)
+}
+
+// lastLines returns the last n lines of s.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// AddMessage stores msg, exactly as given, as a new message of user and
+// returns its UIDL. The UIDL is the maildir file name (pop3_uidl_format =
+// %f), "<seconds>.M<n>P<pid>.popproxy", unique within the instance. It may
+// be called while Dovecot runs; the message is written to Maildir/tmp and
+// renamed into Maildir/new, so Dovecot never sees it half written.
+//
+// Messages are served in the order they were added: Dovecot gives the
+// messages it finds new UIDs in the order of the number at the start of
+// their file names (the delivery time in seconds; Dovecot 2.3 compares
+// only that number, so equal numbers would come in any order), and POP3
+// lists messages by UID. Each message therefore gets its own second,
+// counting up from 1700000000, and the names also sort as strings in the
+// same order.
+func (d *Instance) AddMessage(user string, msg []byte) (uidl string, err error) {
+	if _, ok := d.users[user]; !ok {
+		return "", fmt.Errorf("testdovecot: no user %q", user)
+	}
+	n := d.seq.Add(1)
+	name := fmt.Sprintf("%d.M%dP%d.popproxy", firstUIDLTime+n, n, os.Getpid())
+	maildir := filepath.Join(d.mailRoot, user, "Maildir")
+	tmp := filepath.Join(maildir, "tmp", name)
+	if err := os.WriteFile(tmp, msg, 0o600); err != nil {
+		return "", fmt.Errorf("testdovecot: add message: %w", err)
+	}
+	if err := d.chown(tmp); err != nil {
+		os.Remove(tmp)
+		return "", err
+	}
+	if err := os.Rename(tmp, filepath.Join(maildir, "new", name)); err != nil {
+		os.Remove(tmp)
+		return "", fmt.Errorf("testdovecot: add message: %w", err)
+	}
+	return name, nil
+}
+
+// Messages returns the UIDLs (maildir file names without the ":2,flags"
+// part) of the messages now in user's Maildir, new and cur, in the order
+// they were added. A message deleted by DELE is gone only once the POP3
+// session has ended with QUIT.
+func (d *Instance) Messages(user string) ([]string, error) {
+	if _, ok := d.users[user]; !ok {
+		return nil, fmt.Errorf("testdovecot: no user %q", user)
+	}
+	maildir := filepath.Join(d.mailRoot, user, "Maildir")
+	var names []string
+	for _, sub := range []string{"new", "cur"} {
+		entries, err := os.ReadDir(filepath.Join(maildir, sub))
+		if err != nil {
+			return nil, fmt.Errorf("testdovecot: messages: %w", err)
+		}
+		for _, e := range entries {
+			name := e.Name()
+			if strings.HasPrefix(name, ".") || e.IsDir() {
+				continue
+			}
+			if i := strings.IndexByte(name, ':'); i >= 0 {
+				name = name[:i]
+			}
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// New starts an instance for a test and registers its Close on
+// t.Cleanup; on failure it calls t.Fatal. With go test -short it skips the
+// test instead. If no dovecot binary is found, the test fails with a
+// message that says how to install it.
+//
+// If the test has failed, the end of Dovecot's log is written to the test
+// log before the instance's folder is removed.
+func New(t testing.TB, cfg Config) *Instance {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("integration test: needs dovecot")
+	}
+	if _, err := findDovecot(); err != nil {
+		t.Fatal(err)
+	}
+	d, err := Start(cfg)
+	if err != nil {
+		t.Fatalf("start dovecot: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := d.Stop(); err != nil {
+			t.Errorf("stop dovecot: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("dovecot log %s (end):\n%s", d.LogPath(), lastLines(d.logSince(0), 30))
+		}
+		if err := d.remove(); err != nil {
+			t.Errorf("remove dovecot folder: %v", err)
+		}
+	})
+	return d
+}

@@ -1,0 +1,609 @@
+package testdovecot
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// client is a minimal hand-written POP3 client for checking the fixture.
+type client struct {
+	t *testing.T
+	c net.Conn
+	r *bufio.Reader
+}
+
+func dial(t *testing.T, addr string) *client {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return newClient(t, c)
+}
+
+func newClient(t *testing.T, c net.Conn) *client {
+	t.Helper()
+	if err := c.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	return &client{t: t, c: c, r: bufio.NewReader(c)}
+}
+
+// line reads one response line, CRLF included.
+func (c *client) line() string {
+	c.t.Helper()
+	l, err := c.r.ReadString('\n')
+	if err != nil {
+		c.t.Fatalf("read: %v (got %q)", err, l)
+	}
+	return l
+}
+
+// expect reads one line and checks that it starts with prefix.
+func (c *client) expect(prefix string) string {
+	c.t.Helper()
+	l := c.line()
+	if !strings.HasPrefix(l, prefix) {
+		c.t.Fatalf("got %q, want %q...", l, prefix)
+	}
+	return l
+}
+
+// cmd sends a command and checks the first response line.
+func (c *client) cmd(line, prefix string) string {
+	c.t.Helper()
+	if _, err := io.WriteString(c.c, line+"\r\n"); err != nil {
+		c.t.Fatal(err)
+	}
+	return c.expect(prefix)
+}
+
+// body reads a multi-line body as it is on the wire, up to and including
+// the terminating ".\r\n".
+func (c *client) body() []byte {
+	c.t.Helper()
+	var b []byte
+	for {
+		l := c.line()
+		b = append(b, l...)
+		if l == ".\r\n" {
+			return b
+		}
+	}
+}
+
+func (c *client) login(user, pass string) {
+	c.t.Helper()
+	c.expect("+OK")
+	c.cmd("USER "+user, "+OK")
+	c.cmd("PASS "+pass, "+OK")
+}
+
+// uidls runs UIDL and returns the UIDLs in message-number order.
+func (c *client) uidls() []string {
+	c.t.Helper()
+	c.cmd("UIDL", "+OK")
+	var out []string
+	for i, l := range strings.Split(strings.TrimSuffix(string(c.body()), ".\r\n"), "\r\n") {
+		if l == "" {
+			continue
+		}
+		var n int
+		var uidl string
+		if _, err := fmt.Sscanf(l, "%d %s", &n, &uidl); err != nil || n != i+1 {
+			c.t.Fatalf("bad UIDL line %q", l)
+		}
+		out = append(out, uidl)
+	}
+	return out
+}
+
+// wire is what a POP3 server should send for a stored message: LF turned
+// into CRLF, dot-stuffed, terminated.
+func wire(msg string) string {
+	msg = strings.ReplaceAll(msg, "\r\n", "\n")
+	var b strings.Builder
+	for _, l := range strings.SplitAfter(msg, "\n") {
+		if l == "" {
+			continue
+		}
+		if strings.HasPrefix(l, ".") {
+			b.WriteString(".")
+		}
+		b.WriteString(strings.TrimSuffix(l, "\n") + "\r\n")
+	}
+	return b.String() + ".\r\n"
+}
+
+func TestSession(t *testing.T) {
+	t.Parallel()
+	d := New(t, Config{Users: map[string]string{"alice": "alice-pw", "bob": "bob pw"}})
+	msgs := []string{
+		"Subject: one\r\n\r\nfirst message\r\n",
+		"Subject: two\r\n\r\nbefore\r\n.\r\nafter\r\n",       // a line that is only "."
+		"Subject: three\n\n.starts with a dot\n..two\nend\n", // LF only
+	}
+	var want []string
+	for _, m := range msgs {
+		uidl, err := d.AddMessage("alice", []byte(m))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, uidl)
+	}
+	bobUIDL, err := d.AddMessage("bob", []byte("Subject: bob\r\n\r\nhi\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.AddMessage("carol", []byte("x\r\n")); err == nil {
+		t.Error("AddMessage for an unknown user: no error")
+	}
+	for _, u := range append(slices.Clone(want), bobUIDL) {
+		if u == "" || strings.ContainsAny(u, ":/") || strings.IndexFunc(u, func(r rune) bool { return r < 0x21 || r > 0x7e }) >= 0 {
+			t.Errorf("UIDL %q: want only 0x21-0x7E, no ':' or '/'", u)
+		}
+	}
+
+	c := dial(t, d.Addr())
+	c.login("alice", "alice-pw")
+	c.cmd("STAT", "+OK 3 ")
+	if got := c.uidls(); !slices.Equal(got, want) {
+		t.Errorf("UIDL = %q, want %q (insertion order)", got, want)
+	}
+	for i, m := range msgs {
+		c.cmd(fmt.Sprintf("RETR %d", i+1), "+OK")
+		if got := string(c.body()); got != wire(m) {
+			t.Errorf("RETR %d = %q, want %q", i+1, got, wire(m))
+		}
+	}
+	c.cmd("RETR 2", "+OK")
+	if b := c.body(); !bytes.Contains(b, []byte("\r\n..\r\n")) {
+		t.Errorf("RETR 2 = %q: no dot-stuffed line", b)
+	}
+	c.cmd("RETR 3", "+OK")
+	if b := c.body(); !bytes.Contains(b, []byte("\r\n..starts with a dot\r\n...two\r\n")) {
+		t.Errorf("RETR 3 = %q: lines starting with '.' not dot-stuffed", b)
+	}
+	c.cmd("QUIT", "+OK")
+
+	// A DELE is committed only by QUIT.
+	c = dial(t, d.Addr())
+	c.login("alice", "alice-pw")
+	c.cmd("DELE 2", "+OK")
+	c.cmd("QUIT", "+OK")
+	got, err := d.Messages("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := []string{want[0], want[2]}; !slices.Equal(got, w) {
+		t.Errorf("Messages after DELE 2 + QUIT = %q, want %q", got, w)
+	}
+
+	// The other user is separate, and a password may contain spaces.
+	c = dial(t, d.Addr())
+	c.login("bob", "bob pw")
+	if got := c.uidls(); !slices.Equal(got, []string{bobUIDL}) {
+		t.Errorf("bob's UIDL = %q, want %q", got, []string{bobUIDL})
+	}
+	c.cmd("QUIT", "+OK")
+}
+
+// TestOrder checks that messages keep insertion order across more than
+// nine messages (where string and number order differ) and across
+// Dovecot syncs: some added while a session had already assigned UIDs.
+func TestOrder(t *testing.T) {
+	t.Parallel()
+	d := New(t, Config{Users: map[string]string{"alice": "pw"}})
+	var want []string
+	add := func(n int) {
+		for range n {
+			uidl, err := d.AddMessage("alice", []byte(fmt.Sprintf("Subject: %d\r\n\r\nbody\r\n", len(want))))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, uidl)
+		}
+	}
+	check := func() {
+		t.Helper()
+		c := dial(t, d.Addr())
+		c.login("alice", "pw")
+		if got := c.uidls(); !slices.Equal(got, want) {
+			t.Errorf("UIDL = %q, want %q", got, want)
+		}
+		c.cmd("QUIT", "+OK")
+		msgs, err := d.Messages("alice")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(msgs, want) {
+			t.Errorf("Messages = %q, want %q", msgs, want)
+		}
+	}
+	add(5)
+	check()
+	add(8)
+	check()
+}
+
+// TestStoredBytes pins the behaviour described in the package comment for
+// unusual messages.
+func TestStoredBytes(t *testing.T) {
+	t.Parallel()
+	d := New(t, Config{Users: map[string]string{"alice": "pw"}})
+	tests := []struct {
+		msg        string
+		size       string // in LIST and the RETR status line
+		wire       string
+		storedSize int
+	}{
+		{msg: "", size: "0", wire: "\r\n.\r\n"},
+		{msg: "Subject: a\n\nno final newline", size: "30", wire: "Subject: a\r\n\r\nno final newline\r\n.\r\n"},
+		{msg: "Subject: b\r\n\r\nmixed\nends\r\n", size: "27", wire: "Subject: b\r\n\r\nmixed\r\nends\r\n.\r\n"},
+	}
+	for _, tt := range tests {
+		if _, err := d.AddMessage("alice", []byte(tt.msg)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Stored exactly as given.
+	for i, uidl := range must(d.Messages("alice")) {
+		matches, _ := filepath.Glob(filepath.Join(d.Dir(), "mail", "alice", "Maildir", "*", uidl+"*"))
+		if len(matches) != 1 {
+			t.Fatalf("file for %s: %q", uidl, matches)
+		}
+		if b := must(os.ReadFile(matches[0])); string(b) != tests[i].msg {
+			t.Errorf("stored %q, want %q", b, tests[i].msg)
+		}
+	}
+	c := dial(t, d.Addr())
+	c.login("alice", "pw")
+	for i, tt := range tests {
+		c.cmd(fmt.Sprintf("LIST %d", i+1), fmt.Sprintf("+OK %d %s\r\n", i+1, tt.size))
+		c.cmd(fmt.Sprintf("RETR %d", i+1), "+OK "+tt.size+" octets\r\n")
+		if got := string(c.body()); got != tt.wire {
+			t.Errorf("RETR of %q = %q, want %q", tt.msg, got, tt.wire)
+		}
+	}
+	c.cmd("QUIT", "+OK")
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+func TestWrongPassword(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		fast  bool
+		reply string
+		max   time.Duration
+	}{
+		{fast: false, reply: "-ERR [AUTH] Authentication failed.\r\n", max: time.Second},
+		{fast: true, reply: "-ERR [AUTH] Login disabled for this user\r\n", max: 100 * time.Millisecond},
+	} {
+		t.Run(fmt.Sprintf("FastAuthFailure=%v", tt.fast), func(t *testing.T) {
+			t.Parallel()
+			d := New(t, Config{Users: map[string]string{"alice": "pw"}, FastAuthFailure: tt.fast})
+			// Several failures in a row: the anvil auth penalty would
+			// delay later ones (and good logins) by seconds if it were on.
+			for i, user := range []string{"alice", "alice", "nosuch"} {
+				c := dial(t, d.Addr())
+				c.expect("+OK")
+				c.cmd("USER "+user, "+OK")
+				start := time.Now()
+				if got := c.cmd("PASS wrong", "-ERR"); got != tt.reply {
+					t.Errorf("attempt %d: got %q, want %q", i, got, tt.reply)
+				}
+				if el := time.Since(start); el > tt.max {
+					t.Errorf("attempt %d: -ERR after %v, want < %v", i, el, tt.max)
+				}
+				// The session goes on: a good login still works.
+				start = time.Now()
+				c.cmd("USER alice", "+OK")
+				c.cmd("PASS pw", "+OK")
+				if el := time.Since(start); el > time.Second {
+					t.Errorf("good login after failures took %v, want < 1s", el)
+				}
+				c.cmd("QUIT", "+OK")
+			}
+			log := string(must(os.ReadFile(d.LogPath())))
+			for _, s := range []string{"Password mismatch", "unknown user"} {
+				if !strings.Contains(log, s) {
+					t.Errorf("log has no %q:\n%s", s, log)
+				}
+			}
+		})
+	}
+}
+
+// writeCert writes a self-signed ECDSA certificate for 127.0.0.1 and
+// localhost and its key, and returns a pool that trusts it.
+func writeCert(t *testing.T, dir string) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "localhost"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+		DNSNames:              []string{"localhost"},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile = filepath.Join(dir, "cert.pem")
+	keyFile = filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
+}
+
+func TestTLS(t *testing.T) {
+	t.Parallel()
+	// Dovecot reads the files as root at start (ssl_cert = <file), so a
+	// t.TempDir is fine here.
+	certFile, keyFile, pool := writeCert(t, t.TempDir())
+	d := New(t, Config{
+		Users:   map[string]string{"alice": "pw"},
+		TLSCert: certFile,
+		TLSKey:  keyFile,
+	})
+	if d.TLSAddr() == "" || d.TLSAddr() == d.Addr() {
+		t.Fatalf("TLSAddr = %q, Addr = %q", d.TLSAddr(), d.Addr())
+	}
+
+	// Implicit TLS, verified against the certificate by IP address.
+	tc, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", d.TLSAddr(), &tls.Config{RootCAs: pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tc.Close() })
+	c := newClient(t, tc)
+	c.login("alice", "pw")
+	c.cmd("QUIT", "+OK")
+
+	// STLS on the plain port, verified by name.
+	c = dial(t, d.Addr())
+	c.expect("+OK")
+	c.cmd("CAPA", "+OK")
+	if capa := string(c.body()); !strings.Contains(capa, "\r\nSTLS\r\n") {
+		t.Fatalf("CAPA without STLS: %q", capa)
+	}
+	c.cmd("STLS", "+OK")
+	tc = tls.Client(c.c, &tls.Config{RootCAs: pool, ServerName: "localhost"})
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	c = newClient(t, tc)
+	c.cmd("USER alice", "+OK")
+	c.cmd("PASS pw", "+OK")
+	c.cmd("QUIT", "+OK")
+}
+
+func TestNoTLS(t *testing.T) {
+	t.Parallel()
+	d := New(t, Config{Users: map[string]string{"alice": "pw"}})
+	if d.TLSAddr() != "" {
+		t.Errorf("TLSAddr = %q without a certificate", d.TLSAddr())
+	}
+	c := dial(t, d.Addr())
+	c.expect("+OK")
+	c.cmd("CAPA", "+OK")
+	if capa := string(c.body()); strings.Contains(capa, "STLS") {
+		t.Errorf("CAPA offers STLS without a certificate: %q", capa)
+	}
+	c.cmd("QUIT", "+OK")
+}
+
+// alive reports whether pid exists (as more than a zombie).
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if errors.Is(err, os.ErrNotExist) {
+		return false
+	}
+	if err != nil {
+		return syscall.Kill(pid, 0) == nil
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	return len(f) > 0 && f[0] != "Z"
+}
+
+func TestStop(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("integration test: needs dovecot")
+	}
+	// A path too long for Dovecot's sockets: base_dir goes elsewhere.
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("popdc-stop-%d", os.Getpid()), strings.Repeat("x", 80))
+	t.Cleanup(func() { os.RemoveAll(filepath.Dir(dir)) })
+	d, err := Start(Config{Dir: dir, Users: map[string]string{"alice": "pw"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() }) // if the test stops early
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Errorf("Dir: %v, %v; want mode 0755", fi.Mode(), err)
+	}
+	pid := d.Pid()
+	if _, err := d.AddMessage("alice", []byte("Subject: x\r\n\r\nx\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	// A logged-in session, so a pop3 process is running too; Dovecot's
+	// master alone would leave it running.
+	c := dial(t, d.Addr())
+	c.login("alice", "pw")
+	c.cmd("DELE 1", "+OK")
+	if !alive(pid) {
+		t.Fatalf("master %d not running", pid)
+	}
+	start := time.Now()
+	if err := d.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("Stop took %v", time.Since(start))
+	c.expect("-ERR [SYS/TEMP] Server shutting down.")
+	if msgs := must(d.Messages("alice")); len(msgs) != 1 {
+		t.Errorf("DELE without QUIT committed at Stop: Messages = %q", msgs)
+	}
+	if alive(pid) {
+		t.Errorf("master %d still running after Stop", pid)
+	}
+	if groupAlive(pid) {
+		t.Errorf("process group %d still has processes after Stop", pid)
+	}
+	if err := d.Stop(); err != nil {
+		t.Errorf("second Stop: %v", err)
+	}
+	if err := d.Kill(); err != nil {
+		t.Errorf("Kill after Stop: %v", err)
+	}
+	if _, err := os.Stat(d.LogPath()); err != nil {
+		t.Errorf("log gone after Stop: %v", err)
+	}
+	if err := d.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if _, err := os.Stat(dir); err != nil {
+		t.Errorf("Close removed a Dir it did not make: %v", err)
+	}
+}
+
+func TestKill(t *testing.T) {
+	t.Parallel()
+	d := New(t, Config{Users: map[string]string{"alice": "pw"}})
+	c := dial(t, d.Addr())
+	c.login("alice", "pw")
+	if err := d.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if groupAlive(d.Pid()) {
+		t.Errorf("process group %d still has processes after Kill", d.Pid())
+	}
+	// The session is cut without a reply.
+	if _, err := io.WriteString(c.c, "STAT\r\n"); err == nil {
+		if l, err := c.r.ReadString('\n'); err == nil {
+			t.Errorf("got %q from a killed server", l)
+		}
+	}
+	if _, err := net.DialTimeout("tcp", d.Addr(), time.Second); err == nil {
+		t.Error("killed server still accepts connections")
+	}
+	if err := d.Kill(); err != nil {
+		t.Errorf("second Kill: %v", err)
+	}
+	if err := d.Stop(); err != nil {
+		t.Errorf("Stop after Kill: %v", err)
+	}
+}
+
+func TestOwnDirRemoved(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("integration test: needs dovecot")
+	}
+	d, err := Start(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() }) // if the test stops early
+	if fi, err := os.Stat(d.Dir()); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Errorf("Dir: %v, %v; want mode 0755", fi.Mode(), err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(d.Dir()); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Dir after Close: %v, want removed", err)
+	}
+}
+
+// TestConcurrentSessions checks that many sessions of one user from
+// 127.0.0.1 are allowed at once (Dovecot's default is 10).
+func TestConcurrentSessions(t *testing.T) {
+	t.Parallel()
+	const n = 40
+	d := New(t, Config{Users: map[string]string{"alice": "pw"}, MaxConnections: 50})
+	if _, err := d.AddMessage("alice", []byte("Subject: x\r\n\r\nx\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	var cs []*client
+	for range n {
+		c := dial(t, d.Addr())
+		c.login("alice", "pw")
+		cs = append(cs, c)
+	}
+	for _, c := range cs {
+		c.cmd("STAT", "+OK 1 ")
+	}
+	for _, c := range cs {
+		c.cmd("QUIT", "+OK")
+	}
+}
+
+func TestBadConfig(t *testing.T) {
+	t.Parallel()
+	if _, err := findDovecot(); err != nil {
+		t.Skip(err)
+	}
+	for _, cfg := range []Config{
+		{Users: map[string]string{"a:b": "pw"}},
+		{Users: map[string]string{"../x": "pw"}},
+		{Users: map[string]string{"a b": "pw"}},
+		{Users: map[string]string{"alice": "p:w"}},
+		{Users: map[string]string{"alice": "p\nw"}},
+		{TLSCert: "cert.pem"},
+	} {
+		if d, err := Start(cfg); err == nil {
+			d.Close()
+			t.Errorf("Start(%+v): no error", cfg)
+		}
+	}
+}
