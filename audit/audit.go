@@ -20,6 +20,7 @@ import (
 // Event names, the "event" field of every record.
 const (
 	EventSessionOpen  = "session.open"
+	EventTLS          = "tls"
 	EventAuth         = "auth"
 	EventCommand      = "command"
 	EventPolicy       = "policy"
@@ -45,6 +46,12 @@ func (l *Log) event(name, session string) *zerolog.Event {
 // SessionOpen records a new client connection.
 func (l *Log) SessionOpen(s proxy.SessionInfo) {
 	l.event(EventSessionOpen, s.ID).Str("listener", s.Listener).Str("client", s.Client.String()).Send()
+}
+
+// TLS records a completed TLS handshake with the client.
+func (l *Log) TLS(id string, e proxy.TLSEvent) {
+	l.event(EventTLS, id).Str("mode", e.Mode).Str("version", e.Version).Str("cipher", e.CipherSuite).
+		Str("sni", e.ServerName).Str("alpn", e.ALPN).Bool("resumed", e.Resumed).Send()
 }
 
 // Auth records a login attempt: never the password.

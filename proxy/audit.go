@@ -10,6 +10,7 @@ import (
 // proxy never passes a password or SASL payload to an Auditor.
 type Auditor interface {
 	SessionOpen(SessionInfo)
+	TLS(id string, e TLSEvent)
 	Auth(id string, e AuthEvent)
 	Command(id string, e CommandEvent)
 	Policy(id string, e PolicyEvent)
@@ -22,6 +23,16 @@ type SessionInfo struct {
 	Listener string
 	Client   netip.AddrPort
 	Start    time.Time
+}
+
+// TLSEvent describes a completed TLS handshake with the client.
+type TLSEvent struct {
+	Mode        string // "implicit" or "starttls"
+	Version     string // e.g. "TLS 1.3"
+	CipherSuite string
+	ServerName  string // SNI, if the client sent one
+	ALPN        string
+	Resumed     bool
 }
 
 // AuthEvent is one login attempt relayed upstream.
@@ -68,6 +79,7 @@ type CloseEvent struct {
 type nopAuditor struct{}
 
 func (nopAuditor) SessionOpen(SessionInfo)         {}
+func (nopAuditor) TLS(string, TLSEvent)            {}
 func (nopAuditor) Auth(string, AuthEvent)          {}
 func (nopAuditor) Command(string, CommandEvent)    {}
 func (nopAuditor) Policy(string, PolicyEvent)      {}

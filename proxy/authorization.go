@@ -17,6 +17,7 @@ var authorizationVerbs = map[string]func(*session, pop3.Command) error{
 	"PASS": (*session).cmdPass,
 	"AUTH": (*session).cmdAuth,
 	"CAPA": (*session).cmdCapaBeforeLogin,
+	"STLS": (*session).cmdStls,
 	"QUIT": (*session).cmdQuitBeforeLogin,
 }
 
@@ -35,7 +36,21 @@ func (s *session) authorization(cmd pop3.Command) error {
 	return s.refuse("unknown_command", cmd.Verb, "unknown command")
 }
 
+// tlsMissing reports whether this connection must do STLS before a login.
+func (s *session) tlsMissing() bool {
+	return s.lc.RequireTLS && s.tls == nil
+}
+
+// refuseWithoutTLS is the answer to a login attempt before STLS when TLS is
+// required (RFC 2595 §4, RFC 8314).
+func (s *session) refuseWithoutTLS(verb string) error {
+	return s.refuse("tls_required", verb, "[AUTH] TLS required: send STLS first")
+}
+
 func (s *session) cmdUser(cmd pop3.Command) error {
+	if s.tlsMissing() {
+		return s.refuseWithoutTLS(cmd.Verb)
+	}
 	if len(cmd.Args) != 1 {
 		return s.refuse("syntax", cmd.Verb, "usage: USER name")
 	}
@@ -44,6 +59,9 @@ func (s *session) cmdUser(cmd pop3.Command) error {
 }
 
 func (s *session) cmdPass(cmd pop3.Command) error {
+	if s.tlsMissing() {
+		return s.refuseWithoutTLS(cmd.Verb)
+	}
 	if s.pendingUser == "" {
 		return s.refuse("wrong_state", cmd.Verb, "send USER first")
 	}
@@ -69,6 +87,9 @@ func (s *session) cmdAuth(cmd pop3.Command) error {
 	}
 	if len(cmd.Args) > 2 {
 		return s.refuse("syntax", cmd.Verb, "usage: AUTH mechanism [initial-response]")
+	}
+	if s.tlsMissing() {
+		return s.refuseWithoutTLS(cmd.Verb)
 	}
 	var initial *string
 	if len(cmd.Args) == 2 {
@@ -205,11 +226,42 @@ func (s *session) login(c credentials) error {
 // cmdCapaBeforeLogin answers from what this proxy supports on this connection
 // (RFC 2449 §5), never from the upstream.
 func (s *session) cmdCapaBeforeLogin(cmd pop3.Command) error {
-	return s.writeCapa([]string{
-		"TOP", "UIDL", "USER",
-		"SASL " + strings.Join(saslMechanisms, " "),
-		"RESP-CODES", "AUTH-RESP-CODE", "PIPELINING",
-	})
+	caps := []string{"TOP", "UIDL"}
+	if s.lc.TLSMode == TLSStartTLS && s.tls == nil {
+		caps = append(caps, "STLS")
+	}
+	if !s.tlsMissing() {
+		caps = append(caps, "USER", "SASL "+strings.Join(saslMechanisms, " "))
+	}
+	return s.writeCapa(append(caps, "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"))
+}
+
+// cmdStls upgrades the connection (RFC 2595 §4). Anything the client sent
+// after the STLS line and before the handshake would be plaintext smuggled into
+// the TLS session (the STARTTLS command injection attack), so the session ends
+// if any such byte has arrived; bytes still in flight break the handshake.
+func (s *session) cmdStls(cmd pop3.Command) error {
+	switch {
+	case s.lc.TLSMode != TLSStartTLS:
+		return s.refuse("unknown_command", cmd.Verb, "unknown command")
+	case len(cmd.Args) > 0:
+		return s.refuse("syntax", cmd.Verb, "STLS takes no arguments")
+	case s.tls != nil:
+		return s.refuse("wrong_state", cmd.Verb, "TLS already active")
+	}
+	if s.cr.Buffered() > 0 {
+		s.policy("stls_injection", cmd.Verb, "data after STLS before the TLS handshake")
+		return &endError{reason: "stls_injection", farewell: "-ERR commands after STLS before TLS; closing"}
+	}
+	if err := s.reply(true, "begin TLS negotiation"); err != nil {
+		return err
+	}
+	if err := s.flush(); err != nil {
+		return &endError{reason: "client_gone", err: err}
+	}
+	// What the client said before TLS counts for nothing after it.
+	s.pendingUser = ""
+	return s.startTLS(TLSStartTLS)
 }
 
 func (s *session) writeCapa(caps []string) error {

@@ -18,6 +18,7 @@ import (
 // recorder is an Auditor that keeps every event.
 type recorder struct {
 	mu     sync.Mutex
+	tls    []proxy.TLSEvent
 	auths  []proxy.AuthEvent
 	cmds   []proxy.CommandEvent
 	policy []proxy.PolicyEvent
@@ -30,6 +31,11 @@ var _ proxy.Auditor = (*recorder)(nil)
 func newRecorder() *recorder { return &recorder{closed: make(chan struct{}, 100)} }
 
 func (r *recorder) SessionOpen(proxy.SessionInfo) {}
+func (r *recorder) TLS(_ string, e proxy.TLSEvent) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.tls = append(r.tls, e)
+}
 func (r *recorder) Auth(_ string, e proxy.AuthEvent) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -75,8 +81,14 @@ func (r *recorder) policyRules() []string {
 	return rules
 }
 
-// startProxy serves a proxy in front of upstream on a loopback port.
+// startProxy serves a plain proxy in front of upstream on a loopback port.
 func startProxy(t *testing.T, upstream string, configure func(*proxy.Options)) (string, *proxy.Server, *recorder) {
+	t.Helper()
+	return startListener(t, upstream, proxy.Listener{Name: "test"}, configure)
+}
+
+// startListener is startProxy with a listener of the caller's choice.
+func startListener(t *testing.T, upstream string, lc proxy.Listener, configure func(*proxy.Options)) (string, *proxy.Server, *recorder) {
 	t.Helper()
 	rec := newRecorder()
 	opts := proxy.Options{
@@ -92,7 +104,7 @@ func startProxy(t *testing.T, upstream string, configure func(*proxy.Options)) (
 	if err != nil {
 		t.Fatal(err)
 	}
-	go srv.Serve(l, "test")
+	go srv.Serve(l, lc)
 	t.Cleanup(func() { srv.Close() })
 	return l.Addr().String(), srv, rec
 }

@@ -14,7 +14,9 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -43,9 +45,47 @@ type Options struct {
 	Logger *slog.Logger
 }
 
+// TLSMode says how a connection is secured.
+type TLSMode int
+
+// TLS modes of a listener or of the upstream connection.
+const (
+	TLSNone     TLSMode = iota
+	TLSStartTLS         // plain until STLS (RFC 2595)
+	TLSImplicit         // TLS from the first byte (RFC 8314)
+)
+
+func (m TLSMode) String() string {
+	switch m {
+	case TLSStartTLS:
+		return "starttls"
+	case TLSImplicit:
+		return "implicit"
+	}
+	return "none"
+}
+
+// Listener describes where clients connect.
+type Listener struct {
+	// Name identifies the listener in audit events.
+	Name    string
+	TLSMode TLSMode
+	// TLSConfig serves TLSStartTLS and TLSImplicit; it is consulted at every
+	// handshake, so a GetCertificate callback sees reloaded certificates.
+	TLSConfig *tls.Config
+	// RequireTLS refuses USER, PASS and AUTH before STLS and leaves them
+	// out of CAPA.
+	RequireTLS bool
+}
+
 // Upstream is the POP3 server behind the proxy.
 type Upstream struct {
 	Address string
+	// TLSMode secures the connection: implicit TLS, or STLS, which must be
+	// offered and must succeed before any credential is sent.
+	TLSMode TLSMode
+	// TLSConfig verifies the server (and may present a client certificate).
+	TLSConfig *tls.Config
 	// DialTimeout bounds connecting and reading the greeting. Default 10s.
 	DialTimeout time.Duration
 	// ResponseTimeout is the silence allowed while waiting for a response. Default 60s.
@@ -105,9 +145,12 @@ func New(opts Options) *Server {
 	}
 }
 
-// Serve accepts connections on l, naming them after listener in audit events,
-// until l fails or the server shuts down; then it returns ErrServerClosed.
-func (srv *Server) Serve(l net.Listener, listener string) error {
+// Serve accepts connections on l as lc describes until l fails or the server
+// shuts down; then it returns ErrServerClosed.
+func (srv *Server) Serve(l net.Listener, lc Listener) error {
+	if lc.TLSMode != TLSNone && lc.TLSConfig == nil {
+		return fmt.Errorf("proxy: listener %s: TLS mode %s without a TLS configuration", lc.Name, lc.TLSMode)
+	}
 	if !srv.track(l) {
 		return ErrServerClosed
 	}
@@ -123,14 +166,14 @@ func (srv *Server) Serve(l net.Listener, listener string) error {
 			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) {
 				// Out of file descriptors and the like: wait, as net/http does.
 				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				srv.log.Warn("accept failed; retrying", "listener", listener, "err", err, "delay", backoff)
+				srv.log.Warn("accept failed; retrying", "listener", lc.Name, "err", err, "delay", backoff)
 				time.Sleep(backoff)
 				continue
 			}
 			return err
 		}
 		backoff = 0
-		s := newSession(srv, c, listener)
+		s := newSession(srv, c, &lc)
 		if !srv.add(s) {
 			c.Close()
 			return ErrServerClosed

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -30,8 +31,6 @@ const (
 	// maxSASLLine bounds AUTH lines, which may carry long initial responses
 	// (OAuth tokens) beyond the 255-octet command limit.
 	maxSASLLine = 8 << 10
-	// maxCapaLines bounds a server's CAPA list.
-	maxCapaLines = 200
 	// lingerTime and lingerBytes bound lingerClose.
 	lingerTime  = 2 * time.Second
 	lingerBytes = 2 << 20
@@ -57,17 +56,19 @@ func (e *endError) Unwrap() error { return e.err }
 // session is one client connection, served by one goroutine in lockstep: read
 // a command, check it, relay it, relay the reply, audit, repeat.
 type session struct {
-	srv      *Server
-	id       string
-	listener string
-	remote   netip.AddrPort
-	start    time.Time
+	srv    *Server
+	id     string
+	lc     *Listener
+	remote netip.AddrPort
+	start  time.Time
 
-	client *timeoutConn
+	raw    net.Conn     // the TCP connection
+	client *timeoutConn // raw, or TLS over raw
 	cr     *bufio.Reader
-	cw     *bufio.Writer // borrowed from writerPool while output is pending
+	cw     *bufio.Writer        // borrowed from writerPool while output is pending
+	tls    *tls.ConnectionState // nil until TLS is up
 
-	mu      sync.Mutex // guards up and stopped against stop()
+	mu      sync.Mutex // guards client, up and stopped against stop()
 	up      *upstream  // nil until login
 	stopped bool
 
@@ -82,22 +83,73 @@ type session struct {
 	incomplete bool
 }
 
-func newSession(srv *Server, c net.Conn, listener string) *session {
+func newSession(srv *Server, c net.Conn, lc *Listener) *session {
 	setNoDelay(c)
-	tc := &timeoutConn{Conn: c, readTimeout: srv.opts.LoginTimeout, writeTimeout: srv.opts.IdleTimeout}
 	s := &session{
-		srv:      srv,
-		id:       newSessionID(),
-		listener: listener,
-		start:    time.Now(),
-		client:   tc,
-		cr:       bufio.NewReaderSize(tc, clientBufferSize),
+		srv:   srv,
+		id:    newSessionID(),
+		lc:    lc,
+		start: time.Now(),
+		raw:   c,
 	}
+	s.attach(c)
 	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
 		s.remote = ap
 	}
 	return s
 }
+
+// attach makes c the connection commands are read from, with a fresh buffer:
+// after STLS nothing read before the handshake may be used (RFC 2595 §4).
+func (s *session) attach(c net.Conn) {
+	tc := &timeoutConn{Conn: c, readTimeout: s.srv.opts.LoginTimeout, writeTimeout: s.srv.opts.IdleTimeout}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old := s.client; old != nil {
+		tc.in, tc.out, tc.readTimeout = old.in, old.out, old.readTimeout
+	}
+	if s.stopped {
+		tc.stop()
+	}
+	s.client = tc
+	if s.cr == nil {
+		s.cr = bufio.NewReaderSize(tc, clientBufferSize)
+	} else {
+		s.cr.Reset(tc)
+	}
+}
+
+// startTLS runs the server side of a TLS handshake on the raw connection,
+// within the login timeout, and attaches the result.
+func (s *session) startTLS(mode TLSMode) error {
+	tc := tls.Server(s.raw, s.lc.TLSConfig)
+	s.raw.SetDeadline(time.Now().Add(s.srv.opts.LoginTimeout))
+	err := tc.Handshake()
+	s.raw.SetDeadline(time.Time{})
+	if err != nil {
+		s.policy("tls_handshake", "", pop3.Sanitize(err.Error()))
+		return &endError{reason: "tls_failed", err: err}
+	}
+	cs := tc.ConnectionState()
+	if cs.NegotiatedProtocol == acmeTLSALPN {
+		// An ACME TLS-ALPN-01 validation: the handshake was the whole point.
+		return &endError{reason: "acme_challenge"}
+	}
+	s.attach(tc)
+	s.tls = &cs
+	s.srv.opts.Auditor.TLS(s.id, TLSEvent{
+		Mode:        mode.String(),
+		Version:     tls.VersionName(cs.Version),
+		CipherSuite: tls.CipherSuiteName(cs.CipherSuite),
+		ServerName:  cs.ServerName,
+		ALPN:        cs.NegotiatedProtocol,
+		Resumed:     cs.DidResume,
+	})
+	return nil
+}
+
+// acmeTLSALPN is the ALPN protocol of ACME's TLS-ALPN-01 challenge (RFC 8737).
+const acmeTLSALPN = "acme-tls/1"
 
 func newSessionID() string {
 	var b [8]byte
@@ -107,8 +159,16 @@ func newSessionID() string {
 
 func (s *session) serve() {
 	defer s.srv.remove(s)
-	s.srv.opts.Auditor.SessionOpen(SessionInfo{ID: s.id, Listener: s.listener, Client: s.remote, Start: s.start})
-	end := s.run()
+	s.srv.opts.Auditor.SessionOpen(SessionInfo{ID: s.id, Listener: s.lc.Name, Client: s.remote, Start: s.start})
+	var end *endError
+	if s.lc.TLSMode == TLSImplicit {
+		if err := s.startTLS(TLSImplicit); err != nil {
+			end = err.(*endError)
+		}
+	}
+	if end == nil {
+		end = s.run()
+	}
 	s.finish(end)
 }
 
@@ -156,10 +216,15 @@ func (s *session) finish(end *endError) {
 	if up != nil {
 		up.close()
 	}
+	if s.tls != nil {
+		// Let the client see a proper close_notify (best effort, bounded).
+		s.raw.SetWriteDeadline(time.Now().Add(time.Second))
+		s.client.Conn.(*tls.Conn).CloseWrite()
+	}
 	if end.reason == "line_too_long" || end.reason == "too_many_errors" {
 		s.lingerClose()
 	} else {
-		s.client.Close()
+		s.raw.Close()
 	}
 	if end.reason == "internal_error" {
 		s.srv.log.Error("session failed", "session", s.id, "err", end.err)
@@ -183,13 +248,13 @@ func (s *session) finish(end *endError) {
 // a TCP reset destroying the farewell: it shuts down the sending side, then
 // reads and discards, boundedly, until the client closes too.
 func (s *session) lingerClose() {
-	defer s.client.Close()
-	cw, ok := s.client.Conn.(interface{ CloseWrite() error })
+	defer s.raw.Close()
+	cw, ok := s.raw.(interface{ CloseWrite() error })
 	if !ok || cw.CloseWrite() != nil {
 		return
 	}
-	s.client.Conn.SetReadDeadline(time.Now().Add(lingerTime))
-	io.CopyN(io.Discard, s.client.Conn, lingerBytes)
+	s.raw.SetReadDeadline(time.Now().Add(lingerTime))
+	io.CopyN(io.Discard, s.raw, lingerBytes)
 }
 
 // stop interrupts the session from another goroutine (Server.Shutdown).

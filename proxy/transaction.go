@@ -201,21 +201,13 @@ func (s *session) cmdCapaAfterLogin() error {
 		}
 	}
 	if st.OK {
-		for i := 0; ; i++ {
-			line, err := pop3.ReadLine(s.up.br, pop3.MaxResponseLine)
-			if err == pop3.ErrLineTooLong {
-				continue
-			}
-			if err != nil {
-				return s.upstreamFailed(err)
-			}
-			if string(line) == "." {
-				break
-			}
-			if i < maxCapaLines {
-				if c, ok := pop3.FilterCapability(string(line)); ok {
-					add(c)
-				}
+		lines, err := s.up.readList()
+		if err != nil {
+			return s.upstreamFailed(err)
+		}
+		for _, line := range lines {
+			if c, ok := pop3.FilterCapability(line); ok {
+				add(c)
 			}
 		}
 	}

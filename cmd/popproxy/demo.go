@@ -18,10 +18,13 @@ const (
 )
 
 // demo starts the embedded sample mail drop on loopback and the proxy in front
-// of it, prints how to connect, and writes audit events to stdout.
+// of it, with a plain/STLS listener and an implicit-TLS one using a generated
+// self-signed certificate, prints how to connect, and writes audit events to
+// stdout.
 func demo(args []string, logger *slog.Logger) error {
 	fs := flag.NewFlagSet("demo", flag.ExitOnError)
-	listen := fs.String("listen", "127.0.0.1:1110", "proxy `address`; if busy, a free loopback port is used")
+	listen := fs.String("listen", "127.0.0.1:1110", "POP3 (STLS offered) `address`; if busy, a free loopback port is used")
+	listenTLS := fs.String("listen-tls", "127.0.0.1:1995", "POP3S (implicit TLS) `address`; if busy, a free loopback port is used")
 	fs.Parse(args)
 
 	dropListener, err := net.Listen("tcp", "127.0.0.1:0")
@@ -32,33 +35,47 @@ func demo(args []string, logger *slog.Logger) error {
 	go drop.Serve(dropListener)
 	defer drop.Close()
 
-	address := *listen
-	if l, err := net.Listen("tcp", address); err != nil {
-		address = "127.0.0.1:0"
-	} else {
-		l.Close()
-	}
+	optional := false
 	cfg := config.Default()
-	cfg.Listeners = []config.Listener{{Name: "demo", Address: address, TLS: config.TLSNone}}
+	cfg.Listeners = []config.Listener{
+		{Name: "pop3", Address: freeOr(*listen), TLS: config.TLSStartTLS, RequireTLS: &optional},
+		{Name: "pop3s", Address: freeOr(*listenTLS), TLS: config.TLSImplicit, RequireTLS: &optional},
+	}
+	cfg.TLS.SelfSigned = []string{"localhost", "127.0.0.1"}
+	tickets := true
+	cfg.TLS.SessionTickets = &tickets
 	cfg.Upstream.Address = dropListener.Addr().String()
+	cfg.Upstream.AllowPlaintextUpstream = true // the mail drop is on loopback
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
 	return run(&cfg, logger, func(ls []net.Listener) {
-		addr := ls[0].Addr().String()
+		plain, implicit := ls[0].Addr().String(), ls[1].Addr().String()
 		fmt.Fprintf(os.Stderr, `
-popproxy demo: a sample mail drop at %s, popproxy in front of it at %s.
+popproxy demo: a sample mail drop at %[1]s, popproxy in front of it at %[2]s.
+Implicit TLS (self-signed certificate) at %[3]s.
 Audit events are printed below as JSON lines. Try:
 
-  curl pop3://%s:%s@%s/            # list messages
-  curl pop3://%s:%s@%s/1           # fetch message 1
-  python3 -c 'import poplib; p=poplib.POP3("%s", %s); p.user("%s"); p.pass_("%s"); print(p.stat()); p.quit()'
+  curl pop3://%[4]s:%[5]s@%[2]s/                  # list messages
+  curl pop3://%[4]s:%[5]s@%[2]s/1                 # fetch message 1
+  curl -k --ssl-reqd pop3://%[4]s:%[5]s@%[2]s/2   # STLS
+  curl -k pop3s://%[4]s:%[5]s@%[3]s/3             # implicit TLS
+  python3 -c 'import poplib; p=poplib.POP3("%[6]s", %[7]s); p.user("%[4]s"); p.pass_("%[5]s"); print(p.stat()); p.quit()'
 
 Press Ctrl-C to stop.
 
-`, cfg.Upstream.Address, addr, demoUser, demoPassword, addr, demoUser, demoPassword, addr,
-			hostOf(addr), portOf(addr), demoUser, demoPassword)
+`, cfg.Upstream.Address, plain, implicit, demoUser, demoPassword, hostOf(plain), portOf(plain))
 	})
+}
+
+// freeOr returns addr if it can be bound now, else a free loopback port.
+func freeOr(addr string) string {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "127.0.0.1:0"
+	}
+	l.Close()
+	return addr
 }
 
 func hostOf(addr string) string { h, _, _ := net.SplitHostPort(addr); return h }

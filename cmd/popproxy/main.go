@@ -27,6 +27,7 @@ import (
 	"github.com/popproxy/popproxy/audit"
 	"github.com/popproxy/popproxy/internal/config"
 	"github.com/popproxy/popproxy/proxy"
+	"github.com/popproxy/popproxy/tlsconf"
 )
 
 var _ proxy.Auditor = (*audit.Log)(nil)
@@ -71,7 +72,23 @@ func run(cfg *config.Config, logger *slog.Logger, ready func([]net.Listener)) er
 		return fmt.Errorf("audit.output: %w", err)
 	}
 	defer closeSink()
-	srv := proxy.New(serverOptions(cfg, audit.New(sink), logger))
+	var certs *tlsconf.Manager
+	if cfg.UsesTLS() {
+		if certs, err = tlsconf.New(serverTLS(cfg), logger); err != nil {
+			return fmt.Errorf("tls: %w", err)
+		}
+		defer certs.Close()
+	}
+	upstreamTLS, err := clientTLS(cfg)
+	if err != nil {
+		return fmt.Errorf("upstream: %w", err)
+	}
+	if cfg.Upstream.InsecureSkipVerify {
+		logger.Warn("upstream.insecure_skip_verify is set: the upstream server's certificate is not checked, so anyone on the path can read the credentials")
+	}
+	opts := serverOptions(cfg, audit.New(sink), logger)
+	opts.Upstream.TLSConfig = upstreamTLS
+	srv := proxy.New(opts)
 
 	var listeners []net.Listener
 	for _, lc := range cfg.Listeners {
@@ -86,20 +103,31 @@ func run(cfg *config.Config, logger *slog.Logger, ready func([]net.Listener)) er
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	errc := make(chan error, len(listeners))
 	for i, l := range listeners {
-		logger.Info("listening", "listener", cfg.Listeners[i].Name, "address", l.Addr().String())
-		go func() { errc <- srv.Serve(l, cfg.Listeners[i].Name) }()
+		lc := proxyListener(cfg.Listeners[i], certs)
+		logger.Info("listening", "listener", lc.Name, "address", l.Addr().String(), "tls", lc.TLSMode.String())
+		go func() { errc <- srv.Serve(l, lc) }()
 	}
 	if ready != nil {
 		ready(listeners)
 	}
 	var serveErr error
-	select {
-	case <-ctx.Done():
-		logger.Info("shutting down", "grace", cfg.Timeouts.ShutdownGrace.String())
-	case serveErr = <-errc:
-		logger.Error("listener failed", "err", serveErr)
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			logger.Info("shutting down", "grace", cfg.Timeouts.ShutdownGrace.String())
+			break wait
+		case serveErr = <-errc:
+			logger.Error("listener failed", "err", serveErr)
+			break wait
+		case <-hup:
+			reload(certs, logger)
+		}
 	}
 	stop()
 	grace, cancel := context.WithTimeout(context.Background(), cfg.Timeouts.ShutdownGrace)
@@ -113,6 +141,18 @@ func run(cfg *config.Config, logger *slog.Logger, ready func([]net.Listener)) er
 	return serveErr
 }
 
+// reload re-reads what SIGHUP refreshes; on failure the old state stays.
+func reload(certs *tlsconf.Manager, logger *slog.Logger) {
+	if certs == nil {
+		return
+	}
+	if err := certs.Reload(); err != nil {
+		logger.Error("reload: keeping the old certificates", "err", err)
+		return
+	}
+	logger.Info("reload: certificates reloaded")
+}
+
 func serverOptions(cfg *config.Config, auditor proxy.Auditor, logger *slog.Logger) proxy.Options {
 	var exts []proxy.Extension
 	for _, e := range cfg.Commands.Allow {
@@ -124,6 +164,7 @@ func serverOptions(cfg *config.Config, auditor proxy.Auditor, logger *slog.Logge
 			DialTimeout:     cfg.Timeouts.UpstreamDial,
 			ResponseTimeout: cfg.Timeouts.UpstreamResponse,
 			LoginPlain:      cfg.Upstream.Login == "plain",
+			TLSMode:         tlsMode(cfg.Upstream.TLS),
 		},
 		LoginTimeout:   cfg.Timeouts.Login,
 		IdleTimeout:    cfg.Timeouts.Idle,

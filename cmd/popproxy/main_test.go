@@ -127,7 +127,7 @@ func TestRunAndGracefulShutdown(t *testing.T) {
 // through it.
 func TestDemo(t *testing.T) {
 	bin := buildBinary(t)
-	cmd := exec.Command(bin, "demo", "-listen", "127.0.0.1:0")
+	cmd := exec.Command(bin, "demo", "-listen", "127.0.0.1:0", "-listen-tls", "127.0.0.1:0")
 	stderr, _ := cmd.StderrPipe()
 	var stdout strings.Builder
 	cmd.Stdout = &stdout

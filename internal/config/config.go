@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -42,9 +43,30 @@ type Listener struct {
 	RequireTLS *bool `yaml:"require_tls"`
 }
 
-// TLS holds the listeners' certificates.
+// TLS configures the listeners' side of TLS: certificates and protocol.
 type TLS struct {
 	Certificates []Certificate `yaml:"certificates"`
+	// SelfSigned generates a certificate for these names at start (tests, demos).
+	SelfSigned []string `yaml:"self_signed"`
+	ACME       *ACME    `yaml:"acme"`
+	MinVersion string   `yaml:"min_version"`
+	// SessionTickets allows TLS session resumption; a pointer so that an
+	// absent key can default to true.
+	SessionTickets *bool `yaml:"session_tickets"`
+}
+
+// ACME obtains certificates automatically (certmagic).
+type ACME struct {
+	Domains          []string `yaml:"domains"`
+	Email            string   `yaml:"email"`
+	CA               string   `yaml:"ca"`
+	Storage          string   `yaml:"storage"`
+	HTTPPort         int      `yaml:"http_port"`
+	ListenHost       string   `yaml:"listen_host"`
+	TLSALPN          bool     `yaml:"tls_alpn"`
+	TLSALPNPort      int      `yaml:"tls_alpn_port"`
+	OnDemand         []string `yaml:"on_demand"`
+	TrustedRootsFile string   `yaml:"trusted_roots_file"`
 }
 
 // Certificate is a PEM certificate chain and its key.
@@ -59,7 +81,15 @@ type Upstream struct {
 	TLS     string `yaml:"tls"`
 	// Login is how the proxy logs in upstream: "user" (USER/PASS) or "plain"
 	// (AUTH PLAIN, needed to pass an authorization identity through).
-	Login string `yaml:"login"`
+	Login              string       `yaml:"login"`
+	ServerName         string       `yaml:"server_name"`
+	CAFile             string       `yaml:"ca_file"`
+	InsecureSkipVerify bool         `yaml:"insecure_skip_verify"`
+	ClientCert         *Certificate `yaml:"client_cert"`
+	MinVersion         string       `yaml:"min_version"`
+	// AllowPlaintextUpstream permits upstream.tls none behind TLS listeners,
+	// which forwards credentials that arrived encrypted in clear.
+	AllowPlaintextUpstream bool `yaml:"allow_plaintext_upstream"`
 }
 
 // Timeouts bound every wait.
@@ -134,6 +164,10 @@ func Parse(data []byte) (*Config, error) {
 	if err := dec.Decode(&cfg); err != nil {
 		return nil, fmt.Errorf("parse: %w", err)
 	}
+	if cfg.TLS.SessionTickets == nil {
+		on := true
+		cfg.TLS.SessionTickets = &on
+	}
 	for i := range cfg.Listeners {
 		l := &cfg.Listeners[i]
 		if l.TLS == "" {
@@ -170,19 +204,21 @@ func (c *Config) Validate() error {
 		}
 		names[l.Name] = true
 		checkAddress(bad, field+".address", l.Address)
-		if l.TLS != TLSNone {
-			bad(field+".tls", "%q is not supported yet (only %q)", l.TLS, TLSNone)
-		}
+		checkTLSMode(bad, field+".tls", l.TLS)
 		if l.RequireTLS != nil && *l.RequireTLS && l.TLS == TLSNone {
 			bad(field+".require_tls", "is true but the listener has no TLS")
 		}
 	}
-	if len(c.TLS.Certificates) > 0 {
-		bad("tls.certificates", "TLS is not supported yet")
-	}
+	c.validateTLS(bad)
 	checkAddress(bad, "upstream.address", c.Upstream.Address)
-	if c.Upstream.TLS != TLSNone {
-		bad("upstream.tls", "%q is not supported yet (only %q)", c.Upstream.TLS, TLSNone)
+	checkTLSMode(bad, "upstream.tls", c.Upstream.TLS)
+	checkVersion(bad, "upstream.min_version", c.Upstream.MinVersion, "1.0", "1.1", "1.2", "1.3")
+	if c.Upstream.TLS == TLSNone && c.UsesTLS() && !c.Upstream.AllowPlaintextUpstream {
+		bad("upstream.tls", "is none while clients log in over TLS: their credentials would travel on in clear; "+
+			"set upstream.tls, or upstream.allow_plaintext_upstream: true if the network to the server is trusted")
+	}
+	if c.Upstream.TLS == TLSNone && (c.Upstream.CAFile != "" || c.Upstream.ClientCert != nil || c.Upstream.InsecureSkipVerify) {
+		bad("upstream.tls", "is none, but upstream TLS options are set")
 	}
 	if c.Upstream.Login != "user" && c.Upstream.Login != "plain" {
 		bad("upstream.login", "%q is not one of user, plain", c.Upstream.Login)
@@ -227,6 +263,66 @@ func (c *Config) Validate() error {
 		bad("audit.output", `is required: "stdout" or a file path`)
 	}
 	return errors.Join(errs...)
+}
+
+// UsesTLS reports whether any listener offers TLS.
+func (c *Config) UsesTLS() bool {
+	for _, l := range c.Listeners {
+		if l.TLS != TLSNone {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *Config) validateTLS(bad func(string, string, ...any)) {
+	t := c.TLS
+	if c.UsesTLS() && len(t.Certificates) == 0 && len(t.SelfSigned) == 0 && t.ACME == nil {
+		bad("tls", "a listener uses TLS but there is no certificate: set tls.certificates, tls.acme or tls.self_signed")
+	}
+	for i, cert := range t.Certificates {
+		field := fmt.Sprintf("tls.certificates[%d]", i)
+		if cert.CertFile == "" {
+			bad(field+".cert_file", "is required")
+		}
+		if cert.KeyFile == "" {
+			bad(field+".key_file", "is required")
+		}
+	}
+	checkVersion(bad, "tls.min_version", t.MinVersion, "1.2", "1.3")
+	if a := t.ACME; a != nil {
+		if len(a.Domains) == 0 && len(a.OnDemand) == 0 {
+			bad("tls.acme.domains", "is empty and so is tls.acme.on_demand: nothing to obtain")
+		}
+		if a.Email == "" {
+			bad("tls.acme.email", "is required (the CA's account contact)")
+		}
+		if a.Storage == "" {
+			bad("tls.acme.storage", "is required (a folder for keys and certificates)")
+		}
+		if a.HTTPPort == 0 && !a.TLSALPN {
+			bad("tls.acme", "no challenge enabled: set http_port (HTTP-01) or tls_alpn: true")
+		}
+		for field, port := range map[string]int{"tls.acme.http_port": a.HTTPPort, "tls.acme.tls_alpn_port": a.TLSALPNPort} {
+			if port < 0 || port > 65535 {
+				bad(field, "%d is not a port", port)
+			}
+		}
+	}
+}
+
+func checkTLSMode(bad func(string, string, ...any), field, mode string) {
+	switch mode {
+	case TLSNone, TLSStartTLS, TLSImplicit:
+	default:
+		bad(field, "%q is not one of none, starttls, implicit", mode)
+	}
+}
+
+func checkVersion(bad func(string, string, ...any), field, v string, allowed ...string) {
+	if v != "" && !slices.Contains(allowed, v) {
+		bad(field, "%q is not one of %s", v, strings.Join(allowed, ", "))
+	}
 }
 
 // builtin are the commands the proxy implements; they cannot be overridden.
