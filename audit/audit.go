@@ -88,6 +88,14 @@ func (l *Log) SessionClose(id string, e proxy.CloseEvent) {
 		Bool("incomplete", e.Incomplete).Send()
 }
 
+// Checkpoint records a long session's running totals.
+func (l *Log) Checkpoint(id string, c proxy.Counters) {
+	l.event("session.checkpoint", id).Int("retr", c.Retr).Send()
+}
+
+// Err is nil: this writer does not detect failures yet.
+func (l *Log) Err() error { return nil }
+
 // TimeFormat is the timestamp layout of audit records: RFC 3339, UTC, with
 // sub-second precision. Set by SetGlobals, since zerolog keeps it globally.
 const TimeFormat = "2006-01-02T15:04:05.000000Z07:00"

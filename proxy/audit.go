@@ -14,14 +14,20 @@ type Auditor interface {
 	Auth(id string, e AuthEvent)
 	Command(id string, e CommandEvent)
 	Policy(id string, e PolicyEvent)
+	Checkpoint(id string, e Counters)
 	SessionClose(id string, e CloseEvent)
+	// Err returns the error of the last failed write, or nil once a write has
+	// succeeded again. With Options.AuditFailOpen false, the proxy refuses
+	// sessions while it is not nil.
+	Err() error
 }
 
 // SessionInfo describes a new client connection.
 type SessionInfo struct {
 	ID       string
 	Listener string
-	Client   netip.AddrPort
+	Client   netip.AddrPort // the real client: PROXY-protocol aware once that lands
+	Local    netip.AddrPort // the proxy's address the client connected to
 	Start    time.Time
 }
 
@@ -35,7 +41,7 @@ type TLSEvent struct {
 	Resumed     bool
 }
 
-// AuthEvent is one login attempt relayed upstream.
+// AuthEvent is one login attempt.
 type AuthEvent struct {
 	User      string
 	Mechanism string // USER, PLAIN or LOGIN
@@ -48,30 +54,48 @@ type AuthEvent struct {
 // CommandEvent is one TRANSACTION command and its outcome.
 type CommandEvent struct {
 	Verb     string
-	Args     []string
+	Args     []string // canonical: numbers without leading zeros
 	OK       bool
-	Octets   int64 // response octets relayed to the client
+	Octets   int64 // response octets relayed to the client, status line included
 	Duration time.Duration
+	// For RETR and TOP: the message's size in octets as the server reported
+	// it (in the +OK line or an earlier LIST), or -1 if unknown; its unique id,
+	// if known (from the client's own UIDL or, with Options.ResolveUIDs, asked
+	// of the server); and its Message-ID header, read from the stream as it
+	// passed. Empty when unknown.
+	Size      int64
+	UIDL      string
+	MessageID string
+	// Incomplete means the response was cut short (the upstream failed).
+	Incomplete bool
 }
 
-// PolicyEvent is a command or connection the proxy refused itself.
+// PolicyEvent is something the proxy refused itself.
 type PolicyEvent struct {
-	Rule   string // e.g. "wrong_state", "syntax", "line_too_long"
+	Rule   string // e.g. "wrong_state", "syntax", "line_too_long", "limit.conn_per_ip"
 	Verb   string
 	Detail string
+	Key    string  // what a limit is keyed on (an address, a user), if any
+	Value  float64 // the limit's current value, if any
 }
 
-// CloseEvent ends every session, however it ended.
+// Counters are a session's running totals.
+type Counters struct {
+	Duration  time.Duration
+	BytesIn   int64
+	BytesOut  int64
+	Retr, Top int
+	Dele      int   // DELE commands answered +OK
+	Marked    []int // messages marked with DELE and not unmarked by RSET
+}
+
+// CloseEvent ends every session exactly once, however it ended.
 type CloseEvent struct {
+	Counters
 	Reason     string
-	Duration   time.Duration
-	BytesIn    int64
-	BytesOut   int64
-	Retr, Top  int
-	Marked     []int // messages marked with DELE and not unmarked by RSET
-	Committed  bool  // QUIT reached UPDATE with +OK, so Marked were deleted
 	User       string
 	LoggedIn   bool
+	Committed  bool // QUIT reached UPDATE with +OK, so Marked were deleted
 	Incomplete bool // a multi-line response was cut short
 }
 
@@ -83,4 +107,6 @@ func (nopAuditor) TLS(string, TLSEvent)            {}
 func (nopAuditor) Auth(string, AuthEvent)          {}
 func (nopAuditor) Command(string, CommandEvent)    {}
 func (nopAuditor) Policy(string, PolicyEvent)      {}
+func (nopAuditor) Checkpoint(string, Counters)     {}
 func (nopAuditor) SessionClose(string, CloseEvent) {}
+func (nopAuditor) Err() error                      { return nil }

@@ -78,6 +78,7 @@ type session struct {
 	badCommands int
 
 	retr, top  int
+	dele       int
 	marked     []int
 	committed  bool
 	incomplete bool
@@ -230,18 +231,26 @@ func (s *session) finish(end *endError) {
 		s.srv.log.Error("session failed", "session", s.id, "err", end.err)
 	}
 	s.srv.opts.Auditor.SessionClose(s.id, CloseEvent{
+		Counters:   s.counters(),
 		Reason:     end.reason,
-		Duration:   time.Since(s.start),
-		BytesIn:    s.client.in,
-		BytesOut:   s.client.out,
-		Retr:       s.retr,
-		Top:        s.top,
-		Marked:     s.marked,
 		Committed:  s.committed,
 		User:       s.user,
 		LoggedIn:   s.state == stateTransaction,
 		Incomplete: s.incomplete,
 	})
+}
+
+// counters are the session's running totals for checkpoint and close events.
+func (s *session) counters() Counters {
+	return Counters{
+		Duration: time.Since(s.start),
+		BytesIn:  s.client.in,
+		BytesOut: s.client.out,
+		Retr:     s.retr,
+		Top:      s.top,
+		Dele:     s.dele,
+		Marked:   s.marked,
+	}
 }
 
 // lingerClose closes a connection whose client may still be sending, without

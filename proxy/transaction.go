@@ -177,6 +177,7 @@ func (s *session) account(cmd pop3.Command, ok bool, octets int64, d time.Durati
 		case "DELE":
 			n, _ := pop3.ParseNumber(cmd.Args[0])
 			s.marked = append(s.marked, n)
+			s.dele++
 		case "RSET":
 			s.marked = nil
 		}
