@@ -17,13 +17,14 @@ import (
 
 // recorder is an Auditor that keeps every event.
 type recorder struct {
-	mu     sync.Mutex
-	tls    []proxy.TLSEvent
-	auths  []proxy.AuthEvent
-	cmds   []proxy.CommandEvent
-	policy []proxy.PolicyEvent
-	closes []proxy.CloseEvent
-	closed chan struct{} // one value per SessionClose
+	mu          sync.Mutex
+	tls         []proxy.TLSEvent
+	auths       []proxy.AuthEvent
+	cmds        []proxy.CommandEvent
+	policy      []proxy.PolicyEvent
+	closes      []proxy.CloseEvent
+	checkpoints []proxy.Counters
+	closed      chan struct{} // one value per SessionClose
 }
 
 var _ proxy.Auditor = (*recorder)(nil)
@@ -51,6 +52,12 @@ func (r *recorder) Policy(_ string, e proxy.PolicyEvent) {
 	defer r.mu.Unlock()
 	r.policy = append(r.policy, e)
 }
+func (r *recorder) Checkpoint(_ string, c proxy.Counters) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.checkpoints = append(r.checkpoints, c)
+}
+func (r *recorder) Err() error { return nil }
 func (r *recorder) SessionClose(_ string, e proxy.CloseEvent) {
 	r.mu.Lock()
 	r.closes = append(r.closes, e)
