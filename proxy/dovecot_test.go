@@ -96,8 +96,13 @@ func TestMain(m *testing.M) {
 // LIST, UIDL, every RETR and TOP n 0 and TOP n 3.
 func fetchAll(t *testing.T, addr, user string) []string {
 	t.Helper()
+	return fetchAllAs(t, addr, user, dovecotUsers[user])
+}
+
+func fetchAllAs(t *testing.T, addr, user, pass string) []string {
+	t.Helper()
 	c := dial(t, addr)
-	c.login(user, dovecotUsers[user])
+	c.login(user, pass)
 	var out []string
 	multi := func(cmd string) string {
 		status := c.cmd(cmd, "+OK*")

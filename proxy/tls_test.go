@@ -1,0 +1,218 @@
+package proxy_test
+
+import (
+	"bufio"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/popproxy/popproxy/proxy"
+	"github.com/popproxy/popproxy/tlsconf"
+)
+
+// testCert is a self-signed certificate for 127.0.0.1 and localhost, with a
+// pool that trusts it and its PEM files for tools that want paths.
+type testCert struct {
+	cert              tls.Certificate
+	pool              *x509.CertPool
+	certFile, keyFile string
+}
+
+var (
+	certOnce sync.Once
+	certVal  testCert
+)
+
+func loadTestCert(t *testing.T) testCert {
+	t.Helper()
+	certOnce.Do(func() {
+		certPEM, keyPEM, err := tlsconf.SelfSignedPEM("127.0.0.1", "localhost")
+		if err != nil {
+			panic(err)
+		}
+		c, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			panic(err)
+		}
+		dir, err := os.MkdirTemp("", "popproxy-cert-")
+		if err != nil {
+			panic(err)
+		}
+		os.Chmod(dir, 0o755) // Dovecot reads these files
+		certVal = testCert{cert: c, pool: x509.NewCertPool(),
+			certFile: filepath.Join(dir, "cert.pem"), keyFile: filepath.Join(dir, "key.pem")}
+		certVal.pool.AppendCertsFromPEM(certPEM)
+		os.WriteFile(certVal.certFile, certPEM, 0o644)
+		os.WriteFile(certVal.keyFile, keyPEM, 0o644)
+	})
+	return certVal
+}
+
+func serverTLS(t *testing.T) *tls.Config {
+	return &tls.Config{Certificates: []tls.Certificate{loadTestCert(t).cert}, NextProtos: []string{"pop3"}, MinVersion: tls.VersionTLS12}
+}
+
+func clientTLS(t *testing.T) *tls.Config {
+	return &tls.Config{RootCAs: loadTestCert(t).pool, ServerName: "127.0.0.1"}
+}
+
+// stls sends STLS, expects +OK and switches c to TLS.
+func (c *client) stls(cfg *tls.Config) {
+	c.t.Helper()
+	c.cmd("STLS", "+OK*")
+	if c.r.Buffered() > 0 {
+		c.t.Fatal("server sent data after its STLS +OK")
+	}
+	tc := tls.Client(c.conn, cfg)
+	tc.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := tc.Handshake(); err != nil {
+		c.t.Fatalf("handshake: %v", err)
+	}
+	c.conn = tc
+	c.r = bufio.NewReader(tc)
+}
+
+func startTLSListener(t *testing.T, upstream string, mode proxy.TLSMode, require bool) (string, *recorder) {
+	t.Helper()
+	addr, _, rec := startListener(t, upstream, proxy.Listener{Name: "tls", TLSMode: mode, TLSConfig: serverTLS(t), RequireTLS: require}, nil)
+	return addr, rec
+}
+
+// TestSTLSCommandInjection sends commands in the same write as STLS: they
+// must never be executed, in plaintext or inside TLS (D1.1, D1.2).
+func TestSTLSCommandInjection(t *testing.T) {
+	up := startMaildrop(t)
+	addr, rec := startTLSListener(t, up.Addr().String(), proxy.TLSStartTLS, true)
+	for _, injected := range []string{"CAPA\r\n", "USER victim\r\n"} {
+		c := dial(t, addr)
+		c.send("STLS\r\n" + injected)
+		c.expect("-ERR commands after STLS*")
+		c.closed()
+		if ev := rec.waitClose(t); ev.Reason != "stls_injection" {
+			t.Errorf("close reason %q", ev.Reason)
+		}
+	}
+	// Split over two writes: the injected line reaches the TLS handshake as
+	// garbage and kills it; it is never answered.
+	c := dial(t, addr)
+	c.cmd("STLS", "+OK*")
+	c.send("CAPA\r\n")
+	c.closed()
+	if ev := rec.waitClose(t); ev.Reason != "tls_failed" {
+		t.Errorf("close reason %q", ev.Reason)
+	}
+	if up.connections() != 0 {
+		t.Error("upstream contacted")
+	}
+}
+
+func TestSTLSRules(t *testing.T) {
+	up := startMaildrop(t)
+	addr, rec := startTLSListener(t, up.Addr().String(), proxy.TLSStartTLS, true)
+	c := dial(t, addr)
+	c.cmd("STLS now", "-ERR STLS takes no arguments")
+	c.cmd("CAPA", "+OK*")
+	before := c.body()
+	if !strings.Contains(before, "STLS\r\n") || strings.Contains(before, "USER") || strings.Contains(before, "SASL") {
+		t.Errorf("CAPA before STLS = %q", before)
+	}
+	c.cmd("USER alice", "-ERR [AUTH] TLS required*")
+	c.cmd("AUTH PLAIN AGFsaWNlAHNlY3JldA==", "-ERR [AUTH] TLS required*")
+	c.stls(clientTLS(t))
+	c.cmd("STLS", "-ERR TLS already active")
+	c.cmd("CAPA", "+OK*")
+	after := c.body()
+	if strings.Contains(after, "STLS") || !strings.Contains(after, "USER\r\n") || !strings.Contains(after, "SASL PLAIN LOGIN\r\n") {
+		t.Errorf("CAPA after STLS = %q", after)
+	}
+	c.login("alice", "secret")
+	c.cmd("STLS", "-ERR already logged in")
+	c.cmd("RETR 1", "+OK*")
+	if got := c.body(); got != string(sampleMessages[0].Data) {
+		t.Errorf("RETR over TLS = %q", got)
+	}
+	c.cmd("QUIT", "+OK*")
+	rec.waitClose(t)
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.tls) != 1 || rec.tls[0].Mode != "starttls" || rec.tls[0].Version == "" || rec.tls[0].CipherSuite == "" {
+		t.Errorf("tls events %+v", rec.tls)
+	}
+}
+
+// TestSTLSForgetsUser checks that USER given before STLS does not count after.
+func TestSTLSForgetsUser(t *testing.T) {
+	up := startMaildrop(t)
+	addr, _ := startTLSListener(t, up.Addr().String(), proxy.TLSStartTLS, false)
+	c := dial(t, addr)
+	c.cmd("USER alice", "+OK*")
+	c.stls(clientTLS(t))
+	c.cmd("PASS secret", "-ERR send USER first")
+}
+
+func TestImplicitTLS(t *testing.T) {
+	up := startMaildrop(t)
+	addr, rec := startTLSListener(t, up.Addr().String(), proxy.TLSImplicit, false)
+
+	conn, err := tls.Dial("tcp", addr, clientTLS(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &client{t: t, conn: conn, r: bufio.NewReader(conn)}
+	c.expect("+OK popproxy ready")
+	c.cmd("CAPA", "+OK*")
+	if capa := c.body(); strings.Contains(capa, "STLS") || !strings.Contains(capa, "USER") {
+		t.Errorf("CAPA on implicit TLS = %q", capa)
+	}
+	c.login("alice", "secret")
+	c.cmd("STAT", "+OK 3 *")
+	c.cmd("QUIT", "+OK*")
+	conn.Close()
+	rec.waitClose(t)
+	rec.mu.Lock()
+	if len(rec.tls) != 1 || rec.tls[0].Mode != "implicit" || rec.tls[0].ALPN != "" {
+		t.Errorf("tls events %+v", rec.tls)
+	}
+	rec.mu.Unlock()
+
+	// ALPN: pop3 or none is fine, anything else is refused (ALPACA).
+	for protos, ok := range map[string]bool{"pop3": true, "http/1.1": false, "imap": false} {
+		cfg := clientTLS(t)
+		cfg.NextProtos = []string{protos}
+		conn, err := tls.Dial("tcp", addr, cfg)
+		if (err == nil) != ok {
+			t.Errorf("ALPN %q: handshake error %v", protos, err)
+		}
+		if err == nil {
+			conn.Close()
+		}
+	}
+}
+
+// TestImplicitTLSPlaintext checks that plaintext on the implicit port gets no
+// greeting and no answer.
+func TestImplicitTLSPlaintext(t *testing.T) {
+	up := startMaildrop(t)
+	addr, rec := startTLSListener(t, up.Addr().String(), proxy.TLSImplicit, false)
+	raw, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	raw.Write([]byte("USER alice\r\nPASS secret\r\n"))
+	raw.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, _ := io.ReadAll(raw)
+	if strings.Contains(string(got), "+OK") || strings.Contains(string(got), "-ERR") {
+		t.Fatalf("plaintext client got POP3 text: %q", got)
+	}
+	if ev := rec.waitClose(t); ev.Reason != "tls_failed" {
+		t.Errorf("close reason %q", ev.Reason)
+	}
+}
