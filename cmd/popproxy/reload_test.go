@@ -1,0 +1,154 @@
+package main
+
+import (
+	"bufio"
+	"crypto/tls"
+	"crypto/x509"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/popproxy/popproxy/examples/maildrop"
+	"github.com/popproxy/popproxy/tlsconf"
+)
+
+// writeCert writes a fresh self-signed certificate to the paths, replacing
+// them atomically as a deployment tool would, and returns it.
+func writeCert(t *testing.T, certFile, keyFile string) *x509.Certificate {
+	t.Helper()
+	certPEM, keyPEM, err := tlsconf.SelfSignedPEM("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, data := range map[string][]byte{certFile: certPEM, keyFile: keyPEM} {
+		if err := os.WriteFile(path+".new", data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(path+".new", path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pair, _ := tls.X509KeyPair(certPEM, keyPEM)
+	leaf, _ := x509.ParseCertificate(pair.Certificate[0])
+	return leaf
+}
+
+// TestSIGHUPRotatesCertificates rotates the certificate files under a
+// running popproxy: after SIGHUP new sessions get the new certificate while a
+// session opened before goes on; a broken file keeps the current one.
+func TestSIGHUPRotatesCertificates(t *testing.T) {
+	bin := buildBinary(t)
+	dropL, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	drop := maildrop.New(map[string]string{"u": "p"}, maildrop.Sample())
+	go drop.Serve(dropL)
+	defer drop.Close()
+
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	first := writeCert(t, certFile, keyFile)
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := l.Addr().String()
+	l.Close()
+	cfg := writeConfig(t, `
+listeners: [{name: pop3s, address: "`+addr+`", tls: implicit}]
+tls: {certificates: [{cert_file: "`+certFile+`", key_file: "`+keyFile+`"}]}
+upstream: {address: "`+dropL.Addr().String()+`", allow_plaintext_upstream: true}
+audit: {output: "`+filepath.Join(dir, "audit.jsonl")+`"}
+`)
+	cmd := exec.Command(bin, "-config", cfg)
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+
+	// served dials and returns the certificate the server presents.
+	served := func() (*tls.Conn, *x509.Certificate, error) {
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", addr, &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			return nil, nil, err
+		}
+		return conn, conn.ConnectionState().PeerCertificates[0], nil
+	}
+	var old *tls.Conn
+	var got *x509.Certificate
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if old, got, err = served(); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	if !got.Equal(first) {
+		t.Fatal("first certificate not served")
+	}
+	r := bufio.NewReader(old)
+	old.Write([]byte("USER u\r\nPASS p\r\n"))
+	for range 3 {
+		if line, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(line, "+OK") {
+			t.Fatalf("login: %q %v", line, err)
+		}
+	}
+
+	second := writeCert(t, certFile, keyFile)
+	cmd.Process.Signal(syscall.SIGHUP)
+	waitFor := func(want *x509.Certificate) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if conn, c, err := served(); err == nil {
+				conn.Close()
+				if c.Equal(want) {
+					return
+				}
+			}
+		}
+		t.Fatalf("new certificate not served after SIGHUP; stderr:\n%s", stderr.String())
+	}
+	waitFor(second)
+
+	// The session opened before the reload goes on.
+	old.Write([]byte("STAT\r\n"))
+	if line, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(line, "+OK 4 ") {
+		t.Fatalf("old session after reload: %q %v", line, err)
+	}
+
+	// A broken file is refused and the current certificate stays.
+	os.WriteFile(certFile, []byte("not a certificate"), 0o600)
+	cmd.Process.Signal(syscall.SIGHUP)
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(stderr.String(), "keeping the old certificates"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reload error logged; stderr:\n%s", stderr.String())
+		}
+	}
+	waitFor(second)
+}
+
+// syncBuffer collects a process's output while the test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
