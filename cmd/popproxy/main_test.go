@@ -36,12 +36,18 @@ func writeConfig(t *testing.T, text string) string {
 
 func TestCheck(t *testing.T) {
 	bin := buildBinary(t)
-	out, err := exec.Command(bin, "-config", "../../examples/popproxy.yaml", "-check").CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "configuration OK") {
-		t.Fatalf("example config: %v\n%s", err, out)
+	examples, _ := filepath.Glob("../../examples/*.yaml")
+	if len(examples) < 3 {
+		t.Fatalf("examples: %v", examples)
+	}
+	for _, example := range examples {
+		out, err := exec.Command(bin, "-config", example, "-check").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "configuration OK") {
+			t.Errorf("%s: %v\n%s", example, err, out)
+		}
 	}
 	bad := writeConfig(t, "listeners: [{name: a, address: x}]\ntimeouts: {idle: 1m}\n")
-	out, err = exec.Command(bin, "-config", bad, "-check").CombinedOutput()
+	out, err := exec.Command(bin, "-config", bad, "-check").CombinedOutput()
 	if err == nil {
 		t.Fatal("-check accepted a bad config")
 	}
