@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"strings"
+	"time"
 
 	"github.com/popproxy/popproxy/internal/pop3"
 )
@@ -218,6 +219,7 @@ func (s *session) login(c credentials) error {
 	s.srv.opts.Auditor.Auth(s.id, ev)
 	s.setUpstream(u)
 	s.state = stateTransaction
+	s.lastCheckpoint = time.Now()
 	s.user = c.user
 	s.client.setReadTimeout(s.srv.opts.IdleTimeout)
 	return s.reply(true, ev.Reason)

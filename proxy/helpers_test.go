@@ -24,6 +24,7 @@ type recorder struct {
 	policy      []proxy.PolicyEvent
 	closes      []proxy.CloseEvent
 	checkpoints []proxy.Counters
+	err         error
 	closed      chan struct{} // one value per SessionClose
 }
 
@@ -57,7 +58,30 @@ func (r *recorder) Checkpoint(_ string, c proxy.Counters) {
 	defer r.mu.Unlock()
 	r.checkpoints = append(r.checkpoints, c)
 }
-func (r *recorder) Err() error { return nil }
+func (r *recorder) Err() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.err
+}
+
+func (r *recorder) setErr(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.err = err
+}
+
+// command returns the audited events for verb.
+func (r *recorder) commands(verb string) []proxy.CommandEvent {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []proxy.CommandEvent
+	for _, c := range r.cmds {
+		if c.Verb == verb {
+			out = append(out, c)
+		}
+	}
+	return out
+}
 func (r *recorder) SessionClose(_ string, e proxy.CloseEvent) {
 	r.mu.Lock()
 	r.closes = append(r.closes, e)
@@ -339,4 +363,25 @@ func match(pattern, s string) bool {
 		s = s[j+len(p):]
 	}
 	return s == ""
+}
+
+// dialRaw connects without reading the greeting.
+func dialRaw(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+func readLine(t *testing.T, conn net.Conn) string {
+	t.Helper()
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		t.Fatalf("read: %v (%q)", err, line)
+	}
+	return strings.TrimSuffix(line, "\r\n")
 }

@@ -39,6 +39,17 @@ type Options struct {
 	MaxBadCommands int
 	// Extensions are commands relayed after login beyond RFC 1939's.
 	Extensions []Extension
+	// ResolveUIDs makes the proxy ask the server "UIDL n" before relaying
+	// RETR n or TOP n whose unique id it has not seen, so that the audit
+	// names every message retrieved.
+	ResolveUIDs bool
+	// CheckpointInterval is how often a long session's running totals are
+	// audited (between commands). Zero means never.
+	CheckpointInterval time.Duration
+	// AuditFailOpen keeps serving while the Auditor reports a failure. By
+	// default (false) new sessions are refused with -ERR [SYS/TEMP] and
+	// running ones end at their next command.
+	AuditFailOpen bool
 	// Auditor receives audit events. If nil, nothing is audited.
 	Auditor Auditor
 	// Logger is the operational log. If nil, slog.Default() is used.

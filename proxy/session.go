@@ -77,11 +77,13 @@ type session struct {
 	user        string // set at login; the password is never kept
 	badCommands int
 
-	retr, top  int
-	dele       int
-	marked     []int
-	committed  bool
-	incomplete bool
+	msgs           messages
+	lastCheckpoint time.Time
+	retr, top      int
+	dele           int
+	marked         []int
+	committed      bool
+	incomplete     bool
 }
 
 func newSession(srv *Server, c net.Conn, lc *Listener) *session {
@@ -182,6 +184,9 @@ func (s *session) run() (end *endError) {
 			end = &endError{reason: "internal_error", farewell: "-ERR [SYS/TEMP] internal error", err: fmt.Errorf("panic: %v", r)}
 		}
 	}()
+	if err := s.auditUnavailable(); err != nil {
+		return err
+	}
 	s.reply(true, "popproxy ready")
 	for {
 		if err := s.next(); err != nil {
@@ -277,8 +282,28 @@ func (s *session) stop() {
 	}
 }
 
+// auditUnavailable ends the session if the audit trail cannot be written and
+// the proxy must not serve without it.
+func (s *session) auditUnavailable() *endError {
+	if err := s.srv.opts.Auditor.Err(); err != nil && !s.srv.opts.AuditFailOpen {
+		return &endError{reason: "audit_failed", farewell: "-ERR [SYS/TEMP] service temporarily unavailable", err: err}
+	}
+	return nil
+}
+
+// checkpoint audits a long session's running totals between commands.
+func (s *session) checkpoint() {
+	if every := s.srv.opts.CheckpointInterval; every > 0 && time.Since(s.lastCheckpoint) >= every {
+		s.lastCheckpoint = time.Now()
+		s.srv.opts.Auditor.Checkpoint(s.id, s.counters())
+	}
+}
+
 // next reads and handles one command.
 func (s *session) next() error {
+	if s.state == stateTransaction {
+		s.checkpoint()
+	}
 	if s.cr.Buffered() == 0 {
 		// Answers to pipelined commands go out together, but never wait for input.
 		if err := s.flush(); err != nil {
@@ -288,6 +313,9 @@ func (s *session) next() error {
 	line, err := pop3.ReadLine(s.cr, maxSASLLine)
 	if err != nil {
 		return s.readFailed(err)
+	}
+	if err := s.auditUnavailable(); err != nil {
+		return err
 	}
 	if len(line)+2 > pop3.MaxCommandLine && !isAuth(line) {
 		return s.refuse("line_too_long", "", "command line too long")

@@ -205,4 +205,3 @@ p.quit()
 		t.Errorf("poplib stls() through popproxy: %s, want %s", got, want)
 	}
 }
-

@@ -110,6 +110,16 @@ func (srv *Server) extension(verb string) *Extension {
 // including its terminator.
 func (s *session) relay(cmd pop3.Command, multi bool) error {
 	start := time.Now()
+	ev := CommandEvent{Verb: cmd.Verb, Args: cmd.Args, Size: -1}
+	msg := 0
+	if cmd.Verb == "RETR" || cmd.Verb == "TOP" {
+		msg, _ = pop3.ParseNumber(cmd.Args[0])
+		if s.srv.opts.ResolveUIDs && s.msgs.get(msg).uidl == "" {
+			if err := s.resolveUID(msg); err != nil {
+				return err
+			}
+		}
+	}
 	status, st, err := s.roundTrip(cmd)
 	if err != nil {
 		return err
@@ -117,17 +127,25 @@ func (s *session) relay(cmd pop3.Command, multi bool) error {
 	w := s.writer()
 	w.WriteString(pop3.Sanitize(string(status)))
 	_, err = w.WriteString("\r\n")
-	octets := int64(len(status) + 2)
+	ev.Octets = int64(len(status) + 2)
+	if st.OK {
+		s.msgs.learnFromStatus(cmd, st.Text)
+	}
 	if err == nil && st.OK && multi {
 		var n int64
-		n, err = pop3.CopyBody(w, s.up.br)
-		octets += n
+		n, err = pop3.CopyBody(w, s.up.br, s.watcher(cmd, msg, &ev))
+		ev.Octets += n
 		if err != nil {
 			// No terminator reaches the client: a cut message must not look whole.
-			s.incomplete = true
+			s.incomplete, ev.Incomplete = true, true
 		}
 	}
-	s.account(cmd, st.OK, octets, time.Since(start))
+	if msg > 0 {
+		info := s.msgs.get(msg)
+		ev.Size, ev.UIDL = info.size, info.uidl
+	}
+	ev.OK, ev.Duration = st.OK, time.Since(start)
+	s.account(cmd, ev)
 	if err != nil {
 		if errors.Is(err, errStopped) || s.client.isStopped() {
 			return &endError{reason: "shutdown", err: err}
@@ -140,6 +158,37 @@ func (s *session) relay(cmd pop3.Command, multi bool) error {
 	}
 	if err := s.up.release(); err != nil {
 		return &endError{reason: "upstream_failed", farewell: "-ERR [SYS/TEMP] mail server protocol error", err: err}
+	}
+	return nil
+}
+
+// watcher picks what the audit learns from a multi-line body as it passes:
+// a message's Message-ID from its header, sizes and unique ids from listings.
+func (s *session) watcher(cmd pop3.Command, msg int, ev *CommandEvent) func([]byte) bool {
+	switch {
+	case msg > 0:
+		return pop3.MessageIDWatcher(&ev.MessageID)
+	case cmd.Verb == "LIST" || cmd.Verb == "UIDL":
+		return func(line []byte) bool {
+			s.msgs.learnListing(cmd.Verb, string(line))
+			return true
+		}
+	}
+	return nil
+}
+
+// resolveUID asks the server for message n's unique id before it is
+// retrieved, so the audit names the message even if the client never listed.
+func (s *session) resolveUID(n int) error {
+	_, st, err := s.roundTrip(pop3.Command{Verb: "UIDL", Args: []string{strconv.Itoa(n)}})
+	if err != nil {
+		return err
+	}
+	if err := s.up.release(); err != nil {
+		return s.upstreamFailed(err)
+	}
+	if st.OK {
+		s.msgs.learnListing("UIDL", st.Text)
 	}
 	return nil
 }
@@ -167,8 +216,8 @@ func (s *session) upstreamFailed(err error) error {
 }
 
 // account updates the session's counters and writes the command's audit event.
-func (s *session) account(cmd pop3.Command, ok bool, octets int64, d time.Duration) {
-	if ok {
+func (s *session) account(cmd pop3.Command, ev CommandEvent) {
+	if ev.OK {
 		switch cmd.Verb {
 		case "RETR":
 			s.retr++
@@ -182,7 +231,7 @@ func (s *session) account(cmd pop3.Command, ok bool, octets int64, d time.Durati
 			s.marked = nil
 		}
 	}
-	s.srv.opts.Auditor.Command(s.id, CommandEvent{Verb: cmd.Verb, Args: cmd.Args, OK: ok, Octets: octets, Duration: d})
+	s.srv.opts.Auditor.Command(s.id, ev)
 }
 
 // cmdCapaAfterLogin relays the upstream's list, keeping what the proxy can
@@ -230,6 +279,6 @@ func (s *session) cmdQuit() error {
 		return err
 	}
 	s.committed = st.OK && len(s.marked) > 0
-	s.account(pop3.Command{Verb: "QUIT"}, st.OK, int64(len(status)+2), time.Since(start))
+	s.account(pop3.Command{Verb: "QUIT"}, CommandEvent{Verb: "QUIT", OK: st.OK, Octets: int64(len(status) + 2), Duration: time.Since(start), Size: -1})
 	return &endError{reason: "quit", farewell: pop3.Sanitize(string(status))}
 }

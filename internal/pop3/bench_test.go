@@ -31,7 +31,7 @@ func BenchmarkCopyBody(b *testing.B) {
 	for b.Loop() {
 		src.Reset(message)
 		br.Reset(src)
-		if _, err := CopyBody(io.Discard, br); err != nil {
+		if _, err := CopyBody(io.Discard, br, nil); err != nil {
 			b.Fatal(err)
 		}
 	}

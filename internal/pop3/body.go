@@ -73,8 +73,16 @@ func (s *bodyScanner) scan(p []byte) int {
 // ends first the error is ErrTruncated (or the read error), and what was written
 // lacks the terminator, so the caller must close the client connection rather
 // than let a truncated message look complete.
-func CopyBody(dst io.Writer, src *bufio.Reader) (int64, error) {
+//
+// If watch is not nil it sees each line of the body as it passes, without its
+// CRLF and with dot-stuffing removed, until it returns false; lines longer than
+// MaxWatchedLine are cut to that length. The terminator is not shown.
+func CopyBody(dst io.Writer, src *bufio.Reader, watch func(line []byte) bool) (int64, error) {
 	sc := newBodyScanner()
+	var lines *lineSplitter
+	if watch != nil {
+		lines = &lineSplitter{watch: watch}
+	}
 	var n int64
 	for {
 		if _, err := src.Peek(1); err != nil {
@@ -88,6 +96,9 @@ func CopyBody(dst io.Writer, src *bufio.Reader) (int64, error) {
 		if end >= 0 {
 			piece = piece[:end]
 		}
+		if lines != nil && !lines.feed(piece) {
+			lines = nil
+		}
 		w, err := dst.Write(piece)
 		n += int64(w)
 		src.Discard(w)
@@ -98,4 +109,47 @@ func CopyBody(dst io.Writer, src *bufio.Reader) (int64, error) {
 			return n, nil
 		}
 	}
+}
+
+// MaxWatchedLine bounds the lines CopyBody shows its watcher (RFC 5322 §2.1.1
+// allows 998 characters).
+const MaxWatchedLine = 1000
+
+// lineSplitter reassembles lines across pieces for a watcher.
+type lineSplitter struct {
+	watch   func([]byte) bool
+	partial []byte // the current line so far, at most MaxWatchedLine
+}
+
+// feed passes every complete line in p to the watcher and reports whether it
+// wants more.
+func (ls *lineSplitter) feed(p []byte) bool {
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			ls.keep(p)
+			return true
+		}
+		ls.keep(p[:i])
+		p = p[i+1:]
+		line, crlf := bytes.CutSuffix(ls.partial, []byte("\r"))
+		ls.partial = ls.partial[:0]
+		if crlf && string(line) == "." {
+			return false // the terminator: the body is over
+		}
+		if len(line) > 0 && line[0] == '.' {
+			line = line[1:] // RFC 1939 §3: remove the stuffed dot
+		}
+		if !ls.watch(line) {
+			return false
+		}
+	}
+	return true
+}
+
+func (ls *lineSplitter) keep(b []byte) {
+	if room := MaxWatchedLine - len(ls.partial); len(b) > room {
+		b = b[:room]
+	}
+	ls.partial = append(ls.partial, b...)
 }

@@ -45,7 +45,11 @@ func FuzzCopyBody(f *testing.F) {
 		}
 		src := bufio.NewReaderSize(&chunkReader{data: input, size: int(chunk%32) + 1}, 16)
 		var dst bytes.Buffer
-		n, err := CopyBody(&dst, src)
+		var watched [][]byte
+		n, err := CopyBody(&dst, src, func(line []byte) bool {
+			watched = append(watched, bytes.Clone(line))
+			return true
+		})
 		if want < 0 {
 			if err != ErrTruncated || !bytes.Equal(dst.Bytes(), input) {
 				t.Fatalf("unterminated input: err %v, wrote %q", err, dst.Bytes())
@@ -54,6 +58,26 @@ func FuzzCopyBody(f *testing.F) {
 		}
 		if err != nil || n != int64(want) || !bytes.Equal(dst.Bytes(), input[:want]) {
 			t.Fatalf("wrote %q (n=%d, err %v), want %q", dst.Bytes(), n, err, input[:want])
+		}
+		// The watcher saw every line before the terminator, unstuffed.
+		var lines [][]byte
+		for _, l := range bytes.SplitAfter(input[:want-3], []byte("\n")) {
+			if len(l) == 0 {
+				continue
+			}
+			l = bytes.TrimSuffix(bytes.TrimSuffix(l, []byte("\n")), []byte("\r"))
+			if len(l) > 0 && l[0] == '.' {
+				l = l[1:]
+			}
+			lines = append(lines, l[:min(len(l), MaxWatchedLine)])
+		}
+		if len(lines) != len(watched) {
+			t.Fatalf("watched %d lines %q, want %d %q", len(watched), watched, len(lines), lines)
+		}
+		for i := range lines {
+			if !bytes.Equal(lines[i], watched[i]) {
+				t.Fatalf("line %d watched as %q, want %q", i, watched[i], lines[i])
+			}
 		}
 	})
 }

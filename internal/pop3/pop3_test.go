@@ -142,7 +142,7 @@ func relay(t *testing.T, input string, r io.Reader) (string, string, error) {
 	t.Helper()
 	src := bufio.NewReaderSize(r, 16)
 	var dst bytes.Buffer
-	n, err := CopyBody(&dst, src)
+	n, err := CopyBody(&dst, src, nil)
 	if n != int64(dst.Len()) {
 		t.Fatalf("CopyBody reported %d octets, wrote %d", n, dst.Len())
 	}
@@ -202,7 +202,7 @@ func (w *failWriter) Write(p []byte) (int, error) {
 
 func TestCopyBodyWriteError(t *testing.T) {
 	src := bufio.NewReaderSize(strings.NewReader(strings.Repeat("a", 100)+"\r\n.\r\n"), 16)
-	n, err := CopyBody(&failWriter{n: 20}, src)
+	n, err := CopyBody(&failWriter{n: 20}, src, nil)
 	if err != io.ErrClosedPipe || n != 20 {
 		t.Fatalf("CopyBody = %d, %v", n, err)
 	}
@@ -242,6 +242,40 @@ func TestSASL(t *testing.T) {
 	for _, bad := range []string{"alice\x00pw", "\x00\x00pw", "\x00alice\x00", "\x00al\nice\x00pw", "a\x00b\x00c\x00d"} {
 		if _, _, _, err := ParsePlain([]byte(bad)); err != ErrBadSASL {
 			t.Errorf("ParsePlain(%q) error = %v", bad, err)
+		}
+	}
+}
+
+func TestCopyBodyWatch(t *testing.T) {
+	body := "a\r\n..b\r\n" + strings.Repeat("x", 1500) + "\r\n\r\nlast\r\n.\r\n"
+	var lines []string
+	src := bufio.NewReaderSize(iotest.HalfReader(strings.NewReader(body)), 16)
+	var dst bytes.Buffer
+	if _, err := CopyBody(&dst, src, func(l []byte) bool { lines = append(lines, string(l)); return true }); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"a", ".b", strings.Repeat("x", MaxWatchedLine), "", "last"}
+	if strings.Join(lines, "|") != strings.Join(want, "|") || dst.String() != body {
+		t.Fatalf("watched %q", lines)
+	}
+}
+
+func TestMessageIDWatcher(t *testing.T) {
+	tests := []struct{ message, want string }{
+		{"Subject: x\r\nMessage-ID: <a@b>\r\n\r\nMessage-ID: <body@x>\r\n", "<a@b>"},
+		{"message-id:\r\n <folded@x>\r\nTo: y\r\n\r\n", "<folded@x>"},
+		{"Subject: none\r\n\r\nMessage-ID: <in-body@x>\r\n", ""},
+		{"Message-ID: <a@b\x1b[31m>\r\n\r\n", "<a@b?[31m>"},
+		{"X-Message-ID: <not@this>\r\nMessage-Id: <this@one>\r\n\r\n", "<this@one>"},
+	}
+	for _, tt := range tests {
+		var id string
+		src := bufio.NewReaderSize(strings.NewReader(tt.message+".\r\n"), 16)
+		if _, err := CopyBody(io.Discard, src, MessageIDWatcher(&id)); err != nil {
+			t.Fatal(err)
+		}
+		if id != tt.want {
+			t.Errorf("Message-ID of %q = %q, want %q", tt.message, id, tt.want)
 		}
 	}
 }

@@ -1,0 +1,114 @@
+package proxy_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/popproxy/popproxy/proxy"
+)
+
+// TestAuditMessageFacts checks that RETR and TOP events carry the message's
+// size, its UIDL from the client's own listing and its Message-ID header.
+func TestAuditMessageFacts(t *testing.T) {
+	up := startMaildrop(t)
+	addr, _, rec := startProxy(t, up.Addr().String(), nil)
+	c := dial(t, addr)
+	c.login("alice", "secret")
+	c.cmd("UIDL", "+OK*")
+	listing := c.body()
+	c.cmd("LIST", "+OK*")
+	c.body()
+	c.cmd("RETR 1", "+OK*")
+	c.body()
+	c.cmd("TOP 2 0", "+OK*")
+	c.body()
+	c.cmd("QUIT", "+OK*")
+	rec.waitClose(t)
+
+	uid1 := strings.Fields(strings.Split(listing, "\r\n")[0])[1]
+	retr := rec.commands("RETR")
+	if len(retr) != 1 || retr[0].MessageID != "<1@test>" || retr[0].UIDL != uid1 || retr[0].Size != int64(len(sampleMessages[0].Data)) {
+		t.Errorf("RETR event %+v (want uidl %s, size %d)", retr, uid1, len(sampleMessages[0].Data))
+	}
+	top := rec.commands("TOP")
+	if len(top) != 1 || top[0].MessageID != "" || top[0].UIDL == "" || top[0].Size != int64(len(sampleMessages[1].Data)) {
+		t.Errorf("TOP event %+v", top)
+	}
+}
+
+// TestResolveUIDs checks that with ResolveUIDs the proxy asks UIDL n itself
+// before a RETR of a message the client never listed.
+func TestResolveUIDs(t *testing.T) {
+	up := startMaildrop(t)
+	addr, _, rec := startProxy(t, up.Addr().String(), func(o *proxy.Options) { o.ResolveUIDs = true })
+	c := dial(t, addr)
+	c.login("alice", "secret")
+	c.cmd("RETR 3", "+OK*")
+	if got := c.body(); got != string(sampleMessages[2].Data) {
+		t.Fatalf("RETR 3 = %q", got)
+	}
+	c.cmd("RETR 3", "+OK*") // known now: no second UIDL
+	c.body()
+	c.cmd("QUIT", "+OK*")
+	rec.waitClose(t)
+	if got := up.received(); !strings.Contains(got, "UIDL 3\r\nRETR 3\r\nRETR 3\r\n") {
+		t.Errorf("upstream received %q", got)
+	}
+	if retr := rec.commands("RETR"); len(retr) != 2 || retr[0].UIDL == "" || retr[0].UIDL != retr[1].UIDL {
+		t.Errorf("RETR events %+v", retr)
+	}
+}
+
+func TestCheckpoint(t *testing.T) {
+	up := startMaildrop(t)
+	addr, _, rec := startProxy(t, up.Addr().String(), func(o *proxy.Options) { o.CheckpointInterval = time.Nanosecond })
+	c := dial(t, addr)
+	c.login("alice", "secret")
+	c.cmd("RETR 1", "+OK*")
+	c.body()
+	c.cmd("DELE 1", "+OK*")
+	c.cmd("NOOP", "+OK*")
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if n := len(rec.checkpoints); n < 2 {
+		t.Fatalf("%d checkpoints", n)
+	}
+	last := rec.checkpoints[len(rec.checkpoints)-1]
+	if last.Retr != 1 || last.Dele != 1 || len(last.Marked) != 1 || last.BytesOut == 0 {
+		t.Errorf("last checkpoint %+v", last)
+	}
+}
+
+// TestAuditFailClosed checks the default policy when the audit trail cannot
+// be written: new sessions are refused, running ones end at their next
+// command without QUIT upstream; AuditFailOpen keeps serving.
+func TestAuditFailClosed(t *testing.T) {
+	up := startMaildrop(t)
+	addr, _, rec := startProxy(t, up.Addr().String(), nil)
+	running := dial(t, addr)
+	running.login("alice", "secret")
+	running.cmd("DELE 1", "+OK*")
+
+	rec.setErr(errors.New("disk full"))
+	conn := dialRaw(t, addr)
+	if line := readLine(t, conn); line != "-ERR [SYS/TEMP] service temporarily unavailable" {
+		t.Fatalf("new session got %q", line)
+	}
+	running.send("NOOP\r\n")
+	running.expect("-ERR [SYS/TEMP] service temporarily unavailable")
+	running.closed()
+	if strings.Contains(up.received(), "QUIT") || strings.Contains(up.received(), "NOOP") {
+		t.Errorf("upstream received %q", up.received())
+	}
+
+	rec.setErr(nil) // the sink recovered
+	dial(t, addr).login("alice", "secret")
+
+	open, _, openRec := startProxy(t, up.Addr().String(), func(o *proxy.Options) { o.AuditFailOpen = true })
+	openRec.setErr(errors.New("disk full"))
+	c := dial(t, open)
+	c.login("bob", "hunter2")
+	c.cmd("STAT", "+OK*")
+}
