@@ -142,7 +142,7 @@ func (s *session) saslStep(challenge string, initial *string) ([]byte, error) {
 		if err := s.flush(); err != nil {
 			return nil, &endError{reason: "client_gone", err: err}
 		}
-		line, err := pop3.ReadLine(s.cr, maxSASLLine)
+		line, err := s.readLine()
 		if err != nil {
 			return nil, s.readFailed(err)
 		}
@@ -221,7 +221,6 @@ func (s *session) login(c credentials) error {
 	s.state = stateTransaction
 	s.lastCheckpoint = time.Now()
 	s.user = c.user
-	s.client.setReadTimeout(s.srv.opts.IdleTimeout)
 	return s.reply(true, ev.Reason)
 }
 

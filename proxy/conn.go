@@ -13,10 +13,12 @@ var errStopped = errors.New("proxy: session stopped")
 // aLongTimeAgo is a deadline that has passed, to interrupt blocked I/O.
 var aLongTimeAgo = time.Unix(1, 0)
 
-// timeoutConn refreshes its deadline before every Read and Write, so a timeout
-// measures silence rather than the length of a transfer, and counts octets. stop
-// interrupts it from another goroutine; the mutex orders stop against the
-// deadline refresh so that a stop is never overwritten.
+// timeoutConn refreshes its deadline before every Write, and before every Read
+// if readTimeout is set, so a timeout measures silence rather than the length
+// of a transfer, and counts octets. With readTimeout zero the owner sets read
+// deadlines itself (setReadDeadline). stop interrupts it from another
+// goroutine; the mutex orders stop against deadline changes so that a stop is
+// never overwritten.
 type timeoutConn struct {
 	net.Conn
 	mu           sync.Mutex
@@ -28,8 +30,12 @@ type timeoutConn struct {
 }
 
 func (c *timeoutConn) Read(p []byte) (int, error) {
-	if err := c.refresh(c.Conn.SetReadDeadline, c.readTimeout); err != nil {
-		return 0, err
+	if c.readTimeout > 0 {
+		if err := c.refresh(c.Conn.SetReadDeadline, c.readTimeout); err != nil {
+			return 0, err
+		}
+	} else if c.isStopped() {
+		return 0, errStopped
 	}
 	n, err := c.Conn.Read(p)
 	c.in += int64(n)
@@ -61,6 +67,15 @@ func (c *timeoutConn) setReadTimeout(d time.Duration) {
 	c.mu.Lock()
 	c.readTimeout = d
 	c.mu.Unlock()
+}
+
+// setReadDeadline sets an absolute read deadline, unless stopped.
+func (c *timeoutConn) setReadDeadline(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.stopped {
+		c.Conn.SetReadDeadline(t)
+	}
 }
 
 // stop makes blocked and future reads and writes fail.

@@ -105,11 +105,11 @@ func newSession(srv *Server, c net.Conn, lc *Listener) *session {
 // attach makes c the connection commands are read from, with a fresh buffer:
 // after STLS nothing read before the handshake may be used (RFC 2595 §4).
 func (s *session) attach(c net.Conn) {
-	tc := &timeoutConn{Conn: c, readTimeout: s.srv.opts.LoginTimeout, writeTimeout: s.srv.opts.IdleTimeout}
+	tc := &timeoutConn{Conn: c, writeTimeout: s.srv.opts.IdleTimeout}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if old := s.client; old != nil {
-		tc.in, tc.out, tc.readTimeout = old.in, old.out, old.readTimeout
+		tc.in, tc.out = old.in, old.out
 	}
 	if s.stopped {
 		tc.stop()
@@ -310,7 +310,7 @@ func (s *session) next() error {
 			return &endError{reason: "client_gone", err: err}
 		}
 	}
-	line, err := pop3.ReadLine(s.cr, maxSASLLine)
+	line, err := s.readLine()
 	if err != nil {
 		return s.readFailed(err)
 	}
@@ -328,6 +328,18 @@ func (s *session) next() error {
 		return s.authorization(cmd)
 	}
 	return s.transaction(cmd)
+}
+
+// readLine reads one client line, which must arrive whole within the login or
+// idle timeout: a deadline per line, not per read, so that a client dripping a
+// byte at a time cannot hold the session forever.
+func (s *session) readLine() ([]byte, error) {
+	timeout := s.srv.opts.LoginTimeout
+	if s.state == stateTransaction {
+		timeout = s.srv.opts.IdleTimeout
+	}
+	s.client.setReadDeadline(time.Now().Add(timeout))
+	return pop3.ReadLine(s.cr, maxSASLLine)
 }
 
 func isAuth(line []byte) bool {

@@ -525,3 +525,25 @@ func TestPanicIsContained(t *testing.T) {
 	other := dial(t, addr) // the server still serves
 	other.cmd("CAPA", "+OK*")
 }
+
+// TestSlowDripClient checks that a line must arrive whole within the timeout:
+// a byte now and then does not keep a session open.
+func TestSlowDripClient(t *testing.T) {
+	up := startMaildrop(t)
+	addr, _, rec := startProxy(t, up.Addr().String(), func(o *proxy.Options) { o.LoginTimeout = 500 * time.Millisecond })
+	c := dial(t, addr)
+	start := time.Now()
+	for _, b := range "USER alice" {
+		if _, err := c.conn.Write([]byte{byte(b)}); err != nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.expect("-ERR disconnected for inactivity")
+	if ev := rec.waitClose(t); ev.Reason != "timeout" {
+		t.Fatalf("close reason %q", ev.Reason)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("dropped after %v", d)
+	}
+}
