@@ -1,15 +1,31 @@
-// Package audit writes popproxy's audit trail: one JSON line per event, through
-// zerolog. It implements proxy.Auditor; the proxy never hands it a password or a
-// SASL payload.
+// Package audit writes popproxy's audit trail: one JSON line per event, encoded
+// by zerolog. It implements proxy.Auditor; the proxy never hands it a password
+// or a SASL payload.
+//
+// Every record carries the time, the event name and the session id, and the
+// session's listener and client address, so that each line can be read on its
+// own. With Options.Chain, records are hash-chained and Verify detects a
+// record that was edited, removed or moved. docs/audit.md describes the
+// schema.
 //
 // Typical usage:
 //
-//	log := audit.New(os.Stdout)
+//	log, err := audit.OpenFile("/var/log/popproxy/audit.jsonl", audit.Options{Chain: true, Logger: logger})
+//	if err != nil {
+//		return err
+//	}
+//	defer log.Close()
 //	srv := proxy.New(proxy.Options{Auditor: log})
+//	...
+//	log.Reopen() // on SIGHUP, after logrotate renamed the file
 package audit
 
 import (
+	"errors"
 	"io"
+	"log/slog"
+	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -24,84 +40,264 @@ const (
 	EventAuth         = "auth"
 	EventCommand      = "command"
 	EventPolicy       = "policy"
+	EventCheckpoint   = "session.checkpoint"
 	EventSessionClose = "session.close"
 )
 
-// Log is an audit log. Its methods are safe for concurrent use: zerolog writes
-// each event with a single Write call.
+// Field names of records; docs/audit.md describes each one.
+const (
+	keyTime     = "time"
+	keyEvent    = "event"
+	keySession  = "session"
+	keyListener = "listener"
+	keyClient   = "client"
+	keyLocal    = "local"
+
+	keyMode    = "mode"
+	keyVersion = "version"
+	keyCipher  = "cipher"
+	keySNI     = "sni"
+	keyALPN    = "alpn"
+	keyResumed = "resumed"
+
+	keyUser      = "user"
+	keyMechanism = "mechanism"
+	keyOK        = "ok"
+	keyUpstream  = "upstream"
+	keyCode      = "code"
+	keyReason    = "reason"
+
+	keyVerb       = "verb"
+	keyArgs       = "args"
+	keyOctets     = "octets"
+	keyDuration   = "duration_ms"
+	keySize       = "size"
+	keyUIDL       = "uidl"
+	keyMessageID  = "message_id"
+	keyIncomplete = "incomplete"
+
+	keyRule   = "rule"
+	keyDetail = "detail"
+	keyKey    = "key"
+	keyValue  = "value"
+
+	keyBytesIn   = "bytes_in"
+	keyBytesOut  = "bytes_out"
+	keyRetr      = "retr"
+	keyTop       = "top"
+	keyDele      = "dele"
+	keyMarked    = "marked"
+	keyLoggedIn  = "logged_in"
+	keyCommitted = "committed"
+
+	// Added by the chain, see sink.
+	keySeq   = "seq"
+	keyPrev  = "prev"
+	keyChain = "chain"
+)
+
+// TimeFormat is the layout of the "time" field: RFC 3339 in UTC, with
+// microseconds.
+const TimeFormat = "2006-01-02T15:04:05.000000Z07:00"
+
+// ErrClosed is the write error of events recorded after Close.
+var ErrClosed = errors.New("audit: log closed")
+
+// errDisabled is recorded when zerolog drops the event: only
+// zerolog.SetGlobalLevel(zerolog.Disabled) does that to level-less events.
+var errDisabled = errors.New("audit: zerolog's global level is Disabled, records are dropped")
+
+// Options configure a Log. The zero value is valid.
+type Options struct {
+	// Chain makes the log tamper-evident: each record carries "seq" and
+	// "prev", the SHA-256 of the previous record's line, checked by Verify.
+	// The first record of a chain also has "chain":"start"; the first one
+	// written after Reopen, or after OpenFile found a chained file,
+	// "chain":"continued".
+	Chain bool
+	// Logger is the operational log, where sink failures are reported (never
+	// the audit stream). If nil, slog.Default() is used.
+	Logger *slog.Logger
+}
+
+// Log is an audit log. Its methods are safe for concurrent use.
+//
+// A write that fails never fails the session: it is counted (Failures), its
+// error kept until a later write succeeds (Err), and the first failure of a
+// streak is reported to the operational log, as is the recovery.
 type Log struct {
-	zl zerolog.Logger
+	zl   zerolog.Logger
+	sink *sink
+
+	mu       sync.Mutex
+	sessions map[string]peer // open sessions, from SessionOpen to SessionClose
 }
 
-// New returns a Log writing JSON lines to w. w must be safe for concurrent
-// writes of whole lines (an *os.File is).
-func New(w io.Writer) *Log {
-	return &Log{zl: zerolog.New(w).With().Timestamp().Logger()}
+// peer is what every record of a session repeats.
+type peer struct {
+	listener, client string
 }
 
-func (l *Log) event(name, session string) *zerolog.Event {
-	return l.zl.Log().Str("event", name).Str("session", session)
+// New returns a Log writing to w, for example os.Stdout, with one Write call
+// per record. Close does not close w.
+func New(w io.Writer, opts Options) *Log {
+	return newLog(newSink(w, "writer", opts))
 }
 
-// SessionOpen records a new client connection.
+func newLog(s *sink) *Log {
+	return &Log{zl: zerolog.New(s), sink: s, sessions: make(map[string]peer)}
+}
+
+// Reopen reopens a file sink's path, so that logrotate can rename the file and
+// signal popproxy (SIGHUP) to write to a new one; the chain continues in the
+// new file. If the path cannot be opened, writing goes on to the old file and
+// the error is returned. For other sinks Reopen does nothing.
+func (l *Log) Reopen() error { return l.sink.reopen() }
+
+// Close closes the file or syslog connection. Records are not buffered, so
+// nothing is lost. Events after Close fail with ErrClosed.
+func (l *Log) Close() error { return l.sink.close() }
+
+// Err returns the error of the last failed write, or nil once a later write
+// has succeeded.
+func (l *Log) Err() error { return l.sink.error() }
+
+// Failures returns the number of records that could not be written.
+func (l *Log) Failures() int64 { return l.sink.failureCount() }
+
+// event starts a record with the fields every record has. The time comes from
+// zerolog.TimestampFunc but is formatted here, so that the audit schema does
+// not depend on zerolog's global formats.
+func (l *Log) event(name, id string) *zerolog.Event {
+	ev := l.zl.Log()
+	if ev == nil {
+		l.sink.fail(errDisabled)
+		return nil
+	}
+	ev.Str(keyTime, zerolog.TimestampFunc().UTC().Format(TimeFormat)).Str(keyEvent, name).Str(keySession, id)
+	l.mu.Lock()
+	p, ok := l.sessions[id]
+	l.mu.Unlock()
+	if ok {
+		ev.Str(keyListener, p.listener).Str(keyClient, p.client)
+	}
+	return ev
+}
+
+// SessionOpen records a new client connection, and remembers its listener
+// and client for the session's later records.
 func (l *Log) SessionOpen(s proxy.SessionInfo) {
-	l.event(EventSessionOpen, s.ID).Str("listener", s.Listener).Str("client", s.Client.String()).Send()
-}
-
-// TLS records a completed TLS handshake with the client.
-func (l *Log) TLS(id string, e proxy.TLSEvent) {
-	l.event(EventTLS, id).Str("mode", e.Mode).Str("version", e.Version).Str("cipher", e.CipherSuite).
-		Str("sni", e.ServerName).Str("alpn", e.ALPN).Bool("resumed", e.Resumed).Send()
-}
-
-// Auth records a login attempt: never the password.
-func (l *Log) Auth(id string, e proxy.AuthEvent) {
-	ev := l.event(EventAuth, id).Str("user", e.User).Str("mechanism", e.Mechanism).
-		Bool("ok", e.OK).Str("upstream", e.Upstream)
-	if !e.OK {
-		ev = ev.Str("code", e.Code).Str("reason", e.Reason)
+	l.mu.Lock()
+	l.sessions[s.ID] = peer{listener: s.Listener, client: addrString(s.Client)}
+	l.mu.Unlock()
+	ev := l.event(EventSessionOpen, s.ID)
+	if local := addrString(s.Local); local != "" {
+		ev.Str(keyLocal, local)
 	}
 	ev.Send()
 }
 
-// Command records one TRANSACTION command.
-func (l *Log) Command(id string, e proxy.CommandEvent) {
-	l.event(EventCommand, id).Str("verb", e.Verb).Strs("args", e.Args).Bool("ok", e.OK).
-		Int64("octets", e.Octets).Dur("duration_ms", e.Duration).Send()
+// TLS records a completed TLS handshake with the client.
+func (l *Log) TLS(id string, e proxy.TLSEvent) {
+	l.event(EventTLS, id).Str(keyMode, e.Mode).Str(keyVersion, e.Version).Str(keyCipher, e.CipherSuite).
+		Str(keySNI, e.ServerName).Str(keyALPN, e.ALPN).Bool(keyResumed, e.Resumed).Send()
 }
 
-// Policy records something the proxy refused.
-func (l *Log) Policy(id string, e proxy.PolicyEvent) {
-	l.event(EventPolicy, id).Str("rule", e.Rule).Str("verb", e.Verb).Str("detail", e.Detail).Send()
-}
-
-// SessionClose records the end of a session, with its counters and whether
-// its deletions were committed.
-func (l *Log) SessionClose(id string, e proxy.CloseEvent) {
-	marked := e.Marked
-	if marked == nil {
-		marked = []int{}
+// Auth records a login attempt; on failure with its response code and reason.
+// It has no password field.
+func (l *Log) Auth(id string, e proxy.AuthEvent) {
+	ev := l.event(EventAuth, id).Str(keyUser, e.User).Str(keyMechanism, e.Mechanism).
+		Bool(keyOK, e.OK).Str(keyUpstream, e.Upstream)
+	if !e.OK {
+		ev.Str(keyCode, e.Code).Str(keyReason, e.Reason)
 	}
-	l.event(EventSessionClose, id).Str("reason", e.Reason).Str("user", e.User).Bool("logged_in", e.LoggedIn).
-		Dur("duration_ms", e.Duration).Int64("bytes_in", e.BytesIn).Int64("bytes_out", e.BytesOut).
-		Int("retr", e.Retr).Int("top", e.Top).Ints("deleted", marked).Bool("committed", e.Committed).
-		Bool("incomplete", e.Incomplete).Send()
+	ev.Send()
+}
+
+// Command records one TRANSACTION command. For RETR and TOP it adds what is
+// known of the message: size (unless negative), uidl and message_id (unless
+// empty). "incomplete" appears only when true.
+func (l *Log) Command(id string, e proxy.CommandEvent) {
+	ev := l.event(EventCommand, id).Str(keyVerb, e.Verb).Strs(keyArgs, e.Args).Bool(keyOK, e.OK).
+		Int64(keyOctets, e.Octets).Float64(keyDuration, ms(e.Duration))
+	if e.Verb == "RETR" || e.Verb == "TOP" {
+		if e.Size >= 0 {
+			ev.Int64(keySize, e.Size)
+		}
+		if e.UIDL != "" {
+			ev.Str(keyUIDL, e.UIDL)
+		}
+		if e.MessageID != "" {
+			ev.Str(keyMessageID, e.MessageID)
+		}
+	}
+	if e.Incomplete {
+		ev.Bool(keyIncomplete, true)
+	}
+	ev.Send()
+}
+
+// Policy records something the proxy refused itself. Empty fields, and a
+// zero value, are left out; rule is always there.
+func (l *Log) Policy(id string, e proxy.PolicyEvent) {
+	ev := l.event(EventPolicy, id).Str(keyRule, e.Rule)
+	if e.Verb != "" {
+		ev.Str(keyVerb, e.Verb)
+	}
+	if e.Detail != "" {
+		ev.Str(keyDetail, e.Detail)
+	}
+	if e.Key != "" {
+		ev.Str(keyKey, e.Key)
+	}
+	if e.Value != 0 {
+		ev.Float64(keyValue, e.Value)
+	}
+	ev.Send()
 }
 
 // Checkpoint records a long session's running totals.
 func (l *Log) Checkpoint(id string, c proxy.Counters) {
-	l.event("session.checkpoint", id).Int("retr", c.Retr).Send()
+	counters(l.event(EventCheckpoint, id), c).Send()
 }
 
-// Err is nil: this writer does not detect failures yet.
-func (l *Log) Err() error { return nil }
+// SessionClose records the end of a session: its totals and whether its
+// deletions were committed. It forgets the session's listener and client.
+func (l *Log) SessionClose(id string, e proxy.CloseEvent) {
+	ev := l.event(EventSessionClose, id).Str(keyReason, e.Reason).Str(keyUser, e.User).Bool(keyLoggedIn, e.LoggedIn)
+	counters(ev, e.Counters).Bool(keyCommitted, e.Committed).Bool(keyIncomplete, e.Incomplete).Send()
+	l.mu.Lock()
+	delete(l.sessions, id)
+	l.mu.Unlock()
+}
 
-// TimeFormat is the timestamp layout of audit records: RFC 3339, UTC, with
-// sub-second precision. Set by SetGlobals, since zerolog keeps it globally.
-const TimeFormat = "2006-01-02T15:04:05.000000Z07:00"
+// counters adds a session's totals; marked is [] rather than null when empty.
+func counters(ev *zerolog.Event, c proxy.Counters) *zerolog.Event {
+	marked := c.Marked
+	if marked == nil {
+		marked = []int{}
+	}
+	return ev.Float64(keyDuration, ms(c.Duration)).Int64(keyBytesIn, c.BytesIn).Int64(keyBytesOut, c.BytesOut).
+		Int(keyRetr, c.Retr).Int(keyTop, c.Top).Int(keyDele, c.Dele).Ints(keyMarked, marked)
+}
 
-// SetGlobals configures zerolog's process-wide settings for audit records.
-// main calls it once.
+// ms is d in milliseconds, whatever zerolog.DurationFieldUnit says.
+func ms(d time.Duration) float64 {
+	return float64(d) / float64(time.Millisecond)
+}
+
+// addrString is ap as "ip:port", or "" if ap is the zero value.
+func addrString(ap netip.AddrPort) string {
+	if !ap.IsValid() {
+		return ""
+	}
+	return ap.String()
+}
+
+// SetGlobals configures zerolog's process-wide settings for popproxy's
+// operational log: timestamps in RFC 3339, UTC, with microseconds, and
+// durations in milliseconds as floats. main calls it once. Audit records do
+// not depend on these settings.
 func SetGlobals() {
 	zerolog.TimeFieldFormat = TimeFormat
 	zerolog.TimestampFunc = func() time.Time { return time.Now().UTC() }

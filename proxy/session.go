@@ -162,7 +162,8 @@ func newSessionID() string {
 
 func (s *session) serve() {
 	defer s.srv.remove(s)
-	s.srv.opts.Auditor.SessionOpen(SessionInfo{ID: s.id, Listener: s.lc.Name, Client: s.remote, Start: s.start})
+	local, _ := netip.ParseAddrPort(s.raw.LocalAddr().String())
+	s.srv.opts.Auditor.SessionOpen(SessionInfo{ID: s.id, Listener: s.lc.Name, Client: s.remote, Local: local, Start: s.start})
 	var end *endError
 	if s.lc.TLSMode == TLSImplicit {
 		if err := s.startTLS(TLSImplicit); err != nil {

@@ -7,6 +7,8 @@
 //	popproxy -config FILE          run
 //	popproxy -config FILE -check   validate the configuration and exit
 //	popproxy demo                  run against an embedded sample mail drop
+//	popproxy audit verify FILE     check an audit file's hash chain
+//	popproxy audit report FILE     summarise an audit file per user
 package main
 
 import (
@@ -14,7 +16,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -35,6 +36,9 @@ var _ proxy.Auditor = (*audit.Log)(nil)
 func main() {
 	audit.SetGlobals()
 	logger := slog.New(zerolog.NewSlogHandler(zerolog.New(os.Stderr).With().Timestamp().Logger()))
+	if len(os.Args) > 1 && os.Args[1] == "audit" {
+		os.Exit(auditCommand(os.Args[2:], os.Stdout, os.Stderr))
+	}
 	if len(os.Args) > 1 && os.Args[1] == "demo" {
 		if err := demo(os.Args[2:], logger); err != nil {
 			fmt.Fprintln(os.Stderr, "popproxy demo:", err)
@@ -67,11 +71,11 @@ func main() {
 // run serves cfg until SIGINT or SIGTERM, then shuts down gracefully. ready,
 // if not nil, is called with the bound listeners once they accept.
 func run(cfg *config.Config, logger *slog.Logger, ready func([]net.Listener)) error {
-	sink, closeSink, err := openAudit(cfg.Audit.Output)
+	auditLog, err := openAudit(cfg.Audit, logger)
 	if err != nil {
 		return fmt.Errorf("audit.output: %w", err)
 	}
-	defer closeSink()
+	defer auditLog.Close()
 	var certs *tlsconf.Manager
 	if cfg.UsesTLS() {
 		if certs, err = tlsconf.New(serverTLS(cfg), logger); err != nil {
@@ -86,7 +90,7 @@ func run(cfg *config.Config, logger *slog.Logger, ready func([]net.Listener)) er
 	if cfg.Upstream.InsecureSkipVerify {
 		logger.Warn("upstream.insecure_skip_verify is set: the upstream server's certificate is not checked, so anyone on the path can read the credentials")
 	}
-	opts := serverOptions(cfg, audit.New(sink), logger)
+	opts := serverOptions(cfg, auditLog, logger)
 	opts.Upstream.TLSConfig = upstreamTLS
 	srv := proxy.New(opts)
 
@@ -126,7 +130,7 @@ wait:
 			logger.Error("listener failed", "err", serveErr)
 			break wait
 		case <-hup:
-			reload(certs, logger)
+			reload(certs, auditLog, logger)
 		}
 	}
 	stop()
@@ -141,8 +145,12 @@ wait:
 	return serveErr
 }
 
-// reload re-reads what SIGHUP refreshes; on failure the old state stays.
-func reload(certs *tlsconf.Manager, logger *slog.Logger) {
+// reload re-reads what SIGHUP refreshes: certificates, and the audit file
+// (after logrotate moved it). On failure the old state stays.
+func reload(certs *tlsconf.Manager, auditLog *audit.Log, logger *slog.Logger) {
+	if err := auditLog.Reopen(); err != nil {
+		logger.Error("reload: audit file not reopened; still writing to the old one", "err", err)
+	}
 	if certs == nil {
 		return
 	}
@@ -166,24 +174,27 @@ func serverOptions(cfg *config.Config, auditor proxy.Auditor, logger *slog.Logge
 			LoginPlain:      cfg.Upstream.Login == "plain",
 			TLSMode:         tlsMode(cfg.Upstream.TLS),
 		},
-		LoginTimeout:   cfg.Timeouts.Login,
-		IdleTimeout:    cfg.Timeouts.Idle,
-		MaxBadCommands: cfg.Limits.MaxBadCommands,
-		Extensions:     exts,
-		Auditor:        auditor,
-		Logger:         logger,
+		ResolveUIDs:        cfg.Audit.ResolveUIDs,
+		CheckpointInterval: cfg.Audit.Checkpoint,
+		AuditFailOpen:      cfg.Audit.OnFailure == "continue",
+		LoginTimeout:       cfg.Timeouts.Login,
+		IdleTimeout:        cfg.Timeouts.Idle,
+		MaxBadCommands:     cfg.Limits.MaxBadCommands,
+		Extensions:         exts,
+		Auditor:            auditor,
+		Logger:             logger,
 	}
 }
 
-// openAudit opens the audit destination: "stdout", or a file appended to and
-// readable by its owner only.
-func openAudit(output string) (io.Writer, func() error, error) {
-	if output == "stdout" {
-		return os.Stdout, func() error { return nil }, nil
+// openAudit opens the audit destination: stdout, syslog, or a file appended
+// to and readable by its owner only.
+func openAudit(cfg config.Audit, logger *slog.Logger) (*audit.Log, error) {
+	opts := audit.Options{Chain: cfg.Chain, Logger: logger}
+	switch cfg.Output {
+	case "stdout":
+		return audit.New(os.Stdout, opts), nil
+	case "syslog":
+		return audit.OpenSyslog("popproxy", opts)
 	}
-	f, err := os.OpenFile(output, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, nil, err
-	}
-	return f, f.Close, nil
+	return audit.OpenFile(cfg.Output, opts)
 }

@@ -118,9 +118,20 @@ type Extension struct {
 	Multiline bool   `yaml:"multiline"`
 }
 
-// Audit says where audit events go.
+// Audit configures the audit trail.
 type Audit struct {
+	// Output is "stdout", "syslog" or a file path.
 	Output string `yaml:"output"`
+	// Chain makes each record carry the hash of the previous one.
+	Chain bool `yaml:"chain"`
+	// ResolveUIDs asks the server for a message's UIDL before relaying a
+	// RETR or TOP the client did not list first.
+	ResolveUIDs bool `yaml:"resolve_uids"`
+	// Checkpoint is how often long sessions are summarised; 0 means never.
+	Checkpoint time.Duration `yaml:"checkpoint"`
+	// OnFailure is "close" (refuse sessions while the audit trail cannot
+	// be written) or "continue".
+	OnFailure string `yaml:"on_failure"`
 }
 
 // minIdle is RFC 1939 §3's floor for the autologout timer after login.
@@ -138,7 +149,7 @@ func Default() Config {
 			ShutdownGrace:    30 * time.Second,
 		},
 		Limits: Limits{MaxBadCommands: 10},
-		Audit:  Audit{Output: "stdout"},
+		Audit:  Audit{Output: "stdout", Checkpoint: 5 * time.Minute, OnFailure: "close"},
 	}
 }
 
@@ -260,7 +271,13 @@ func (c *Config) Validate() error {
 		}
 	}
 	if c.Audit.Output == "" {
-		bad("audit.output", `is required: "stdout" or a file path`)
+		bad("audit.output", `is required: "stdout", "syslog" or a file path`)
+	}
+	if c.Audit.OnFailure != "close" && c.Audit.OnFailure != "continue" {
+		bad("audit.on_failure", "%q is not one of close, continue", c.Audit.OnFailure)
+	}
+	if c.Audit.Checkpoint < 0 {
+		bad("audit.checkpoint", "must not be negative")
 	}
 	return errors.Join(errs...)
 }

@@ -1,0 +1,283 @@
+package audit
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"sync"
+)
+
+// Values of the "chain" field, on the first record of a chain or of a file.
+const (
+	chainStart     = "start"     // a new chain: seq 1, prev ""
+	chainContinued = "continued" // prev is the last record of an earlier file or run
+)
+
+// maxTail is how much of an existing file OpenFile reads to find its last
+// record; far more than the longest record.
+const maxTail = 1 << 20
+
+// sink is the writer under the zerolog logger. It receives one whole record
+// per Write, serialises the writes, adds the hash chain, and keeps track of
+// failures. It never returns an error to zerolog, which would print one line
+// to stderr per lost record.
+type sink struct {
+	name  string // what the operational log calls the sink: its path, "syslog" or "writer"
+	path  string // for Reopen; "" if not a file
+	chain bool
+	log   *slog.Logger
+
+	mu       sync.Mutex
+	w        io.Writer
+	c        io.Closer // nil for New's writer, which belongs to the caller
+	closed   bool
+	buf      []byte
+	partial  bool   // the destination ends in the middle of a line
+	seq      uint64 // of the last record, written or lost
+	prev     string // hex SHA-256 of the last record written
+	mark     string // chain field of the next record, if any
+	err      error  // of the last write, if it failed
+	failures int64
+	streak   int64 // failures since the last success
+}
+
+func newSink(w io.Writer, name string, opts Options) *sink {
+	s := &sink{w: w, name: name, chain: opts.Chain, log: opts.Logger}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.chain {
+		s.mark = chainStart
+	}
+	return s
+}
+
+// Write writes the record p, one zerolog event ending in "}\n". With the chain
+// on, it inserts `,"seq":N,"prev":"…"` (and the chain marker, if due) before
+// the final "}".
+func (s *sink) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.buf[:0]
+	if s.partial {
+		// Leave the fragment of a failed write on a line of its own.
+		b = append(b, '\n')
+	}
+	start := len(b)
+	if s.chain && bytes.HasSuffix(p, []byte("}\n")) {
+		s.seq++
+		b = append(b, p[:len(p)-2]...)
+		b = append(b, `,"`+keySeq+`":`...)
+		b = strconv.AppendUint(b, s.seq, 10)
+		b = append(b, `,"`+keyPrev+`":"`...)
+		b = append(b, s.prev...)
+		b = append(b, '"')
+		if s.mark != "" {
+			b = append(b, `,"`+keyChain+`":"`...)
+			b = append(b, s.mark...)
+			b = append(b, '"')
+		}
+		b = append(b, "}\n"...)
+	} else {
+		b = append(b, p...)
+	}
+	s.buf = b
+
+	var n int
+	err := ErrClosed
+	if !s.closed {
+		n, err = s.w.Write(b)
+	}
+	if n > 0 {
+		s.partial = b[n-1] != '\n'
+	}
+	if err == nil && s.chain {
+		sum := sha256.Sum256(b[start : len(b)-1])
+		s.prev = hex.EncodeToString(sum[:])
+		s.mark = ""
+	}
+	s.account(err)
+	return len(p), nil
+}
+
+// fail records a record lost before it reached Write. Like a failed write,
+// it uses a seq, so that the loss shows in the chain.
+func (s *sink) fail(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.chain {
+		s.seq++
+	}
+	s.account(err)
+}
+
+// account updates the failure state after a write, and tells the
+// operational log when a streak of failures starts and ends.
+func (s *sink) account(err error) {
+	if err != nil {
+		s.failures++
+		s.streak++
+		if s.err == nil {
+			s.log.Error("audit sink failing: "+err.Error(), "sink", s.name)
+		}
+		s.err = err
+		return
+	}
+	if s.err != nil {
+		s.log.Info("audit sink recovered", "sink", s.name, "lost_records", s.streak)
+		s.err, s.streak = nil, 0
+	}
+}
+
+func (s *sink) error() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+func (s *sink) failureCount() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.failures
+}
+
+// reopen replaces a file sink's file with a fresh open of its path. The next
+// record says the chain continues from the old file.
+func (s *sink) reopen() error {
+	if s.path == "" {
+		return nil
+	}
+	f, err := openAppend(s.path)
+	if err != nil {
+		return fmt.Errorf("audit: reopen: %w", err)
+	}
+	_, partial, err := lastLine(s.path)
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("audit: reopen: %w", err)
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		f.Close()
+		return ErrClosed
+	}
+	old := s.c
+	s.w, s.c, s.partial = f, f, partial
+	if s.chain && s.prev != "" {
+		s.mark = chainContinued
+	}
+	s.logHead("audit log reopened")
+	s.mu.Unlock()
+	if err := old.Close(); err != nil {
+		return fmt.Errorf("audit: reopen: closing the old file: %w", err)
+	}
+	return nil
+}
+
+func (s *sink) close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	c := s.c
+	s.logHead("audit log closed")
+	s.mu.Unlock()
+	if c == nil {
+		return nil
+	}
+	return c.Close()
+}
+
+// logHead writes the chain's last seq and hash to the operational log, a
+// copy kept outside the audit file against which its end can be checked.
+func (s *sink) logHead(msg string) {
+	if s.chain {
+		s.log.Info(msg, "sink", s.name, "seq", s.seq, "last_hash", s.prev)
+	} else {
+		s.log.Info(msg, "sink", s.name)
+	}
+}
+
+// resume continues the chain of the file at s.path, if its last line is a
+// chained record.
+func (s *sink) resume() error {
+	line, partial, err := lastLine(s.path)
+	if err != nil {
+		return err
+	}
+	s.partial = partial
+	var rec struct {
+		Seq *uint64 `json:"seq"`
+	}
+	if s.chain && line != nil && json.Unmarshal(line, &rec) == nil && rec.Seq != nil {
+		sum := sha256.Sum256(line)
+		s.seq, s.prev, s.mark = *rec.Seq, hex.EncodeToString(sum[:]), chainContinued
+	}
+	return nil
+}
+
+// lastLine returns the last complete line of the file at path, without its
+// newline (nil if there is none within maxTail), and whether the file ends
+// with a fragment after it.
+func lastLine(path string) (line []byte, partial bool, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, false, err
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, false, err
+	}
+	off := max(info.Size()-maxTail, 0)
+	buf := make([]byte, info.Size()-off)
+	if _, err := f.ReadAt(buf, off); err != nil && err != io.EOF {
+		return nil, false, err
+	}
+	if len(buf) == 0 {
+		return nil, false, nil
+	}
+	partial = buf[len(buf)-1] != '\n'
+	end := bytes.LastIndexByte(buf, '\n')
+	if end < 0 {
+		return nil, partial, nil
+	}
+	buf = buf[:end]
+	begin := bytes.LastIndexByte(buf, '\n')
+	if begin < 0 && off > 0 {
+		return nil, partial, nil // longer than maxTail
+	}
+	return buf[begin+1:], partial, nil
+}
+
+// openAppend opens path for appending, creating it readable by its owner
+// only.
+func openAppend(path string) (*os.File, error) {
+	return os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+}
+
+// OpenFile returns a Log appending to the file at path, created with mode
+// 0600. With Options.Chain, a file that ends with a chained record has its
+// chain continued, so that a restart does not break it.
+func OpenFile(path string, opts Options) (*Log, error) {
+	f, err := openAppend(path)
+	if err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	s := newSink(f, path, opts)
+	s.c, s.path = f, path
+	if err := s.resume(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	return newLog(s), nil
+}
