@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"strconv"
 	"strings"
 	"time"
 
@@ -186,6 +187,11 @@ func (s *session) login(c credentials) error {
 		s.srv.opts.Auditor.Auth(s.id, ev)
 		return s.refuse("syntax", "AUTH", "invalid username")
 	}
+	if r := s.loginBlocked(c.user); r != nil {
+		ev.Code, ev.Reason = r.code, r.Rule
+		s.srv.opts.Auditor.Auth(s.id, ev)
+		return s.refuseFor(r.PolicyEvent, r.reply())
+	}
 	u, err := dialUpstream(s.srv.opts.Upstream)
 	if err != nil {
 		s.srv.log.Warn("upstream unavailable", "session", s.id, "err", err)
@@ -210,17 +216,29 @@ func (s *session) login(c credentials) error {
 			ev.Code = "AUTH"
 		}
 		s.srv.opts.Auditor.Auth(s.id, ev)
+		if ev.Code == "AUTH" {
+			s.loginFailed(c.user)
+		}
 		s.badCommands++
 		if s.badCommands >= s.srv.opts.MaxBadCommands {
 			return &endError{reason: "too_many_errors", farewell: "-ERR [" + ev.Code + "] " + ev.Reason}
 		}
 		return s.reply(false, "["+ev.Code+"] "+ev.Reason)
 	}
+	// The credentials are good: only now may the proxy say anything about the
+	// mailbox (in use, logged in too recently) without revealing that it exists.
+	if r := s.claimMailbox(c.user); r != nil {
+		u.close() // no QUIT: nothing may be committed on this login's behalf
+		ev.OK, ev.Code, ev.Reason = false, r.code, r.Rule
+		s.srv.opts.Auditor.Auth(s.id, ev)
+		return s.refuseFor(r.PolicyEvent, r.reply())
+	}
 	s.srv.opts.Auditor.Auth(s.id, ev)
 	s.setUpstream(u)
 	s.state = stateTransaction
 	s.lastCheckpoint = time.Now()
 	s.user = c.user
+	s.startTransactionLimits()
 	return s.reply(true, ev.Reason)
 }
 
@@ -234,7 +252,11 @@ func (s *session) cmdCapaBeforeLogin(cmd pop3.Command) error {
 	if !s.tlsMissing() {
 		caps = append(caps, "USER", "SASL "+strings.Join(saslMechanisms, " "))
 	}
-	return s.writeCapa(append(caps, "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"))
+	caps = append(caps, "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING")
+	if d := s.srv.limits.limits().LoginDelay; d > 0 {
+		caps = append(caps, "LOGIN-DELAY "+strconv.Itoa(int(d.Seconds())))
+	}
+	return s.writeCapa(caps)
 }
 
 // cmdStls upgrades the connection (RFC 2595 §4). Anything the client sent

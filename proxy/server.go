@@ -50,6 +50,9 @@ type Options struct {
 	// default (false) new sessions are refused with -ERR [SYS/TEMP] and
 	// running ones end at their next command.
 	AuditFailOpen bool
+	// Limits bound sessions, logins, commands and bandwidth; see Limits.
+	// SetLimits changes them later.
+	Limits Limits
 	// Auditor receives audit events. If nil, nothing is audited.
 	Auditor Auditor
 	// Logger is the operational log. If nil, slog.Default() is used.
@@ -114,8 +117,9 @@ type Extension struct {
 
 // Server accepts POP3 clients on any number of listeners.
 type Server struct {
-	opts Options
-	log  *slog.Logger
+	opts   Options
+	log    *slog.Logger
+	limits *limiter
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -151,6 +155,7 @@ func New(opts Options) *Server {
 	return &Server{
 		opts:      opts,
 		log:       log,
+		limits:    newLimiter(opts.Limits),
 		listeners: map[net.Listener]struct{}{},
 		sessions:  map[*session]struct{}{},
 	}

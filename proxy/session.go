@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
@@ -14,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/popproxy/popproxy/internal/pop3"
 )
@@ -72,6 +75,14 @@ type session struct {
 	up      *upstream  // nil until login
 	stopped bool
 
+	ctx      context.Context // cancelled by stop: ends waits on limits
+	cancel   context.CancelFunc
+	admitted admission
+	userSlot string        // the per-user session key held, if any
+	userRate *rate.Limiter // the user's shared bandwidth, if limited
+	sessRate *rate.Limiter // this session's bandwidth, if limited
+	cmdRate  *rate.Limiter // this session's command rate, if limited
+
 	state       state
 	pendingUser string // from USER, until PASS
 	user        string // set at login; the password is never kept
@@ -95,6 +106,7 @@ func newSession(srv *Server, c net.Conn, lc *Listener) *session {
 		start: time.Now(),
 		raw:   c,
 	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.attach(c)
 	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
 		s.remote = ap
@@ -165,7 +177,15 @@ func (s *session) serve() {
 	local, _ := netip.ParseAddrPort(s.raw.LocalAddr().String())
 	s.srv.opts.Auditor.SessionOpen(SessionInfo{ID: s.id, Listener: s.lc.Name, Client: s.remote, Local: local, Start: s.start})
 	var end *endError
-	if s.lc.TLSMode == TLSImplicit {
+	if err := s.auditUnavailable(); err != nil {
+		end = err
+	} else if rule, n := s.admit(); rule != "" {
+		s.policyEvent(PolicyEvent{Rule: rule, Key: s.remote.Addr().String(), Value: float64(n)})
+		end = &endError{reason: "limit", farewell: "-ERR [SYS/TEMP] too many connections, try again later"}
+		if s.lc.TLSMode == TLSImplicit {
+			end.farewell = "" // the client expects a TLS handshake, not text
+		}
+	} else if s.lc.TLSMode == TLSImplicit {
 		if err := s.startTLS(TLSImplicit); err != nil {
 			end = err.(*endError)
 		}
@@ -174,6 +194,8 @@ func (s *session) serve() {
 		end = s.run()
 	}
 	s.finish(end)
+	s.release()
+	s.cancel()
 }
 
 // run serves commands until the session ends, containing any panic to this
@@ -185,9 +207,6 @@ func (s *session) run() (end *endError) {
 			end = &endError{reason: "internal_error", farewell: "-ERR [SYS/TEMP] internal error", err: fmt.Errorf("panic: %v", r)}
 		}
 	}()
-	if err := s.auditUnavailable(); err != nil {
-		return err
-	}
 	s.reply(true, "popproxy ready")
 	for {
 		if err := s.next(); err != nil {
@@ -277,6 +296,7 @@ func (s *session) stop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.stopped = true
+	s.cancel()
 	s.client.stop()
 	if s.up != nil {
 		s.up.conn.stop()
@@ -368,7 +388,12 @@ func (s *session) readFailed(err error) error {
 // refuse answers -ERR for a command the proxy will not relay, audits it, and
 // ends the session once the client has made too many mistakes.
 func (s *session) refuse(rule, verb, text string) error {
-	s.policy(rule, verb, text)
+	return s.refuseFor(PolicyEvent{Rule: rule, Verb: verb, Detail: text}, text)
+}
+
+// refuseFor is refuse with a full policy event (a limit's key and value).
+func (s *session) refuseFor(p PolicyEvent, text string) error {
+	s.policyEvent(p)
 	s.badCommands++
 	if s.badCommands >= s.srv.opts.MaxBadCommands {
 		return &endError{reason: "too_many_errors", farewell: "-ERR " + text + "; too many errors, closing"}
@@ -377,7 +402,11 @@ func (s *session) refuse(rule, verb, text string) error {
 }
 
 func (s *session) policy(rule, verb, detail string) {
-	s.srv.opts.Auditor.Policy(s.id, PolicyEvent{Rule: rule, Verb: verb, Detail: detail})
+	s.policyEvent(PolicyEvent{Rule: rule, Verb: verb, Detail: detail})
+}
+
+func (s *session) policyEvent(p PolicyEvent) {
+	s.srv.opts.Auditor.Policy(s.id, p)
 }
 
 // reply writes a status line.

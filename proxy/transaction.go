@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -39,6 +40,9 @@ var transactionVerbs = map[string]txVerb{
 
 // transaction handles one command after login.
 func (s *session) transaction(cmd pop3.Command) error {
+	if r := s.commandRefused(cmd.Verb); r != nil {
+		return s.refuseFor(r.PolicyEvent, r.reply())
+	}
 	switch cmd.Verb {
 	case "CAPA":
 		return s.cmdCapaAfterLogin()
@@ -133,7 +137,11 @@ func (s *session) relay(cmd pop3.Command, multi bool) error {
 	}
 	if err == nil && st.OK && multi {
 		var n int64
-		n, err = pop3.CopyBody(w, s.up.br, s.watcher(cmd, msg, &ev))
+		var dst io.Writer = w
+		if msg > 0 {
+			dst = s.shaped(w)
+		}
+		n, err = pop3.CopyBody(dst, s.up.br, s.watcher(cmd, msg, &ev))
 		ev.Octets += n
 		if err != nil {
 			// No terminator reaches the client: a cut message must not look whole.

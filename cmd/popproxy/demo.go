@@ -49,7 +49,7 @@ func demo(args []string, logger *slog.Logger) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	return run(&cfg, logger, func(ls []net.Listener) {
+	return run(&cfg, "", logger, func(ls []net.Listener) {
 		plain, implicit := ls[0].Addr().String(), ls[1].Addr().String()
 		fmt.Fprintf(os.Stderr, `
 popproxy demo: a sample mail drop at %[1]s, popproxy in front of it at %[2]s.

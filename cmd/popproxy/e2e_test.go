@@ -257,8 +257,14 @@ audit: {output: "`+link+`"}
 	if g := greeting(); g != "-ERR [SYS/TEMP] service temporarily unavailable" {
 		t.Fatalf("with the audit sink failing, greeting %q", g)
 	}
-	if log := proxy.Stderr.(*syncBuffer).String(); !strings.Contains(log, "audit") || !strings.Contains(log, "no space left on device") {
-		t.Errorf("operational log does not report the audit failure:\n%s", log)
+	logged := func() bool {
+		log := proxy.Stderr.(*syncBuffer).String()
+		return strings.Contains(log, "audit") && strings.Contains(log, "no space left on device")
+	}
+	for deadline := time.Now().Add(3 * time.Second); !logged(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("operational log does not report the audit failure:\n%s", proxy.Stderr)
+		}
 	}
 	repoint(filepath.Join(dir, "after.jsonl"))
 	// The next session's open record is written, which clears the failure.

@@ -62,15 +62,16 @@ func main() {
 		fmt.Println("configuration OK")
 		return
 	}
-	if err := run(cfg, logger, nil); err != nil {
+	if err := run(cfg, *configPath, logger, nil); err != nil {
 		fmt.Fprintln(os.Stderr, "popproxy:", err)
 		os.Exit(1)
 	}
 }
 
-// run serves cfg until SIGINT or SIGTERM, then shuts down gracefully. ready,
-// if not nil, is called with the bound listeners once they accept.
-func run(cfg *config.Config, logger *slog.Logger, ready func([]net.Listener)) error {
+// run serves cfg until SIGINT or SIGTERM, then shuts down gracefully. On
+// SIGHUP it re-reads configPath (if set) for new limits. ready, if not nil, is
+// called with the bound listeners once they accept.
+func run(cfg *config.Config, configPath string, logger *slog.Logger, ready func([]net.Listener)) error {
 	auditLog, err := openAudit(cfg.Audit, logger)
 	if err != nil {
 		return fmt.Errorf("audit.output: %w", err)
@@ -90,7 +91,10 @@ func run(cfg *config.Config, logger *slog.Logger, ready func([]net.Listener)) er
 	if cfg.Upstream.InsecureSkipVerify {
 		logger.Warn("upstream.insecure_skip_verify is set: the upstream server's certificate is not checked, so anyone on the path can read the credentials")
 	}
-	opts := serverOptions(cfg, auditLog, logger)
+	opts, err := serverOptions(cfg, auditLog, logger)
+	if err != nil {
+		return err
+	}
 	opts.Upstream.TLSConfig = upstreamTLS
 	srv := proxy.New(opts)
 
@@ -130,7 +134,7 @@ wait:
 			logger.Error("listener failed", "err", serveErr)
 			break wait
 		case <-hup:
-			reload(certs, auditLog, logger)
+			reload(configPath, srv, certs, auditLog, logger)
 		}
 	}
 	stop()
@@ -145,9 +149,23 @@ wait:
 	return serveErr
 }
 
-// reload re-reads what SIGHUP refreshes: certificates, and the audit file
-// (after logrotate moved it). On failure the old state stays.
-func reload(certs *tlsconf.Manager, auditLog *audit.Log, logger *slog.Logger) {
+// reload re-reads what SIGHUP refreshes: the limits from the configuration
+// file, certificates, and the audit file (after logrotate moved it). Each part
+// that fails keeps its old state; no session is dropped.
+func reload(configPath string, srv *proxy.Server, certs *tlsconf.Manager, auditLog *audit.Log, logger *slog.Logger) {
+	if configPath != "" {
+		cfg, err := config.Load(configPath)
+		var limits proxy.Limits
+		if err == nil {
+			limits, err = proxyLimits(cfg.Limits)
+		}
+		if err != nil {
+			logger.Error("reload: configuration refused; keeping the old limits", "err", err)
+		} else {
+			srv.SetLimits(limits)
+			logger.Info("reload: limits applied")
+		}
+	}
 	if err := auditLog.Reopen(); err != nil {
 		logger.Error("reload: audit file not reopened; still writing to the old one", "err", err)
 	}
@@ -161,12 +179,17 @@ func reload(certs *tlsconf.Manager, auditLog *audit.Log, logger *slog.Logger) {
 	logger.Info("reload: certificates reloaded")
 }
 
-func serverOptions(cfg *config.Config, auditor proxy.Auditor, logger *slog.Logger) proxy.Options {
+func serverOptions(cfg *config.Config, auditor proxy.Auditor, logger *slog.Logger) (proxy.Options, error) {
 	var exts []proxy.Extension
 	for _, e := range cfg.Commands.Allow {
 		exts = append(exts, proxy.Extension{Verb: strings.ToUpper(e.Verb), MaxArgs: e.MaxArgs, Multiline: e.Multiline})
 	}
+	limits, err := proxyLimits(cfg.Limits)
+	if err != nil {
+		return proxy.Options{}, err
+	}
 	return proxy.Options{
+		Limits: limits,
 		Upstream: proxy.Upstream{
 			Address:         cfg.Upstream.Address,
 			DialTimeout:     cfg.Timeouts.UpstreamDial,
@@ -183,7 +206,7 @@ func serverOptions(cfg *config.Config, auditor proxy.Auditor, logger *slog.Logge
 		Extensions:         exts,
 		Auditor:            auditor,
 		Logger:             logger,
-	}
+	}, nil
 }
 
 // openAudit opens the audit destination: stdout, syslog, or a file appended

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -151,4 +152,77 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// TestSIGHUPReloadsLimits raises a limit under a running popproxy: the open
+// session goes on and a second one is now admitted; a broken file is refused
+// and the limits in force stay.
+func TestSIGHUPReloadsLimits(t *testing.T) {
+	bin := buildBinary(t)
+	dropL, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	drop := maildrop.New(map[string]string{"u": "p", "v": "p"}, maildrop.Sample())
+	go drop.Serve(dropL)
+	defer drop.Close()
+	addr := freeAddr(t)
+	dir := t.TempDir()
+	cfgText := func(max int) string {
+		return fmt.Sprintf("listeners: [{name: pop3, address: %q}]\nupstream: {address: %q}\nlimits: {max_sessions: %d}\naudit: {output: %q}\n",
+			addr, dropL.Addr().String(), max, filepath.Join(dir, "audit.jsonl"))
+	}
+	cfg := writeConfig(t, cfgText(1))
+	proxy := startBinary(t, bin, cfg, addr)
+	greet := func() (net.Conn, string) {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		line, _ := bufio.NewReader(conn).ReadString('\n')
+		return conn, strings.TrimSpace(line)
+	}
+	first, g := greet()
+	defer first.Close()
+	if g != "+OK popproxy ready" {
+		t.Fatalf("first greeting %q", g)
+	}
+	second, g := greet()
+	second.Close()
+	if !strings.HasPrefix(g, "-ERR [SYS/TEMP]") {
+		t.Fatalf("second session under max_sessions 1: %q", g)
+	}
+
+	os.WriteFile(cfg, []byte(cfgText(2)), 0o644)
+	proxy.Process.Signal(syscall.SIGHUP)
+	waitLog(t, proxy, "reload: limits applied")
+	second, g = greet()
+	defer second.Close()
+	if g != "+OK popproxy ready" {
+		t.Fatalf("second session after raising the limit: %q", g)
+	}
+
+	os.WriteFile(cfg, []byte(cfgText(2)+"limits: {max_sessions: -1}\n"), 0o644)
+	proxy.Process.Signal(syscall.SIGHUP)
+	waitLog(t, proxy, "keeping the old limits")
+	third, g := greet()
+	third.Close()
+	if !strings.HasPrefix(g, "-ERR [SYS/TEMP]") {
+		t.Fatalf("third session under max_sessions 2: %q", g)
+	}
+	first.Write([]byte("QUIT\r\n")) // the first session lived through it all
+	if line, _ := bufio.NewReader(first).ReadString('\n'); !strings.HasPrefix(line, "+OK") {
+		t.Fatalf("first session after reloads: %q", line)
+	}
+}
+
+// waitLog waits until the process's operational log contains text.
+func waitLog(t *testing.T, cmd *exec.Cmd, text string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(cmd.Stderr.(*syncBuffer).String(), text); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("log lacks %q:\n%s", text, cmd.Stderr)
+		}
+	}
 }

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/popproxy/popproxy/internal/ratelimit"
 )
 
 // TLS modes of a listener or of the upstream.
@@ -101,9 +103,55 @@ type Timeouts struct {
 	ShutdownGrace    time.Duration `yaml:"shutdown_grace"`
 }
 
-// Limits on misbehaving sessions.
+// Limits bound sessions, logins, commands and bandwidth. Zero switches a
+// limit off.
 type Limits struct {
-	MaxBadCommands int `yaml:"max_bad_commands"`
+	MaxBadCommands  int          `yaml:"max_bad_commands"`
+	MaxSessions     int          `yaml:"max_sessions"`
+	TrustedNetworks []string     `yaml:"trusted_networks"`
+	IPv6Prefix      int          `yaml:"ipv6_prefix"`
+	PerIP           PerIP        `yaml:"per_ip"`
+	FailedLogins    FailedLogins `yaml:"failed_logins"`
+	PerUser         PerUser      `yaml:"per_user"`
+	PerSession      PerSession   `yaml:"per_session"`
+}
+
+// PerIP limits each client address (IPv6: each prefix).
+type PerIP struct {
+	MaxSessions     int     `yaml:"max_sessions"`
+	ConnectionRate  float64 `yaml:"connection_rate"`
+	ConnectionBurst int     `yaml:"connection_burst"`
+}
+
+// FailedLogins configures the penalties for failed logins, per address and
+// per user, counted apart.
+type FailedLogins struct {
+	PerIP   Penalty `yaml:"per_ip"`
+	PerUser Penalty `yaml:"per_user"`
+}
+
+// Penalty is a progressive delay and then a temporary block.
+type Penalty struct {
+	Max      int           `yaml:"max"`
+	Window   time.Duration `yaml:"window"`
+	Delay    time.Duration `yaml:"delay"`
+	MaxDelay time.Duration `yaml:"max_delay"`
+	Block    time.Duration `yaml:"block"`
+}
+
+// PerUser limits each user, across sessions.
+type PerUser struct {
+	MaxSessions  int           `yaml:"max_sessions"`
+	LoginDelay   time.Duration `yaml:"login_delay"`
+	DownloadRate int           `yaml:"download_rate"`
+}
+
+// PerSession limits each session after login.
+type PerSession struct {
+	CommandRate   float64 `yaml:"command_rate"`
+	CommandBurst  int     `yaml:"command_burst"`
+	DownloadRate  int     `yaml:"download_rate"`
+	MaxRetrievals int     `yaml:"max_retrievals"`
 }
 
 // Commands configures which commands beyond RFC 1939's are relayed.
@@ -148,8 +196,19 @@ func Default() Config {
 			UpstreamResponse: 60 * time.Second,
 			ShutdownGrace:    30 * time.Second,
 		},
-		Limits: Limits{MaxBadCommands: 10},
-		Audit:  Audit{Output: "stdout", Checkpoint: 5 * time.Minute, OnFailure: "close"},
+		Limits: Limits{
+			MaxBadCommands: 10,
+			MaxSessions:    10000,
+			IPv6Prefix:     64,
+			PerIP:          PerIP{MaxSessions: 50, ConnectionRate: 10, ConnectionBurst: 50},
+			FailedLogins: FailedLogins{
+				PerIP:   Penalty{Max: 30, Window: 15 * time.Minute, Delay: 0, MaxDelay: 15 * time.Second, Block: 15 * time.Minute},
+				PerUser: Penalty{Max: 10, Window: 15 * time.Minute, Delay: time.Second, MaxDelay: 15 * time.Second, Block: 15 * time.Minute},
+			},
+			PerUser:    PerUser{MaxSessions: 4},
+			PerSession: PerSession{CommandRate: 50, CommandBurst: 200},
+		},
+		Audit: Audit{Output: "stdout", Checkpoint: 5 * time.Minute, OnFailure: "close"},
 	}
 }
 
@@ -250,9 +309,7 @@ func (c *Config) Validate() error {
 	if c.Timeouts.ShutdownGrace < 0 {
 		bad("timeouts.shutdown_grace", "must not be negative")
 	}
-	if c.Limits.MaxBadCommands < 1 {
-		bad("limits.max_bad_commands", "must be at least 1, not %d", c.Limits.MaxBadCommands)
-	}
+	c.validateLimits(bad)
 	verbs := map[string]bool{}
 	for i, e := range c.Commands.Allow {
 		field := fmt.Sprintf("commands.allow[%d]", i)
@@ -280,6 +337,50 @@ func (c *Config) Validate() error {
 		bad("audit.checkpoint", "must not be negative")
 	}
 	return errors.Join(errs...)
+}
+
+func (c *Config) validateLimits(bad func(string, string, ...any)) {
+	l := c.Limits
+	if l.MaxBadCommands < 1 {
+		bad("limits.max_bad_commands", "must be at least 1, not %d", l.MaxBadCommands)
+	}
+	if l.IPv6Prefix < 1 || l.IPv6Prefix > 128 {
+		bad("limits.ipv6_prefix", "must be between 1 and 128, not %d", l.IPv6Prefix)
+	}
+	for i, n := range l.TrustedNetworks {
+		if _, err := ratelimit.ParseNetworks([]string{n}); err != nil {
+			bad(fmt.Sprintf("limits.trusted_networks[%d]", i), "%q is not an address or CIDR prefix", n)
+		}
+	}
+	type field struct {
+		name  string
+		value float64
+	}
+	nonNegative := []field{
+		{"limits.max_sessions", float64(l.MaxSessions)},
+		{"limits.per_ip.max_sessions", float64(l.PerIP.MaxSessions)},
+		{"limits.per_ip.connection_rate", l.PerIP.ConnectionRate},
+		{"limits.per_ip.connection_burst", float64(l.PerIP.ConnectionBurst)},
+		{"limits.per_user.max_sessions", float64(l.PerUser.MaxSessions)},
+		{"limits.per_user.login_delay", float64(l.PerUser.LoginDelay)},
+		{"limits.per_user.download_rate", float64(l.PerUser.DownloadRate)},
+		{"limits.per_session.command_rate", l.PerSession.CommandRate},
+		{"limits.per_session.command_burst", float64(l.PerSession.CommandBurst)},
+		{"limits.per_session.download_rate", float64(l.PerSession.DownloadRate)},
+		{"limits.per_session.max_retrievals", float64(l.PerSession.MaxRetrievals)},
+	}
+	for name, p := range map[string]Penalty{"limits.failed_logins.per_ip": l.FailedLogins.PerIP, "limits.failed_logins.per_user": l.FailedLogins.PerUser} {
+		nonNegative = append(nonNegative, field{name + ".max", float64(p.Max)}, field{name + ".window", float64(p.Window)},
+			field{name + ".delay", float64(p.Delay)}, field{name + ".max_delay", float64(p.MaxDelay)}, field{name + ".block", float64(p.Block)})
+	}
+	for _, f := range nonNegative {
+		if f.value < 0 {
+			bad(f.name, "must not be negative (0 switches it off)")
+		}
+	}
+	if l.PerUser.LoginDelay%time.Second != 0 {
+		bad("limits.per_user.login_delay", "must be whole seconds (RFC 2449 LOGIN-DELAY), not %s", l.PerUser.LoginDelay)
+	}
 }
 
 // UsesTLS reports whether any listener offers TLS.

@@ -97,3 +97,28 @@ func TestValidationReportsEveryProblem(t *testing.T) {
 		}
 	}
 }
+
+func TestLimitsValidation(t *testing.T) {
+	base := "listeners: [{name: a, address: a:1}]\nupstream: {address: a:1}\n"
+	for yaml, want := range map[string]string{
+		"limits: {trusted_networks: [10.0.0.0/8, nonsense]}":             `limits.trusted_networks[1]: "nonsense" is not an address or CIDR prefix`,
+		"limits: {ipv6_prefix: 129}":                                     "limits.ipv6_prefix: must be between 1 and 128",
+		"limits: {per_ip: {max_sessions: -1}}":                           "limits.per_ip.max_sessions: must not be negative",
+		"limits: {failed_logins: {per_user: {block: -1s}}}":              "limits.failed_logins.per_user.block: must not be negative",
+		"limits: {per_user: {login_delay: 1500ms}}":                      "limits.per_user.login_delay: must be whole seconds",
+		"limits: {per_session: {command_rate: -5}}":                      "limits.per_session.command_rate: must not be negative",
+		"limits: {per_session: {max_retrievals: 3}, per_user: {max: 1}}": "field max not found",
+	} {
+		_, err := Parse([]byte(base + yaml))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: error %v, want %q", yaml, err, want)
+		}
+	}
+	cfg, err := Parse([]byte(base + "limits: {per_ip: {max_sessions: 0}, per_user: {login_delay: 30s}}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Limits.PerIP.MaxSessions != 0 || cfg.Limits.PerIP.ConnectionRate != 10 || cfg.Limits.PerUser.LoginDelay != 30*time.Second {
+		t.Errorf("limits %+v", cfg.Limits)
+	}
+}

@@ -1,0 +1,281 @@
+package proxy_test
+
+import (
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/popproxy/popproxy/internal/ratelimit"
+	"github.com/popproxy/popproxy/proxy"
+)
+
+func withLimits(l proxy.Limits) func(*proxy.Options) {
+	return func(o *proxy.Options) { o.Limits = l }
+}
+
+// acceptingUpstream accepts any login and answers every command +OK; RETR
+// gets body, if set.
+func acceptingUpstream(t *testing.T, body string) string {
+	return fakeUpstream(t, func(c *fakeConn) {
+		c.send("+OK ready\r\n")
+		for line := c.line(); line != ""; line = c.line() {
+			switch {
+			case strings.HasPrefix(line, "RETR") && body != "":
+				c.send("+OK\r\n" + body + ".\r\n")
+			case line == "QUIT":
+				c.send("+OK bye\r\n")
+				return
+			default:
+				c.send("+OK\r\n")
+			}
+		}
+	})
+}
+
+func (r *recorder) hasPolicy(rule string) bool {
+	for _, got := range r.policyRules() {
+		if got == rule {
+			return true
+		}
+	}
+	return false
+}
+
+func TestLimitMaxSessions(t *testing.T) {
+	up := acceptingUpstream(t, "")
+	addr, _, rec := startProxy(t, up, withLimits(proxy.Limits{MaxSessions: 2}))
+	a, b := dial(t, addr), dial(t, addr)
+	refused := dialRaw(t, addr)
+	if line := readLine(t, refused); line != "-ERR [SYS/TEMP] too many connections, try again later" {
+		t.Fatalf("third session got %q", line)
+	}
+	if !rec.hasPolicy("limit.max_sessions") {
+		t.Error("no policy event")
+	}
+	a.cmd("QUIT", "+OK*")
+	rec.waitClose(t) // the refused one
+	rec.waitClose(t) // a
+	dial(t, addr)    // under the limit again
+	b.cmd("CAPA", "+OK*")
+}
+
+func TestLimitPerIPSessionsAndTrusted(t *testing.T) {
+	up := acceptingUpstream(t, "")
+	addr, _, rec := startProxy(t, up, withLimits(proxy.Limits{PerIPSessions: 1}))
+	dial(t, addr)
+	if line := readLine(t, dialRaw(t, addr)); !strings.HasPrefix(line, "-ERR [SYS/TEMP]") {
+		t.Fatalf("second session from one address got %q", line)
+	}
+	rec.mu.Lock()
+	if p := rec.policy[0]; p.Rule != "limit.ip_sessions" || p.Key != "127.0.0.1" || p.Value != 1 {
+		t.Errorf("policy event %+v", p)
+	}
+	rec.mu.Unlock()
+
+	trusted, _ := ratelimit.ParseNetworks([]string{"127.0.0.0/8"})
+	addr, _, _ = startProxy(t, up, withLimits(proxy.Limits{PerIPSessions: 1, Trusted: trusted}))
+	dial(t, addr)
+	dial(t, addr) // exempt
+}
+
+func TestLimitPerIPConnectionRate(t *testing.T) {
+	up := acceptingUpstream(t, "")
+	addr, _, rec := startProxy(t, up, withLimits(proxy.Limits{PerIPRate: 0.5, PerIPBurst: 2}))
+	dial(t, addr).cmd("QUIT", "+OK*")
+	dial(t, addr).cmd("QUIT", "+OK*")
+	if line := readLine(t, dialRaw(t, addr)); !strings.HasPrefix(line, "-ERR [SYS/TEMP]") {
+		t.Fatalf("third connection within the burst got %q", line)
+	}
+	if !rec.hasPolicy("limit.ip_connection_rate") {
+		t.Error("no policy event")
+	}
+}
+
+// TestLimitFailedLogins shows the per-address and per-user buckets working
+// independently, blocks answered [AUTH], successes not counted, and the
+// progressive delay.
+func TestLimitFailedLogins(t *testing.T) {
+	up := startMaildrop(t)
+	addr, _, rec := startProxy(t, up.Addr().String(), withLimits(proxy.Limits{
+		FailuresPerIP:   ratelimit.FailureConfig{MaxFailures: 4, Window: time.Minute, Block: time.Minute},
+		FailuresPerUser: ratelimit.FailureConfig{MaxFailures: 2, Window: time.Minute, Block: time.Minute},
+	}))
+	c := dial(t, addr)
+	for range 5 { // successes do not consume the failure budget
+		c.login("bob", "hunter2")
+		c.cmd("QUIT", "+OK*")
+		c = dial(t, addr)
+	}
+	c.cmd("USER alice", "+OK*")
+	c.cmd("PASS wrong1", "-ERR [AUTH] *")
+	c.cmd("USER alice", "+OK*")
+	c.cmd("PASS wrong2", "-ERR [AUTH] *")
+	// alice is blocked, even with her password; bob, from the same address, is not.
+	c.cmd("USER alice", "+OK*")
+	c.cmd("PASS secret", "-ERR [AUTH] too many failed logins, try again later")
+	if !rec.hasPolicy("limit.failed_logins_user") {
+		t.Error("no per-user policy event")
+	}
+	c.login("bob", "hunter2")
+	c.cmd("QUIT", "+OK*")
+
+	// Two more failures, for another user, reach the address's limit.
+	c = dial(t, addr)
+	c.cmd("USER carol", "+OK*")
+	c.cmd("PASS x", "-ERR [AUTH] *")
+	c.cmd("USER carol", "+OK*")
+	c.cmd("PASS y", "-ERR [AUTH] *")
+	c.cmd("USER bob", "+OK*")
+	c.cmd("PASS hunter2", "-ERR [AUTH] too many failed logins, try again later")
+	if !rec.hasPolicy("limit.failed_logins_ip") {
+		t.Error("no per-address policy event")
+	}
+
+	// Trusted networks are exempt.
+	trusted, _ := ratelimit.ParseNetworks([]string{"127.0.0.1"})
+	addr, _, _ = startProxy(t, up.Addr().String(), withLimits(proxy.Limits{
+		Trusted:         trusted,
+		FailuresPerIP:   ratelimit.FailureConfig{MaxFailures: 1, Block: time.Minute},
+		FailuresPerUser: ratelimit.FailureConfig{MaxFailures: 1, Block: time.Minute},
+	}))
+	c = dial(t, addr)
+	c.cmd("USER alice", "+OK*")
+	c.cmd("PASS wrong", "-ERR [AUTH] *")
+	c.login("alice", "secret")
+}
+
+func TestLimitFailedLoginDelay(t *testing.T) {
+	up := startMaildrop(t)
+	addr, _, _ := startProxy(t, up.Addr().String(), withLimits(proxy.Limits{
+		FailuresPerUser: ratelimit.FailureConfig{BaseDelay: 150 * time.Millisecond, MaxDelay: time.Second},
+	}))
+	c := dial(t, addr)
+	var took []time.Duration
+	for range 3 {
+		c.cmd("USER alice", "+OK*")
+		start := time.Now()
+		c.cmd("PASS wrong", "-ERR [AUTH] *")
+		took = append(took, time.Since(start))
+	}
+	for i, want := range []time.Duration{150, 300, 600} {
+		if got := took[i]; got < want*time.Millisecond || got > want*time.Millisecond+time.Second {
+			t.Errorf("failure %d answered after %v, want about %vms", i+1, got, want)
+		}
+	}
+}
+
+func TestLimitPerUserSessions(t *testing.T) {
+	var quits atomic.Int32
+	up := fakeUpstream(t, func(c *fakeConn) {
+		c.login()
+		for line := c.line(); line != ""; line = c.line() {
+			if line == "QUIT" {
+				quits.Add(1)
+			}
+			c.send("+OK\r\n")
+		}
+	})
+	addr, _, rec := startProxy(t, up, withLimits(proxy.Limits{PerUserSessions: 1}))
+	first := dial(t, addr)
+	first.login("alice", "pw")
+	second := dial(t, addr)
+	second.cmd("USER Alice", "+OK*") // case variants share the limit
+	second.cmd("PASS pw", "-ERR [IN-USE] mailbox in use by another session")
+	if !rec.hasPolicy("limit.user_sessions") {
+		t.Error("no policy event")
+	}
+	first.cmd("QUIT", "+OK*")
+	rec.waitClose(t)
+	second.login("alice", "pw")
+	if n := quits.Load(); n != 1 {
+		t.Errorf("%d QUITs upstream, want only the client's own", n)
+	}
+}
+
+func TestLimitLoginDelay(t *testing.T) {
+	up := acceptingUpstream(t, "")
+	addr, _, _ := startProxy(t, up, withLimits(proxy.Limits{LoginDelay: time.Second}))
+	c := dial(t, addr)
+	c.cmd("CAPA", "+OK*")
+	if capa := c.body(); !strings.Contains(capa, "LOGIN-DELAY 1\r\n") {
+		t.Errorf("CAPA %q", capa)
+	}
+	c.login("alice", "pw")
+	c.cmd("QUIT", "+OK*")
+	c = dial(t, addr)
+	c.cmd("USER alice", "+OK*")
+	c.cmd("PASS pw", "-ERR [LOGIN-DELAY] wait 1 seconds*")
+	time.Sleep(1100 * time.Millisecond)
+	c.login("alice", "pw")
+}
+
+func TestLimitCommandRate(t *testing.T) {
+	up := acceptingUpstream(t, "")
+	addr, _, rec := startProxy(t, up, withLimits(proxy.Limits{CommandRate: 1, CommandBurst: 5}))
+	c := dial(t, addr)
+	c.login("alice", "pw")
+	c.send(strings.Repeat("NOOP\r\n", 6))
+	for range 5 {
+		c.expect("+OK")
+	}
+	c.expect("-ERR [SYS/TEMP] too many commands, slow down")
+	if !rec.hasPolicy("limit.command_rate") {
+		t.Error("no policy event")
+	}
+	time.Sleep(1100 * time.Millisecond)
+	c.cmd("NOOP", "+OK")
+}
+
+func TestLimitMaxRetrievals(t *testing.T) {
+	up := startMaildrop(t)
+	addr, _, _ := startProxy(t, up.Addr().String(), withLimits(proxy.Limits{MaxRetrievals: 2}))
+	c := dial(t, addr)
+	c.login("alice", "secret")
+	c.cmd("RETR 1", "+OK*")
+	c.body()
+	c.cmd("TOP 2 0", "+OK*")
+	c.body()
+	c.cmd("RETR 3", "-ERR [SYS/PERM] retrieval limit for this session reached")
+	c.cmd("DELE 3", "+OK*")
+}
+
+// TestLimitBandwidth measures a RETR through a session limited to 1 MB/s:
+// the transfer must land within ±15% of the configured rate.
+func TestLimitBandwidth(t *testing.T) {
+	body := strings.Repeat(strings.Repeat("x", 78)+"\r\n", 25_000) // 2 MB
+	up := acceptingUpstream(t, body)
+	for _, l := range []proxy.Limits{{SessionBandwidth: 1 << 20}, {UserBandwidth: 1 << 20}} {
+		addr, _, _ := startProxy(t, up, withLimits(l))
+		c := dial(t, addr)
+		c.login("alice", "pw")
+		start := time.Now()
+		c.cmd("RETR 1", "+OK")
+		if got := c.body(); len(got) != len(body) {
+			t.Fatalf("got %d bytes", len(got))
+		}
+		took := time.Since(start)
+		// The first burst (a tenth of a second's worth) goes at once.
+		want := time.Duration(float64(len(body)-(1<<20)/10) / (1 << 20) * float64(time.Second))
+		if took < want*85/100 || took > want*115/100 {
+			t.Errorf("%+v: RETR of %d bytes took %v, want %v ±15%%", l, len(body), took, want)
+		}
+	}
+}
+
+// TestSetLimits tightens the limits under an open session: it goes on, and
+// new connections meet the new limit.
+func TestSetLimits(t *testing.T) {
+	up := acceptingUpstream(t, "")
+	addr, srv, _ := startProxy(t, up, withLimits(proxy.Limits{MaxSessions: 10}))
+	c := dial(t, addr)
+	c.login("alice", "pw")
+	srv.SetLimits(proxy.Limits{MaxSessions: 1, PerIPRate: rate.Inf})
+	c.cmd("NOOP", "+OK")
+	if line := readLine(t, dialRaw(t, addr)); !strings.HasPrefix(line, "-ERR [SYS/TEMP]") {
+		t.Fatalf("new session beyond the new limit got %q", line)
+	}
+	c.cmd("QUIT", "+OK*")
+}
