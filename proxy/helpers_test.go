@@ -113,13 +113,13 @@ func (r *recorder) policyRules() []string {
 }
 
 // startProxy serves a plain proxy in front of upstream on a loopback port.
-func startProxy(t *testing.T, upstream string, configure func(*proxy.Options)) (string, *proxy.Server, *recorder) {
+func startProxy(t testing.TB, upstream string, configure func(*proxy.Options)) (string, *proxy.Server, *recorder) {
 	t.Helper()
 	return startListener(t, upstream, proxy.Listener{Name: "test"}, configure)
 }
 
 // startListener is startProxy with a listener of the caller's choice.
-func startListener(t *testing.T, upstream string, lc proxy.Listener, configure func(*proxy.Options)) (string, *proxy.Server, *recorder) {
+func startListener(t testing.TB, upstream string, lc proxy.Listener, configure func(*proxy.Options)) (string, *proxy.Server, *recorder) {
 	t.Helper()
 	rec := newRecorder()
 	opts := proxy.Options{
@@ -193,7 +193,7 @@ var sampleMessages = []maildrop.Message{
 
 // startMaildrop serves the sample mailbox for alice/secret and bob/hunter2 and
 // records what it receives.
-func startMaildrop(t *testing.T) *tap {
+func startMaildrop(t testing.TB) *tap {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -208,12 +208,12 @@ func startMaildrop(t *testing.T) *tap {
 
 // client is a POP3 client for transcripts.
 type client struct {
-	t    *testing.T
+	t    testing.TB
 	conn net.Conn
 	r    *bufio.Reader
 }
 
-func dial(t *testing.T, addr string) *client {
+func dial(t testing.TB, addr string) *client {
 	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -297,7 +297,7 @@ func (c *client) login(user, pass string) {
 
 // fakeUpstream serves each connection with script, for faults a real server
 // will not produce.
-func fakeUpstream(t *testing.T, script func(c *fakeConn)) string {
+func fakeUpstream(t testing.TB, script func(c *fakeConn)) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -366,7 +366,7 @@ func match(pattern, s string) bool {
 }
 
 // dialRaw connects without reading the greeting.
-func dialRaw(t *testing.T, addr string) net.Conn {
+func dialRaw(t testing.TB, addr string) net.Conn {
 	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -376,7 +376,7 @@ func dialRaw(t *testing.T, addr string) net.Conn {
 	return conn
 }
 
-func readLine(t *testing.T, conn net.Conn) string {
+func readLine(t testing.TB, conn net.Conn) string {
 	t.Helper()
 	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	line, err := bufio.NewReader(conn).ReadString('\n')

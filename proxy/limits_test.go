@@ -18,7 +18,7 @@ func withLimits(l proxy.Limits) func(*proxy.Options) {
 
 // acceptingUpstream accepts any login and answers every command +OK; RETR
 // gets body, if set.
-func acceptingUpstream(t *testing.T, body string) string {
+func acceptingUpstream(t testing.TB, body string) string {
 	return fakeUpstream(t, func(c *fakeConn) {
 		c.send("+OK ready\r\n")
 		for line := c.line(); line != ""; line = c.line() {
