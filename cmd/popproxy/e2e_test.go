@@ -19,37 +19,6 @@ import (
 	"github.com/popproxy/popproxy/tlsconf"
 )
 
-// startBinary runs popproxy with cfg and waits until addr accepts.
-func startBinary(t *testing.T, bin, cfg, addr string) *exec.Cmd {
-	t.Helper()
-	cmd := exec.Command(bin, "-config", cfg)
-	cmd.Stderr = &syncBuffer{}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			return cmd
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("popproxy did not listen: %v\n%s", err, cmd.Stderr)
-		}
-	}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // readAudit parses an audit file into records.
 func readAudit(t *testing.T, path string) []map[string]any {
 	t.Helper()

@@ -10,29 +10,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/popproxy/popproxy/examples/maildrop"
 )
-
-// buildBinary compiles popproxy once for the tests that run it as a process.
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "popproxy")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
-func writeConfig(t *testing.T, text string) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "popproxy.yaml")
-	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
 
 func TestCheck(t *testing.T) {
 	bin := buildBinary(t)
@@ -63,32 +41,13 @@ func TestCheck(t *testing.T) {
 // audit record to the configured file.
 func TestRunAndGracefulShutdown(t *testing.T) {
 	bin := buildBinary(t)
-	dropL, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	drop := maildrop.New(map[string]string{"u": "p"}, maildrop.Sample())
-	go drop.Serve(dropL)
-	defer drop.Close()
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := l.Addr().String()
-	l.Close()
+	drop := startDrop(t, map[string]string{"u": "p"})
+	addr := freeAddr(t)
 	auditPath := filepath.Join(t.TempDir(), "audit.jsonl")
-	cfg := writeConfig(t, "listeners: [{name: pop3, address: "+addr+"}]\nupstream: {address: "+dropL.Addr().String()+
+	cfg := writeConfig(t, "listeners: [{name: pop3, address: "+addr+"}]\nupstream: {address: "+drop+
 		"}\ntimeouts: {shutdown_grace: 1s}\naudit: {output: "+auditPath+"}\n")
-	cmd := exec.Command(bin, "-config", cfg)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-
-	var conn net.Conn
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		if conn, err = net.Dial("tcp", addr); err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	cmd := startBinary(t, bin, cfg, addr)
+	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,15 +7,12 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/popproxy/popproxy/examples/maildrop"
 	"github.com/popproxy/popproxy/tlsconf"
 )
 
@@ -45,33 +42,19 @@ func writeCert(t *testing.T, certFile, keyFile string) *x509.Certificate {
 // session opened before goes on; a broken file keeps the current one.
 func TestSIGHUPRotatesCertificates(t *testing.T) {
 	bin := buildBinary(t)
-	dropL, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	drop := maildrop.New(map[string]string{"u": "p"}, maildrop.Sample())
-	go drop.Serve(dropL)
-	defer drop.Close()
-
+	drop := startDrop(t, map[string]string{"u": "p"})
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	first := writeCert(t, certFile, keyFile)
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := l.Addr().String()
-	l.Close()
+	addr := freeAddr(t)
 	cfg := writeConfig(t, `
 listeners: [{name: pop3s, address: "`+addr+`", tls: implicit}]
 tls: {certificates: [{cert_file: "`+certFile+`", key_file: "`+keyFile+`"}]}
-upstream: {address: "`+dropL.Addr().String()+`", allow_plaintext_upstream: true}
+upstream: {address: "`+drop+`", allow_plaintext_upstream: true}
 audit: {output: "`+filepath.Join(dir, "audit.jsonl")+`"}
 `)
-	cmd := exec.Command(bin, "-config", cfg)
-	var stderr syncBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
+	cmd := startBinary(t, bin, cfg, addr)
+	stderr := cmd.Stderr.(*syncBuffer)
 
 	// served dials and returns the certificate the server presents.
 	served := func() (*tls.Conn, *x509.Certificate, error) {
@@ -81,13 +64,7 @@ audit: {output: "`+filepath.Join(dir, "audit.jsonl")+`"}
 		}
 		return conn, conn.ConnectionState().PeerCertificates[0], nil
 	}
-	var old *tls.Conn
-	var got *x509.Certificate
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if old, got, err = served(); err == nil || time.Now().After(deadline) {
-			break
-		}
-	}
+	old, got, err := served()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,41 +113,17 @@ audit: {output: "`+filepath.Join(dir, "audit.jsonl")+`"}
 	waitFor(second)
 }
 
-// syncBuffer collects a process's output while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // TestSIGHUPReloadsLimits raises a limit under a running popproxy: the open
 // session goes on and a second one is now admitted; a broken file is refused
 // and the limits in force stay.
 func TestSIGHUPReloadsLimits(t *testing.T) {
 	bin := buildBinary(t)
-	dropL, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	drop := maildrop.New(map[string]string{"u": "p", "v": "p"}, maildrop.Sample())
-	go drop.Serve(dropL)
-	defer drop.Close()
+	drop := startDrop(t, map[string]string{"u": "p", "v": "p"})
 	addr := freeAddr(t)
 	dir := t.TempDir()
 	cfgText := func(max int) string {
 		return fmt.Sprintf("listeners: [{name: pop3, address: %q}]\nupstream: {address: %q}\nlimits: {max_sessions: %d}\naudit: {output: %q}\n",
-			addr, dropL.Addr().String(), max, filepath.Join(dir, "audit.jsonl"))
+			addr, drop, max, filepath.Join(dir, "audit.jsonl"))
 	}
 	cfg := writeConfig(t, cfgText(1))
 	proxy := startBinary(t, bin, cfg, addr)
@@ -214,15 +167,5 @@ func TestSIGHUPReloadsLimits(t *testing.T) {
 	first.Write([]byte("QUIT\r\n")) // the first session lived through it all
 	if line, _ := bufio.NewReader(first).ReadString('\n'); !strings.HasPrefix(line, "+OK") {
 		t.Fatalf("first session after reloads: %q", line)
-	}
-}
-
-// waitLog waits until the process's operational log contains text.
-func waitLog(t *testing.T, cmd *exec.Cmd, text string) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(cmd.Stderr.(*syncBuffer).String(), text); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("log lacks %q:\n%s", text, cmd.Stderr)
-		}
 	}
 }
