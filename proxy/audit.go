@@ -28,6 +28,7 @@ type SessionInfo struct {
 	Listener string
 	Client   netip.AddrPort // the real client: PROXY-protocol aware once that lands
 	Local    netip.AddrPort // the proxy's address the client connected to
+	TLSMode  string         // the listener's: "none", "starttls" or "implicit"
 	Start    time.Time
 }
 
@@ -49,6 +50,11 @@ type AuthEvent struct {
 	Upstream  string
 	Code      string // RFC 2449/3206 response code of a failure, if any
 	Reason    string // the upstream's or the proxy's text on failure
+	// Dial is how long connecting to the upstream took (TLS and greeting
+	// included), zero if it was not contacted.
+	Dial time.Duration
+	// DialFailed means the upstream could not be reached or spoke wrongly.
+	DialFailed bool
 }
 
 // CommandEvent is one TRANSACTION command and its outcome.

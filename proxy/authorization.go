@@ -192,10 +192,12 @@ func (s *session) login(c credentials) error {
 		s.srv.opts.Auditor.Auth(s.id, ev)
 		return s.refuseFor(r.PolicyEvent, r.reply())
 	}
+	dialStart := time.Now()
 	u, err := dialUpstream(s.srv.opts.Upstream)
+	ev.Dial = time.Since(dialStart)
 	if err != nil {
 		s.srv.log.Warn("upstream unavailable", "session", s.id, "err", err)
-		ev.Code, ev.Reason = "SYS/TEMP", err.Error()
+		ev.Code, ev.Reason, ev.DialFailed = "SYS/TEMP", err.Error(), true
 		s.srv.opts.Auditor.Auth(s.id, ev)
 		return s.reply(false, "[SYS/TEMP] mail server unavailable, try again later")
 	}
@@ -203,7 +205,7 @@ func (s *session) login(c credentials) error {
 	if err != nil {
 		u.close()
 		s.srv.log.Warn("upstream login failed", "session", s.id, "err", err)
-		ev.Code, ev.Reason = "SYS/TEMP", err.Error()
+		ev.Code, ev.Reason, ev.DialFailed = "SYS/TEMP", err.Error(), true
 		s.srv.opts.Auditor.Auth(s.id, ev)
 		return s.reply(false, "[SYS/TEMP] mail server error, try again later")
 	}

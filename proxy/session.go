@@ -175,7 +175,7 @@ func newSessionID() string {
 func (s *session) serve() {
 	defer s.srv.remove(s)
 	local, _ := netip.ParseAddrPort(s.raw.LocalAddr().String())
-	s.srv.opts.Auditor.SessionOpen(SessionInfo{ID: s.id, Listener: s.lc.Name, Client: s.remote, Local: local, Start: s.start})
+	s.srv.opts.Auditor.SessionOpen(SessionInfo{ID: s.id, Listener: s.lc.Name, Client: s.remote, Local: local, TLSMode: s.lc.TLSMode.String(), Start: s.start})
 	var end *endError
 	if err := s.auditUnavailable(); err != nil {
 		end = err
