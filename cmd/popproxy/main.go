@@ -27,6 +27,7 @@ import (
 
 	"github.com/popproxy/popproxy/audit"
 	"github.com/popproxy/popproxy/internal/config"
+	"github.com/popproxy/popproxy/internal/metrics"
 	"github.com/popproxy/popproxy/proxy"
 	"github.com/popproxy/popproxy/tlsconf"
 )
@@ -91,7 +92,9 @@ func run(cfg *config.Config, configPath string, logger *slog.Logger, ready func(
 	if cfg.Upstream.InsecureSkipVerify {
 		logger.Warn("upstream.insecure_skip_verify is set: the upstream server's certificate is not checked, so anyone on the path can read the credentials")
 	}
-	opts, err := serverOptions(cfg, auditLog, logger)
+	m := metrics.New()
+	m.AuditFailures(auditLog.Failures)
+	opts, err := serverOptions(cfg, m.Auditor(auditLog), logger)
 	if err != nil {
 		return err
 	}
@@ -108,6 +111,19 @@ func run(cfg *config.Config, configPath string, logger *slog.Logger, ready func(
 			return fmt.Errorf("listener %s: %w", lc.Name, err)
 		}
 		listeners = append(listeners, l)
+	}
+	if certs != nil {
+		m.CertExpiry(certs.NotAfter)
+	}
+	if cfg.Admin.Address != "" {
+		admin, err := serveAdmin(cfg.Admin.Address, m, readiness(cfg, auditLog), logger)
+		if err != nil {
+			for _, l := range listeners {
+				l.Close()
+			}
+			return fmt.Errorf("admin.address: %w", err)
+		}
+		defer admin.Close()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

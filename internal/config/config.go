@@ -33,6 +33,14 @@ type Config struct {
 	Limits    Limits     `yaml:"limits"`
 	Commands  Commands   `yaml:"commands"`
 	Audit     Audit      `yaml:"audit"`
+	Admin     Admin      `yaml:"admin"`
+}
+
+// Admin is the HTTP listener for Prometheus metrics and health checks.
+type Admin struct {
+	// Address is host:port; empty means off. Keep it on loopback or a
+	// management network: it has no authentication.
+	Address string `yaml:"address"`
 }
 
 // Listener is one address where clients connect.
@@ -280,6 +288,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.validateTLS(bad)
+	if c.Admin.Address != "" {
+		checkAddress(bad, "admin.address", c.Admin.Address)
+	}
 	checkAddress(bad, "upstream.address", c.Upstream.Address)
 	checkTLSMode(bad, "upstream.tls", c.Upstream.TLS)
 	checkVersion(bad, "upstream.min_version", c.Upstream.MinVersion, "1.0", "1.1", "1.2", "1.3")

@@ -1,0 +1,42 @@
+package main
+
+import (
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/popproxy/popproxy/audit"
+	"github.com/popproxy/popproxy/internal/config"
+	"github.com/popproxy/popproxy/internal/metrics"
+)
+
+// serveAdmin starts the admin HTTP listener: /metrics, /healthz, /readyz.
+func serveAdmin(addr string, m *metrics.Metrics, ready func() error, logger *slog.Logger) (*http.Server, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{Handler: m.Handler(ready), ReadHeaderTimeout: 10 * time.Second}
+	logger.Info("admin listening", "address", l.Addr().String())
+	go func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("admin listener failed", "err", err)
+		}
+	}()
+	return srv, nil
+}
+
+// readiness reports not ready while the proxy refuses sessions because the
+// audit trail cannot be written.
+func readiness(cfg *config.Config, auditLog *audit.Log) func() error {
+	return func() error {
+		if cfg.Audit.OnFailure == "close" {
+			if err := auditLog.Err(); err != nil {
+				return errors.New("audit trail unavailable: " + err.Error())
+			}
+		}
+		return nil
+	}
+}
