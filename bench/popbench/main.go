@@ -1,0 +1,365 @@
+// Command popbench measures popproxy against the Dovecot behind it: in one run
+// it starts a private Dovecot (internal/testdovecot) with a generated mailbox,
+// starts popproxy as a separate process in front of it, and measures the same
+// workloads against Dovecot directly and through the proxy. The two take turns
+// about every second (see interleave in compare.go), so that background load,
+// which on a shared machine changes from one second to the next, falls on
+// both alike; each comparison is repeated -rounds times and the median kept.
+//
+// Usage:
+//
+//	go run ./bench/popbench [-size MB] [-proxy PATH] [-json FILE] [-rounds N] ...
+//	bench/run.sh -size 20             builds both binaries, writes bench/results/
+//
+// With -relay a third target, a minimal TCP relay (relay.go), shows what one
+// more user-space hop costs by itself.
+//
+// Measurements (see the file of each):
+//
+//	retr.go      bulk RETR throughput, one client, every message in order
+//	noop.go      NOOP round-trip latency, p50 and p99
+//	sessions.go  sessions per second: connect, USER/PASS, QUIT, close
+//	idle.go      proxy RSS per idle logged-in session
+//	slow.go      proxy RSS growth while a slow client fetches a 100 MB message
+//
+// It reads /proc and so runs on Linux only.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/popproxy/popproxy/internal/testdovecot"
+)
+
+// Users of the private Dovecot. All share one password.
+const (
+	userBulk  = "bulk"  // the large mailbox for RETR
+	userLight = "light" // a few small messages: cheap logins, NOOP, idle sessions
+	userSlow  = "slow"  // one 100 MB message for the slow reader
+	password  = "bench-secret"
+)
+
+// options are the command-line flags.
+type options struct {
+	sizeMB      int
+	seed        int64
+	proxyBin    string
+	jsonPath    string
+	audit       string
+	rounds      int
+	noops       int
+	clients     int
+	sessionTime time.Duration
+	idle        int
+	slowMB      int
+	slowRate    float64
+	tests       map[string]bool
+	relay       bool
+	keep        bool
+}
+
+var allTests = []string{"retr", "noop", "sessions", "idle", "slow"}
+
+func main() {
+	if len(os.Args) == 4 && os.Args[1] == relayCommand {
+		if err := relayMain(os.Args[2], os.Args[3]); err != nil {
+			fmt.Fprintln(os.Stderr, "popbench relay:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	var o options
+	var tests string
+	flag.IntVar(&o.sizeMB, "size", 200, "size of the bulk mailbox in `MB` (10^6 bytes)")
+	flag.Int64Var(&o.seed, "seed", 1939, "seed of the mailbox generator")
+	flag.StringVar(&o.proxyBin, "proxy", "", "popproxy `binary`; if empty, built with go build")
+	flag.StringVar(&o.jsonPath, "json", "", "also write the results as JSON to `file`")
+	flag.StringVar(&o.audit, "audit", "off", "proxy audit output: off (/dev/null), file, or stdout (to a file)")
+	flag.IntVar(&o.rounds, "rounds", 5, "times each comparison runs per target; the median is reported")
+	flag.IntVar(&o.noops, "noops", 20000, "NOOPs per latency measurement")
+	flag.IntVar(&o.clients, "clients", 64, "concurrent clients of the sessions/s measurement")
+	flag.DurationVar(&o.sessionTime, "duration", 5*time.Second, "sessions/s load per target per round, in 1s windows")
+	flag.IntVar(&o.idle, "idle", 2000, "idle logged-in sessions for the memory measurement")
+	flag.IntVar(&o.slowMB, "slow-size", 100, "size of the slow reader's message in `MB`")
+	flag.Float64Var(&o.slowRate, "slow-rate", 20, "slow reader's speed in `MB/s`")
+	flag.StringVar(&tests, "tests", strings.Join(allTests, ","), "comma-separated measurements to run")
+	flag.BoolVar(&o.relay, "relay", false, "also measure a minimal TCP relay (a reference for one more hop)")
+	flag.BoolVar(&o.keep, "keep", false, "keep the work folder (configs, logs, maildirs)")
+	flag.Parse()
+	if flag.NArg() > 0 {
+		flag.Usage()
+		os.Exit(2)
+	}
+	o.tests = map[string]bool{}
+	for _, t := range strings.Split(tests, ",") {
+		if !contains(allTests, t) {
+			fmt.Fprintf(os.Stderr, "popbench: unknown test %q (have %s)\n", t, strings.Join(allTests, ", "))
+			os.Exit(2)
+		}
+		o.tests[t] = true
+	}
+	if o.audit != "off" && o.audit != "file" && o.audit != "stdout" {
+		fmt.Fprintf(os.Stderr, "popbench: -audit %q is not one of off, file, stdout\n", o.audit)
+		os.Exit(2)
+	}
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "popbench:", err)
+		os.Exit(1)
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// progress writes a timestamped line to stderr; the report goes to stdout.
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+}
+
+// run sets everything up, measures, and reports.
+func run(o options) (err error) {
+	work, err := os.MkdirTemp("", "popbench")
+	if err != nil {
+		return err
+	}
+	// Dovecot's unprivileged processes must traverse it.
+	if err := os.Chmod(work, 0o755); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil || o.keep {
+			progress("work folder kept: %s", work)
+		} else {
+			os.RemoveAll(work)
+		}
+	}()
+	stopOnSignal()
+
+	bin := o.proxyBin
+	if bin == "" {
+		bin = filepath.Join(work, "popproxy")
+		progress("building popproxy")
+		if err := buildProxy(bin); err != nil {
+			return err
+		}
+	}
+
+	progress("starting dovecot")
+	dc, err := testdovecot.Start(testdovecot.Config{
+		Dir:            filepath.Join(work, "dovecot"),
+		Users:          map[string]string{userBulk: password, userLight: password, userSlow: password},
+		MaxConnections: o.idle + 500,
+	})
+	if err != nil {
+		return err
+	}
+	atExit(func() { dc.Stop() })
+	defer dc.Stop()
+
+	rep := &report{
+		Started:   time.Now().UTC(),
+		CPUs:      runtime.NumCPU(),
+		Rounds:    o.rounds,
+		Audit:     o.audit,
+		Seed:      o.seed,
+		GoVersion: runtime.Version(),
+		LoadStart: loadAverage(),
+	}
+	b := bench{o: o, work: work, proxyBin: bin, dc: dc, direct: dovecotTarget("direct", dc), rep: rep}
+	if o.tests["retr"] || o.tests["noop"] || o.tests["sessions"] {
+		if err := b.comparisons(); err != nil {
+			return err
+		}
+	}
+	if o.tests["idle"] {
+		if err := b.idle(); err != nil {
+			return err
+		}
+	}
+	if o.tests["slow"] {
+		if err := b.slow(); err != nil {
+			return err
+		}
+	}
+
+	rep.Duration = time.Since(rep.Started).Round(time.Second).String()
+	rep.LoadEnd = loadAverage()
+	if o.jsonPath != "" {
+		if err := rep.writeJSON(o.jsonPath); err != nil {
+			return err
+		}
+		progress("JSON written to %s", o.jsonPath)
+	}
+	rep.writeTable(os.Stdout)
+	return nil
+}
+
+// bench is what the measurements of one run share.
+type bench struct {
+	o        options
+	work     string // work folder
+	proxyBin string
+	dc       *testdovecot.Instance
+	direct   target // Dovecot's plain port
+	rep      *report
+}
+
+// comparisons fills the bulk mailbox, starts a proxy (and with -relay the
+// reference relay) and runs the direct-versus-proxy comparisons.
+func (b *bench) comparisons() error {
+	start := time.Now()
+	mb, err := fillMailbox(b.dc, userBulk, int64(b.o.sizeMB)*1e6, b.o.seed)
+	if err != nil {
+		return err
+	}
+	b.rep.MailboxBytes, b.rep.Messages = mb.bytes, len(mb.want)
+	progress("mailbox: %d messages, %.1f MB in %v", len(mb.want), float64(mb.bytes)/1e6, time.Since(start).Round(time.Millisecond))
+	if err := fillLight(b.dc, b.o.seed); err != nil {
+		return err
+	}
+
+	p, err := startProxy(b.proxyBin, b.work, "main", b.dc.Addr(), b.o.audit)
+	if err != nil {
+		return err
+	}
+	defer p.stop()
+	targets := []target{b.direct, p.target("popproxy", b.direct)}
+	if b.o.relay {
+		r, err := startRelay(b.work, "relay", b.dc.Addr())
+		if err != nil {
+			return err
+		}
+		defer r.stop()
+		ref := r.target("tcp-relay", b.direct)
+		ref.reference = true
+		targets = []target{b.direct, ref, targets[1]}
+	}
+	for _, t := range targets {
+		if err := warmUp(t); err != nil {
+			return err
+		}
+	}
+	var comps []comparison
+	if b.o.tests["retr"] {
+		comps = append(comps, retrComparison(mb.want))
+	}
+	if b.o.tests["noop"] {
+		comps = append(comps, noopComparison(b.o.noops))
+	}
+	if b.o.tests["sessions"] {
+		comps = append(comps, sessionsComparison(b.o.clients, b.o.sessionTime))
+	}
+	if err := compare(b.rep, b.o.rounds, targets, comps); err != nil {
+		return err
+	}
+	return p.stop()
+}
+
+// idle measures the memory of idle sessions with a proxy of its own, so that
+// earlier measurements leave nothing in its heap.
+func (b *bench) idle() error {
+	if err := fillLight(b.dc, b.o.seed); err != nil {
+		return err
+	}
+	p, err := startProxy(b.proxyBin, b.work, "idle", b.dc.Addr(), b.o.audit)
+	if err != nil {
+		return err
+	}
+	defer p.stop()
+	m, err := measureIdle(p.target("popproxy", b.direct), p.pid(), b.o.idle)
+	if err != nil {
+		return err
+	}
+	b.rep.Metrics = append(b.rep.Metrics, m)
+	return p.stop()
+}
+
+// slow measures the slow reader with a proxy of its own.
+func (b *bench) slow() error {
+	if err := fillLight(b.dc, b.o.seed); err != nil {
+		return err
+	}
+	want, err := fillSlow(b.dc, int64(b.o.slowMB)*1e6, b.o.seed)
+	if err != nil {
+		return err
+	}
+	p, err := startProxy(b.proxyBin, b.work, "slow", b.dc.Addr(), b.o.audit)
+	if err != nil {
+		return err
+	}
+	defer p.stop()
+	m, err := measureSlowReader(p.target("popproxy", b.direct), p.pid(), b.o.slowRate*1e6, want)
+	if err != nil {
+		return err
+	}
+	b.rep.Metrics = append(b.rep.Metrics, m)
+	return p.stop()
+}
+
+var (
+	exitMu    sync.Mutex
+	exitFuncs []func()
+)
+
+// atExit registers f to run if popbench is interrupted, so that no Dovecot
+// or popproxy outlives it. On a normal return the deferred stops do the job.
+func atExit(f func()) {
+	exitMu.Lock()
+	defer exitMu.Unlock()
+	exitFuncs = append(exitFuncs, f)
+}
+
+// stopOnSignal runs the atExit functions, newest first, on SIGINT or SIGTERM
+// and exits.
+func stopOnSignal() {
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, syscall.SIGINT, syscall.SIGTERM)
+	go cleanUpOnSignal(c)
+}
+
+func cleanUpOnSignal(c <-chan os.Signal) {
+	sig := <-c
+	progress("%v: stopping", sig)
+	exitMu.Lock()
+	for i := len(exitFuncs) - 1; i >= 0; i-- {
+		exitFuncs[i]()
+	}
+	os.Exit(130)
+}
+
+// warmUp logs in to both mailboxes through t and lists them, so that Dovecot
+// has indexed the messages and cached their sizes before anything is timed.
+func warmUp(t target) error {
+	for _, user := range []string{userBulk, userLight} {
+		c, err := dialLogin(t, 32<<10, user)
+		if err != nil {
+			return err
+		}
+		c.deadline(5 * time.Minute)
+		if _, err := c.cmd("LIST"); err != nil {
+			return fmt.Errorf("%s: %w", t.name, err)
+		}
+		if _, err := c.body(); err != nil {
+			return fmt.Errorf("%s: LIST: %w", t.name, err)
+		}
+		if err := c.quit(); err != nil {
+			return fmt.Errorf("%s: %w", t.name, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Builds popproxy and popbench into a temporary folder and runs the benchmark,
+# passing every argument on to popbench:
+#
+#   bench/run.sh                 full run (200 MB mailbox)
+#   bench/run.sh -size 20        quick run
+#   bench/run.sh -tests idle     one measurement (see popbench -h)
+#   bench/run.sh -relay          add a bare TCP relay as a reference target
+#   bench/run.sh -proxy BIN      measure BIN instead of the freshly built proxy
+#
+# The table is printed and saved with the JSON in bench/results/ (git-ignored);
+# a -json argument chooses another JSON file.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# 2,000 idle sessions need about 2,000 descriptors in popbench and 4,000 in
+# popproxy. Where the hard limit is lower than 65536, use the hard limit.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 8192 ]; then
+	echo "run.sh: open-file limit $(ulimit -n) is too low for the idle-session test" >&2
+	exit 1
+fi
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+go build -o "$tmp/popproxy" ./cmd/popproxy
+go build -o "$tmp/popbench" ./bench/popbench
+
+mkdir -p bench/results
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+table=bench/results/$stamp.txt
+json=bench/results/$stamp.json
+for arg in "$@"; do
+	case $arg in -json | --json | -json=* | --json=*) json="(the -json argument)" ;; esac
+done
+args=(-proxy "$tmp/popproxy")
+if [ "$json" != "(the -json argument)" ]; then
+	args+=(-json "$json")
+fi
+
+"$tmp/popbench" "${args[@]}" "$@" | tee "$table"
+echo "results: table $table, JSON $json"
