@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -175,25 +176,37 @@ func validLoginField(b []byte) bool {
 // login relays credentials upstream. The client stays in AUTHORIZATION on any
 // failure and may try again.
 func (s *session) login(c credentials) error {
-	ev := AuthEvent{User: c.user, Mechanism: c.mech, Upstream: s.srv.opts.Upstream.Address}
-	plain := s.srv.opts.Upstream.LoginPlain
+	ev := AuthEvent{User: c.user, Mechanism: c.mech}
+	up, login, err := s.srv.route(c.user)
+	if err != nil {
+		// Answered like refused credentials: whether a name is routable is
+		// none of the client's business.
+		ev.Code, ev.Reason = "AUTH", err.Error()
+		s.srv.opts.Auditor.Auth(s.id, ev)
+		return s.refuse("route", "AUTH", "[AUTH] authentication failed")
+	}
+	ev.Upstream = up.Name
+	plain := up.LoginPlain
 	if !plain && c.authzid != "" && c.authzid != c.user {
 		ev.Reason = "authorization identity needs upstream.login: plain"
 		s.srv.opts.Auditor.Auth(s.id, ev)
 		return s.refuse("unsupported", "AUTH", "authorization identity not supported")
 	}
+	clientUser := c.user
+	c.user = login
 	if !plain && strings.Contains(c.user, " ") {
 		ev.Reason = "space in username"
 		s.srv.opts.Auditor.Auth(s.id, ev)
 		return s.refuse("syntax", "AUTH", "invalid username")
 	}
-	if r := s.loginBlocked(c.user); r != nil {
+	if r := s.loginBlocked(clientUser); r != nil {
 		ev.Code, ev.Reason = r.code, r.Rule
 		s.srv.opts.Auditor.Auth(s.id, ev)
 		return s.refuseFor(r.PolicyEvent, r.reply())
 	}
 	dialStart := time.Now()
-	u, err := dialUpstream(s.srv.opts.Upstream)
+	local, _ := netip.ParseAddrPort(s.raw.LocalAddr().String())
+	u, err := s.srv.dialUpstream(up, dialInfo{client: s.remote, local: local, session: s.id})
 	ev.Dial = time.Since(dialStart)
 	if err != nil {
 		s.srv.log.Warn("upstream unavailable", "session", s.id, "err", err)
@@ -209,6 +222,7 @@ func (s *session) login(c credentials) error {
 		s.srv.opts.Auditor.Auth(s.id, ev)
 		return s.reply(false, "[SYS/TEMP] mail server error, try again later")
 	}
+	ev.Upstream = up.Name + " " + u.addr
 	ev.OK, ev.Code, ev.Reason = st.OK, st.Code, pop3.Sanitize(st.Text)
 	if !st.OK {
 		u.exchange("QUIT\r\n") // harmless in AUTHORIZATION: no UPDATE state
@@ -219,7 +233,7 @@ func (s *session) login(c credentials) error {
 		}
 		s.srv.opts.Auditor.Auth(s.id, ev)
 		if ev.Code == "AUTH" {
-			s.loginFailed(c.user)
+			s.loginFailed(clientUser)
 		}
 		s.badCommands++
 		if s.badCommands >= s.srv.opts.MaxBadCommands {
@@ -229,7 +243,7 @@ func (s *session) login(c credentials) error {
 	}
 	// The credentials are good: only now may the proxy say anything about the
 	// mailbox (in use, logged in too recently) without revealing that it exists.
-	if r := s.claimMailbox(c.user); r != nil {
+	if r := s.claimMailbox(clientUser); r != nil {
 		u.close() // no QUIT: nothing may be committed on this login's behalf
 		ev.OK, ev.Code, ev.Reason = false, r.code, r.Rule
 		s.srv.opts.Auditor.Auth(s.id, ev)
@@ -239,7 +253,7 @@ func (s *session) login(c credentials) error {
 	s.setUpstream(u)
 	s.state = stateTransaction
 	s.lastCheckpoint = time.Now()
-	s.user = c.user
+	s.user = clientUser
 	s.startTransactionLimits()
 	return s.reply(true, ev.Reason)
 }

@@ -123,7 +123,7 @@ func startListener(t testing.TB, upstream string, lc proxy.Listener, configure f
 	t.Helper()
 	rec := newRecorder()
 	opts := proxy.Options{
-		Upstream: proxy.Upstream{Address: upstream, DialTimeout: 2 * time.Second, ResponseTimeout: 2 * time.Second},
+		Upstream: proxy.Upstream{Addresses: []string{upstream}, DialTimeout: 2 * time.Second, ResponseTimeout: 2 * time.Second},
 		Auditor:  rec,
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}

@@ -5,7 +5,7 @@
 //
 // Typical usage:
 //
-//	srv := proxy.New(proxy.Options{Upstream: proxy.Upstream{Address: "10.0.0.5:110"}})
+//	srv := proxy.New(proxy.Options{Upstream: proxy.Upstream{Addresses: []string{"10.0.0.5:110"}}})
 //	l, _ := net.Listen("tcp", ":110")
 //	go srv.Serve(l, "pop3")
 //	...
@@ -22,6 +22,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/popproxy/popproxy/internal/route"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -29,7 +31,17 @@ var ErrServerClosed = errors.New("proxy: server closed")
 
 // Options configure a Server. Zero values get the defaults named per field.
 type Options struct {
+	// Upstream is where every user goes if Router is nil.
 	Upstream Upstream
+	// Router, if set, chooses an upstream per user among Upstreams (by
+	// name) and rewrites the login name.
+	Router    *route.Router
+	Upstreams map[string]Upstream
+	// Breaker skips upstream addresses that keep failing. If nil, one with
+	// 3 failures, 10s to 2m of cool-down is used.
+	Breaker *route.Breaker
+	// DialAttempts bounds the addresses tried per login. Default 3.
+	DialAttempts int
 	// LoginTimeout is the silence allowed before login. Default 60s.
 	LoginTimeout time.Duration
 	// IdleTimeout is the silence allowed after login. Default 10m, RFC 1939 §3's
@@ -92,9 +104,27 @@ type Listener struct {
 	RequireTLS bool
 }
 
-// Upstream is the POP3 server behind the proxy.
+// ProxyHeader says how the upstream learns the client's address.
+type ProxyHeader int
+
+// Ways to tell the upstream the client's address.
+const (
+	SendNothing ProxyHeader = iota
+	SendProxyV1             // HAProxy PROXY protocol, text
+	SendProxyV2             // HAProxy PROXY protocol, binary
+	SendXClient             // Dovecot's XCLIENT, only if the greeting offers [XCLIENT]
+)
+
+// Upstream is a POP3 server behind the proxy.
 type Upstream struct {
-	Address string
+	// Name identifies the upstream in routes and audit events.
+	Name string
+	// Addresses of one mail store, tried in order: on a failure the next
+	// one is tried (Options.DialAttempts at most), and an address that keeps
+	// failing is skipped for a while (Options.Breaker).
+	Addresses []string
+	// SendClient tells the upstream the real client's address.
+	SendClient ProxyHeader
 	// TLSMode secures the connection: implicit TLS, or STLS, which must be
 	// offered and must succeed before any credential is sent.
 	TLSMode TLSMode
@@ -108,6 +138,19 @@ type Upstream struct {
 	LoginPlain bool
 }
 
+func (up Upstream) withDefaults(name string) Upstream {
+	if up.Name == "" {
+		up.Name = name
+	}
+	if up.DialTimeout <= 0 {
+		up.DialTimeout = 10 * time.Second
+	}
+	if up.ResponseTimeout <= 0 {
+		up.ResponseTimeout = 60 * time.Second
+	}
+	return up
+}
+
 // Extension is a command relayed without knowing its syntax.
 type Extension struct {
 	Verb      string // upper case
@@ -117,9 +160,10 @@ type Extension struct {
 
 // Server accepts POP3 clients on any number of listeners.
 type Server struct {
-	opts   Options
-	log    *slog.Logger
-	limits *limiter
+	opts     Options
+	log      *slog.Logger
+	instance string // in the greeting, to recognise a loop back to this proxy
+	limits   *limiter
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -139,20 +183,27 @@ func New(opts Options) *Server {
 	if opts.MaxBadCommands <= 0 {
 		opts.MaxBadCommands = 10
 	}
-	if opts.Upstream.DialTimeout <= 0 {
-		opts.Upstream.DialTimeout = 10 * time.Second
+	opts.Upstream = opts.Upstream.withDefaults("default")
+	upstreams := make(map[string]Upstream, len(opts.Upstreams))
+	for name, up := range opts.Upstreams {
+		upstreams[name] = up.withDefaults(name)
 	}
-	if opts.Upstream.ResponseTimeout <= 0 {
-		opts.Upstream.ResponseTimeout = 60 * time.Second
-	}
+	opts.Upstreams = upstreams
 	if opts.Auditor == nil {
 		opts.Auditor = nopAuditor{}
+	}
+	if opts.Breaker == nil {
+		opts.Breaker = route.NewBreaker(3, 10*time.Second, 2*time.Minute)
+	}
+	if opts.DialAttempts <= 0 {
+		opts.DialAttempts = 3
 	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
 	}
 	return &Server{
+		instance:  newSessionID(),
 		opts:      opts,
 		log:       log,
 		limits:    newLimiter(opts.Limits),

@@ -207,7 +207,7 @@ func (s *session) run() (end *endError) {
 			end = &endError{reason: "internal_error", farewell: "-ERR [SYS/TEMP] internal error", err: fmt.Errorf("panic: %v", r)}
 		}
 	}()
-	s.reply(true, "popproxy ready")
+	s.reply(true, "popproxy ready "+s.srv.instance)
 	for {
 		if err := s.next(); err != nil {
 			var e *endError

@@ -166,7 +166,7 @@ func TestImplicitTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := &client{t: t, conn: conn, r: bufio.NewReader(conn)}
-	c.expect("+OK popproxy ready")
+	c.expect("+OK popproxy ready *")
 	c.cmd("CAPA", "+OK*")
 	if capa := c.body(); strings.Contains(capa, "STLS") || !strings.Contains(capa, "USER") {
 		t.Errorf("CAPA on implicit TLS = %q", capa)

@@ -2,15 +2,18 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/popproxy/popproxy/internal/pop3"
+	"github.com/popproxy/popproxy/internal/proxyproto"
 )
 
 // relayBufferSize is the size of the pooled buffers a response passes through.
@@ -39,51 +42,119 @@ type credentials struct {
 	mech                string
 }
 
-// dialUpstream connects, secures the connection as opts say and reads the
-// greeting, which must be +OK. It never returns a connection on which TLS was
-// required but is not up.
-func dialUpstream(opts Upstream) (*upstream, error) {
-	u, err := dialSecure(opts)
+// dialInfo is what the upstream may be told about the client.
+type dialInfo struct {
+	client, local netip.AddrPort
+	session       string
+}
+
+// errLoop means the upstream greeted with this proxy's own greeting.
+var errLoop = errors.New("upstream is this proxy (loop)")
+
+// dialUpstream connects to the first of up's addresses that answers, with
+// failover and the circuit breaker, secures the connection as up says, tells
+// it the client's address if configured, and reads the greeting, which must be
+// +OK. It never returns a connection on which TLS was required but is not up.
+func (srv *Server) dialUpstream(up Upstream, info dialInfo) (*upstream, error) {
+	var u *upstream
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(srv.opts.DialAttempts)*up.DialTimeout)
+	defer cancel()
+	_, _, err := srv.opts.Breaker.Dial(ctx, up.Addresses, srv.opts.DialAttempts, func(ctx context.Context, addr string) (net.Conn, error) {
+		var err error
+		u, err = srv.dialSecure(up, addr, info)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", addr, err)
+		}
+		return u.conn, nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("upstream %s: %w", opts.Address, err)
+		return nil, fmt.Errorf("upstream %s: %w", up.Name, err)
 	}
-	u.conn.setReadTimeout(opts.ResponseTimeout)
+	u.conn.setReadTimeout(up.ResponseTimeout)
 	return u, nil
 }
 
-func dialSecure(opts Upstream) (*upstream, error) {
-	deadline := time.Now().Add(opts.DialTimeout)
-	raw, err := net.DialTimeout("tcp", opts.Address, opts.DialTimeout)
+func (srv *Server) dialSecure(up Upstream, addr string, info dialInfo) (*upstream, error) {
+	deadline := time.Now().Add(up.DialTimeout)
+	raw, err := net.DialTimeout("tcp", addr, up.DialTimeout)
 	if err != nil {
 		return nil, err
 	}
 	setNoDelay(raw)
+	if err := sendProxyHeader(raw, up.SendClient, info, deadline); err != nil {
+		raw.Close()
+		return nil, err
+	}
 	var c net.Conn = raw
-	if opts.TLSMode == TLSImplicit {
-		if c, err = clientHandshake(raw, opts.TLSConfig, deadline); err != nil {
+	if up.TLSMode == TLSImplicit {
+		if c, err = clientHandshake(raw, up.TLSConfig, deadline); err != nil {
 			raw.Close()
 			return nil, err
 		}
 	}
 	u := &upstream{
-		addr: opts.Address,
-		conn: &timeoutConn{Conn: c, readTimeout: opts.DialTimeout, writeTimeout: opts.ResponseTimeout},
+		addr: addr,
+		conn: &timeoutConn{Conn: c, readTimeout: up.DialTimeout, writeTimeout: up.ResponseTimeout},
 	}
 	_, st, err := u.readStatus()
-	if err == nil && !st.OK {
+	switch {
+	case err != nil:
+	case !st.OK:
 		err = fmt.Errorf("greeting: -ERR %s", pop3.Sanitize(st.Text))
-	}
-	if err == nil {
+	case strings.Contains(st.Text, srv.instance):
+		err = errLoop
+	default:
 		err = u.release()
 	}
-	if err == nil && opts.TLSMode == TLSStartTLS {
-		err = u.startTLS(raw, opts.TLSConfig, deadline)
+	if err == nil && up.TLSMode == TLSStartTLS {
+		err = u.startTLS(raw, up.TLSConfig, deadline)
+	}
+	// ParseStatus has taken "[XCLIENT]" out of the text as the response code.
+	if err == nil && up.SendClient == SendXClient && strings.EqualFold(st.Code, "XCLIENT") {
+		err = u.xclient(info)
 	}
 	if err != nil {
 		u.close()
 		return nil, err
 	}
 	return u, nil
+}
+
+// sendProxyHeader writes a PROXY protocol header, the first bytes on the
+// connection, if the upstream wants one.
+func sendProxyHeader(c net.Conn, mode ProxyHeader, info dialInfo, deadline time.Time) error {
+	version := map[ProxyHeader]int{SendProxyV1: 1, SendProxyV2: 2}[mode]
+	if version == 0 {
+		return nil
+	}
+	header, err := proxyproto.Header(version, info.client, info.local)
+	if err != nil {
+		return err
+	}
+	c.SetWriteDeadline(deadline)
+	_, err = c.Write(header)
+	c.SetWriteDeadline(time.Time{})
+	return err
+}
+
+// xclientTTL is the hop count given with XCLIENT: what a Dovecot proxy, which
+// starts at 5, passes on to the next hop; a Dovecot proxy behind popproxy
+// refuses to go on at 1 or less.
+const xclientTTL = 4
+
+// xclient tells a Dovecot-style upstream the client's address and session id
+// (its log then shows the real client). A refusal aborts: the upstream would
+// otherwise account the login to the proxy's address.
+func (u *upstream) xclient(info dialInfo) error {
+	line, err := proxyproto.XClient(info.client, info.session, xclientTTL)
+	if err != nil {
+		return err
+	}
+	st, err := u.exchange(line)
+	if err == nil && !st.OK {
+		err = fmt.Errorf("XCLIENT refused: %s", pop3.Sanitize(st.Text))
+	}
+	return err
 }
 
 // errNoSTLS means the upstream would not start TLS. The proxy then gives up:

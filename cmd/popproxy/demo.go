@@ -42,11 +42,9 @@ func demo(args []string, logger *slog.Logger) error {
 		{Name: "pop3s", Address: freeOr(*listenTLS), TLS: config.TLSImplicit, RequireTLS: &optional},
 	}
 	cfg.TLS.SelfSigned = []string{"localhost", "127.0.0.1"}
-	tickets := true
-	cfg.TLS.SessionTickets = &tickets
 	cfg.Upstream.Address = dropListener.Addr().String()
 	cfg.Upstream.AllowPlaintextUpstream = true // the mail drop is on loopback
-	if err := cfg.Validate(); err != nil {
+	if err := cfg.Complete(); err != nil {
 		return err
 	}
 	return run(&cfg, "", logger, func(ls []net.Listener) {
@@ -64,7 +62,7 @@ Audit events are printed below as JSON lines. Try:
 
 Press Ctrl-C to stop.
 
-`, cfg.Upstream.Address, plain, implicit, demoUser, demoPassword, hostOf(plain), portOf(plain))
+`, dropListener.Addr().String(), plain, implicit, demoUser, demoPassword, hostOf(plain), portOf(plain))
 	})
 }
 

@@ -22,12 +22,16 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/popproxy/popproxy/audit"
 	"github.com/popproxy/popproxy/internal/config"
 	"github.com/popproxy/popproxy/internal/metrics"
+	"github.com/popproxy/popproxy/internal/proxyproto"
+	"github.com/popproxy/popproxy/internal/ratelimit"
+	"github.com/popproxy/popproxy/internal/route"
 	"github.com/popproxy/popproxy/proxy"
 	"github.com/popproxy/popproxy/tlsconf"
 )
@@ -85,25 +89,17 @@ func run(cfg *config.Config, configPath string, logger *slog.Logger, ready func(
 		}
 		defer certs.Close()
 	}
-	upstreamTLS, err := clientTLS(cfg)
-	if err != nil {
-		return fmt.Errorf("upstream: %w", err)
-	}
-	if cfg.Upstream.InsecureSkipVerify {
-		logger.Warn("upstream.insecure_skip_verify is set: the upstream server's certificate is not checked, so anyone on the path can read the credentials")
-	}
 	m := metrics.New()
 	m.AuditFailures(auditLog.Failures)
 	opts, err := serverOptions(cfg, m.Auditor(auditLog), logger)
 	if err != nil {
 		return err
 	}
-	opts.Upstream.TLSConfig = upstreamTLS
 	srv := proxy.New(opts)
 
 	var listeners []net.Listener
 	for _, lc := range cfg.Listeners {
-		l, err := net.Listen("tcp", lc.Address)
+		l, err := listen(lc)
 		if err != nil {
 			for _, l := range listeners {
 				l.Close()
@@ -150,7 +146,7 @@ wait:
 			logger.Error("listener failed", "err", serveErr)
 			break wait
 		case <-hup:
-			reload(configPath, srv, certs, auditLog, logger)
+			reload(configPath, srv, opts.Router, certs, auditLog, logger)
 		}
 	}
 	stop()
@@ -165,21 +161,34 @@ wait:
 	return serveErr
 }
 
+// listen opens a listener, behind the PROXY protocol if configured: then only
+// the trusted load balancers may connect, and the client address the proxy
+// sees (for limits and audit) is the one they report.
+func listen(lc config.Listener) (net.Listener, error) {
+	l, err := net.Listen("tcp", lc.Address)
+	if err != nil || len(lc.ProxyProtocol) == 0 {
+		return l, err
+	}
+	trusted, err := ratelimit.ParseNetworks(lc.ProxyProtocol)
+	if err != nil {
+		l.Close()
+		return nil, err
+	}
+	return proxyproto.Listen(l, trusted, proxyHeaderTimeout), nil
+}
+
+// proxyHeaderTimeout bounds the wait for a load balancer's PROXY header.
+const proxyHeaderTimeout = 5 * time.Second
+
 // reload re-reads what SIGHUP refreshes: the limits from the configuration
 // file, certificates, and the audit file (after logrotate moved it). Each part
 // that fails keeps its old state; no session is dropped.
-func reload(configPath string, srv *proxy.Server, certs *tlsconf.Manager, auditLog *audit.Log, logger *slog.Logger) {
+func reload(configPath string, srv *proxy.Server, routes *route.Router, certs *tlsconf.Manager, auditLog *audit.Log, logger *slog.Logger) {
 	if configPath != "" {
-		cfg, err := config.Load(configPath)
-		var limits proxy.Limits
-		if err == nil {
-			limits, err = proxyLimits(cfg.Limits)
-		}
-		if err != nil {
-			logger.Error("reload: configuration refused; keeping the old limits", "err", err)
+		if err := reloadConfig(configPath, srv, routes); err != nil {
+			logger.Error("reload: configuration refused; keeping the old limits and routes", "err", err)
 		} else {
-			srv.SetLimits(limits)
-			logger.Info("reload: limits applied")
+			logger.Info("reload: limits and routes applied")
 		}
 	}
 	if err := auditLog.Reopen(); err != nil {
@@ -195,6 +204,28 @@ func reload(configPath string, srv *proxy.Server, certs *tlsconf.Manager, auditL
 	logger.Info("reload: certificates reloaded")
 }
 
+// reloadConfig applies the limits and routes of the file at path, both or
+// neither.
+func reloadConfig(path string, srv *proxy.Server, routes *route.Router) error {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return err
+	}
+	limits, err := proxyLimits(cfg.Limits)
+	if err != nil {
+		return err
+	}
+	rc, err := routeConfig(cfg)
+	if err != nil {
+		return err
+	}
+	if err := routes.Update(rc); err != nil {
+		return err
+	}
+	srv.SetLimits(limits)
+	return nil
+}
+
 func serverOptions(cfg *config.Config, auditor proxy.Auditor, logger *slog.Logger) (proxy.Options, error) {
 	var exts []proxy.Extension
 	for _, e := range cfg.Commands.Allow {
@@ -204,15 +235,18 @@ func serverOptions(cfg *config.Config, auditor proxy.Auditor, logger *slog.Logge
 	if err != nil {
 		return proxy.Options{}, err
 	}
+	upstreams, err := proxyUpstreams(cfg, logger)
+	if err != nil {
+		return proxy.Options{}, err
+	}
+	router, err := router(cfg)
+	if err != nil {
+		return proxy.Options{}, err
+	}
 	return proxy.Options{
-		Limits: limits,
-		Upstream: proxy.Upstream{
-			Address:         cfg.Upstream.Address,
-			DialTimeout:     cfg.Timeouts.UpstreamDial,
-			ResponseTimeout: cfg.Timeouts.UpstreamResponse,
-			LoginPlain:      cfg.Upstream.Login == "plain",
-			TLSMode:         tlsMode(cfg.Upstream.TLS),
-		},
+		Upstreams:          upstreams,
+		Router:             router,
+		Limits:             limits,
 		ResolveUIDs:        cfg.Audit.ResolveUIDs,
 		CheckpointInterval: cfg.Audit.Checkpoint,
 		AuditFailOpen:      cfg.Audit.OnFailure == "continue",

@@ -47,9 +47,8 @@ func serverTLS(cfg *config.Config) tlsconf.Config {
 	return out
 }
 
-// clientTLS returns the configuration for dialing the upstream, or nil.
-func clientTLS(cfg *config.Config) (*tls.Config, error) {
-	u := cfg.Upstream
+// clientTLS returns the configuration for dialing an upstream, or nil.
+func clientTLS(u config.Upstream) (*tls.Config, error) {
 	if u.TLS == config.TLSNone {
 		return nil, nil
 	}
@@ -62,5 +61,5 @@ func clientTLS(cfg *config.Config) (*tls.Config, error) {
 	if u.ClientCert != nil {
 		out.ClientCert = &tlsconf.CertFile{CertFile: u.ClientCert.CertFile, KeyFile: u.ClientCert.KeyFile}
 	}
-	return tlsconf.Client(out, u.Address)
+	return tlsconf.Client(out, u.Addresses[0])
 }

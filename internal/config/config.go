@@ -28,12 +28,18 @@ const (
 type Config struct {
 	Listeners []Listener `yaml:"listeners"`
 	TLS       TLS        `yaml:"tls"`
+	// Upstream is the one server behind the proxy; Upstreams and Routes
+	// are for several. Parse turns the first form into the second.
 	Upstream  Upstream   `yaml:"upstream"`
+	Upstreams []Upstream `yaml:"upstreams"`
+	Routes    Routes     `yaml:"routes"`
 	Timeouts  Timeouts   `yaml:"timeouts"`
 	Limits    Limits     `yaml:"limits"`
 	Commands  Commands   `yaml:"commands"`
 	Audit     Audit      `yaml:"audit"`
 	Admin     Admin      `yaml:"admin"`
+
+	singleUpstream bool // the file used `upstream`, not `upstreams`
 }
 
 // Admin is the HTTP listener for Prometheus metrics and health checks.
@@ -51,6 +57,9 @@ type Listener struct {
 	// RequireTLS refuses logins before STLS. A pointer so that an absent key
 	// can default to true.
 	RequireTLS *bool `yaml:"require_tls"`
+	// ProxyProtocol requires a PROXY v1/v2 header from these networks (a
+	// load balancer) and refuses every other peer; empty means off.
+	ProxyProtocol []string `yaml:"proxy_protocol"`
 }
 
 // TLS configures the listeners' side of TLS: certificates and protocol.
@@ -85,10 +94,29 @@ type Certificate struct {
 	KeyFile  string `yaml:"key_file"`
 }
 
-// Upstream is the POP3 server behind the proxy.
+// Routes choose an upstream per user.
+type Routes struct {
+	Users       map[string]string `yaml:"users"`
+	Domains     map[string]string `yaml:"domains"`
+	Default     string            `yaml:"default"`
+	MapFile     string            `yaml:"map_file"`
+	StripDomain bool              `yaml:"strip_domain"`
+	AddDomain   string            `yaml:"add_domain"`
+}
+
+// Send-client modes of an upstream.
+var sendClientModes = []string{"none", "proxy-v1", "proxy-v2", "xclient"}
+
+// Upstream is a POP3 server behind the proxy.
 type Upstream struct {
-	Address string `yaml:"address"`
-	TLS     string `yaml:"tls"`
+	Name string `yaml:"name"`
+	// Address is a single host:port; Addresses several, tried in order.
+	Address   string   `yaml:"address"`
+	Addresses []string `yaml:"addresses"`
+	// SendClient tells the server the client's address: none, proxy-v1,
+	// proxy-v2 or xclient.
+	SendClient string `yaml:"send_client"`
+	TLS        string `yaml:"tls"`
 	// Login is how the proxy logs in upstream: "user" (USER/PASS) or "plain"
 	// (AUTH PLAIN, needed to pass an authorization identity through).
 	Login              string       `yaml:"login"`
@@ -242,12 +270,22 @@ func Parse(data []byte) (*Config, error) {
 	if err := dec.Decode(&cfg); err != nil {
 		return nil, fmt.Errorf("parse: %w", err)
 	}
-	if cfg.TLS.SessionTickets == nil {
-		on := true
-		cfg.TLS.SessionTickets = &on
+	if err := cfg.Complete(); err != nil {
+		return nil, err
 	}
-	for i := range cfg.Listeners {
-		l := &cfg.Listeners[i]
+	return &cfg, nil
+}
+
+// Complete fills the defaults that depend on other fields and validates.
+// Parse calls it; a Config built in code calls it too.
+func (c *Config) Complete() error {
+	c.normalizeUpstreams()
+	if c.TLS.SessionTickets == nil {
+		on := true
+		c.TLS.SessionTickets = &on
+	}
+	for i := range c.Listeners {
+		l := &c.Listeners[i]
 		if l.TLS == "" {
 			l.TLS = TLSNone
 		}
@@ -256,10 +294,7 @@ func Parse(data []byte) (*Config, error) {
 			l.RequireTLS = &required
 		}
 	}
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	return &cfg, nil
+	return c.Validate()
 }
 
 // Validate reports every problem it finds, one per line.
@@ -286,24 +321,17 @@ func (c *Config) Validate() error {
 		if l.RequireTLS != nil && *l.RequireTLS && l.TLS == TLSNone {
 			bad(field+".require_tls", "is true but the listener has no TLS")
 		}
+		for j, n := range l.ProxyProtocol {
+			if _, err := ratelimit.ParseNetworks([]string{n}); err != nil {
+				bad(fmt.Sprintf("%s.proxy_protocol[%d]", field, j), "%q is not an address or CIDR prefix", n)
+			}
+		}
 	}
 	c.validateTLS(bad)
 	if c.Admin.Address != "" {
 		checkAddress(bad, "admin.address", c.Admin.Address)
 	}
-	checkAddress(bad, "upstream.address", c.Upstream.Address)
-	checkTLSMode(bad, "upstream.tls", c.Upstream.TLS)
-	checkVersion(bad, "upstream.min_version", c.Upstream.MinVersion, "1.0", "1.1", "1.2", "1.3")
-	if c.Upstream.TLS == TLSNone && c.UsesTLS() && !c.Upstream.AllowPlaintextUpstream {
-		bad("upstream.tls", "is none while clients log in over TLS: their credentials would travel on in clear; "+
-			"set upstream.tls, or upstream.allow_plaintext_upstream: true if the network to the server is trusted")
-	}
-	if c.Upstream.TLS == TLSNone && (c.Upstream.CAFile != "" || c.Upstream.ClientCert != nil || c.Upstream.InsecureSkipVerify) {
-		bad("upstream.tls", "is none, but upstream TLS options are set")
-	}
-	if c.Upstream.Login != "user" && c.Upstream.Login != "plain" {
-		bad("upstream.login", "%q is not one of user, plain", c.Upstream.Login)
-	}
+	c.validateUpstreams(bad)
 	positive := map[string]time.Duration{
 		"timeouts.login":             c.Timeouts.Login,
 		"timeouts.upstream_dial":     c.Timeouts.UpstreamDial,
@@ -391,6 +419,86 @@ func (c *Config) validateLimits(bad func(string, string, ...any)) {
 	}
 	if l.PerUser.LoginDelay%time.Second != 0 {
 		bad("limits.per_user.login_delay", "must be whole seconds (RFC 2449 LOGIN-DELAY), not %s", l.PerUser.LoginDelay)
+	}
+}
+
+// normalizeUpstreams turns the single-upstream form into one upstream named
+// "default" that every user is routed to, and fills each upstream's defaults.
+func (c *Config) normalizeUpstreams() {
+	if len(c.Upstreams) == 0 && c.Routes.Default == "" {
+		u := c.Upstream
+		u.Name = "default"
+		c.Upstreams = []Upstream{u}
+		c.Routes.Default = "default"
+		c.singleUpstream = true
+	}
+	for i := range c.Upstreams {
+		u := &c.Upstreams[i]
+		if u.Address != "" {
+			u.Addresses = append([]string{u.Address}, u.Addresses...)
+			u.Address = ""
+		}
+		if u.TLS == "" {
+			u.TLS = TLSNone
+		}
+		if u.Login == "" {
+			u.Login = "user"
+		}
+		if u.SendClient == "" {
+			u.SendClient = "none"
+		}
+	}
+}
+
+func (c *Config) validateUpstreams(bad func(string, string, ...any)) {
+	names := map[string]bool{}
+	for i, u := range c.Upstreams {
+		field := fmt.Sprintf("upstreams[%d]", i)
+		if c.singleUpstream {
+			field = "upstream"
+		} else if u.Name == "" || names[u.Name] {
+			bad(field+".name", "%q is empty or used twice", u.Name)
+		}
+		names[u.Name] = true
+		if len(u.Addresses) == 0 {
+			bad(field+".address", "is required (host:port)")
+		}
+		for _, a := range u.Addresses {
+			checkAddress(bad, field+".address", a)
+		}
+		checkTLSMode(bad, field+".tls", u.TLS)
+		checkVersion(bad, field+".min_version", u.MinVersion, "1.0", "1.1", "1.2", "1.3")
+		if u.TLS == TLSNone && c.UsesTLS() && !u.AllowPlaintextUpstream {
+			bad(field+".tls", "is none while clients log in over TLS: their credentials would travel on in clear; "+
+				"set "+field+".tls, or "+field+".allow_plaintext_upstream: true if the network to the server is trusted")
+		}
+		if u.TLS == TLSNone && (u.CAFile != "" || u.ClientCert != nil || u.InsecureSkipVerify) {
+			bad(field+".tls", "is none, but upstream TLS options are set")
+		}
+		if u.Login != "user" && u.Login != "plain" {
+			bad(field+".login", "%q is not one of user, plain", u.Login)
+		}
+		if !slices.Contains(sendClientModes, u.SendClient) {
+			bad(field+".send_client", "%q is not one of %s", u.SendClient, strings.Join(sendClientModes, ", "))
+		}
+	}
+	if c.singleUpstream {
+		return
+	}
+	if c.Upstream.Address != "" || len(c.Upstream.Addresses) > 0 {
+		bad("upstream", "is set together with upstreams: use one or the other")
+	}
+	refs := map[string]string{"routes.default": c.Routes.Default}
+	for user, name := range c.Routes.Users {
+		refs[fmt.Sprintf("routes.users[%q]", user)] = name
+	}
+	for domain, name := range c.Routes.Domains {
+		refs[fmt.Sprintf("routes.domains[%q]", domain)] = name
+	}
+	for field, name := range refs {
+		if name != "" && !names[name] {
+			bad(field, "upstream %q is not defined in upstreams", name)
+		}
 	}
 }
 

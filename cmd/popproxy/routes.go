@@ -1,0 +1,88 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"maps"
+
+	"github.com/popproxy/popproxy/internal/config"
+	"github.com/popproxy/popproxy/internal/route"
+	"github.com/popproxy/popproxy/proxy"
+)
+
+var sendClient = map[string]proxy.ProxyHeader{
+	"none":     proxy.SendNothing,
+	"proxy-v1": proxy.SendProxyV1,
+	"proxy-v2": proxy.SendProxyV2,
+	"xclient":  proxy.SendXClient,
+}
+
+// proxyUpstreams maps the configured upstreams onto the proxy's, by name.
+func proxyUpstreams(cfg *config.Config, logger *slog.Logger) (map[string]proxy.Upstream, error) {
+	out := map[string]proxy.Upstream{}
+	for _, u := range cfg.Upstreams {
+		tlsConfig, err := clientTLS(u)
+		if err != nil {
+			return nil, fmt.Errorf("upstream %s: %w", u.Name, err)
+		}
+		if u.InsecureSkipVerify {
+			logger.Warn("insecure_skip_verify is set: the upstream's certificate is not checked, so anyone on the path can read the credentials", "upstream", u.Name)
+		}
+		out[u.Name] = proxy.Upstream{
+			Name:            u.Name,
+			Addresses:       u.Addresses,
+			SendClient:      sendClient[u.SendClient],
+			TLSMode:         tlsMode(u.TLS),
+			TLSConfig:       tlsConfig,
+			LoginPlain:      u.Login == "plain",
+			DialTimeout:     cfg.Timeouts.UpstreamDial,
+			ResponseTimeout: cfg.Timeouts.UpstreamResponse,
+		}
+	}
+	return out, nil
+}
+
+// routeConfig is the routing table: the configuration's routes, then the
+// map file's entries, which take precedence.
+func routeConfig(cfg *config.Config) (route.Config, error) {
+	rc := route.Config{
+		Users:       maps.Clone(cfg.Routes.Users),
+		Domains:     maps.Clone(cfg.Routes.Domains),
+		Default:     cfg.Routes.Default,
+		StripDomain: cfg.Routes.StripDomain,
+		AddDomain:   cfg.Routes.AddDomain,
+	}
+	for _, u := range cfg.Upstreams {
+		rc.Upstreams = append(rc.Upstreams, route.Upstream{Name: u.Name, Addresses: u.Addresses})
+	}
+	if cfg.Routes.MapFile != "" {
+		users, domains, def, err := route.LoadMap(cfg.Routes.MapFile, rc.Upstreams...)
+		if err != nil {
+			return route.Config{}, fmt.Errorf("routes.map_file: %w", err)
+		}
+		if rc.Users == nil {
+			rc.Users = map[string]string{}
+		}
+		if rc.Domains == nil {
+			rc.Domains = map[string]string{}
+		}
+		maps.Copy(rc.Users, users)
+		maps.Copy(rc.Domains, domains)
+		if def != "" {
+			rc.Default = def
+		}
+	}
+	return rc, nil
+}
+
+func router(cfg *config.Config) (*route.Router, error) {
+	rc, err := routeConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	r, err := route.New(rc)
+	if err != nil {
+		return nil, fmt.Errorf("routes: %w", err)
+	}
+	return r, nil
+}
