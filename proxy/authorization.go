@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -177,12 +176,19 @@ func validLoginField(b []byte) bool {
 // failure and may try again.
 func (s *session) login(c credentials) error {
 	ev := AuthEvent{User: c.user, Mechanism: c.mech}
+	clientUser := c.user
+	if r := s.loginBlocked(clientUser); r != nil {
+		ev.Code, ev.Reason = r.code, r.Rule
+		s.srv.opts.Auditor.Auth(s.id, ev)
+		return s.refuseFor(r.PolicyEvent, r.reply())
+	}
 	up, login, err := s.srv.route(c.user)
 	if err != nil {
-		// Answered like refused credentials: whether a name is routable is
-		// none of the client's business.
+		// Answered and counted like refused credentials: whether a name is
+		// routable is none of the client's business.
 		ev.Code, ev.Reason = "AUTH", err.Error()
 		s.srv.opts.Auditor.Auth(s.id, ev)
+		s.loginFailed(clientUser)
 		return s.refuse("route", "AUTH", "[AUTH] authentication failed")
 	}
 	ev.Upstream = up.Name
@@ -192,21 +198,14 @@ func (s *session) login(c credentials) error {
 		s.srv.opts.Auditor.Auth(s.id, ev)
 		return s.refuse("unsupported", "AUTH", "authorization identity not supported")
 	}
-	clientUser := c.user
 	c.user = login
 	if !plain && strings.Contains(c.user, " ") {
 		ev.Reason = "space in username"
 		s.srv.opts.Auditor.Auth(s.id, ev)
 		return s.refuse("syntax", "AUTH", "invalid username")
 	}
-	if r := s.loginBlocked(clientUser); r != nil {
-		ev.Code, ev.Reason = r.code, r.Rule
-		s.srv.opts.Auditor.Auth(s.id, ev)
-		return s.refuseFor(r.PolicyEvent, r.reply())
-	}
 	dialStart := time.Now()
-	local, _ := netip.ParseAddrPort(s.raw.LocalAddr().String())
-	u, err := s.srv.dialUpstream(up, dialInfo{client: s.remote, local: local, session: s.id})
+	u, err := s.srv.dialUpstream(up, dialInfo{client: s.remote, local: s.local, session: s.id})
 	ev.Dial = time.Since(dialStart)
 	if err != nil {
 		s.srv.log.Warn("upstream unavailable", "session", s.id, "err", err)

@@ -62,7 +62,8 @@ type session struct {
 	srv    *Server
 	id     string
 	lc     *Listener
-	remote netip.AddrPort
+	remote netip.AddrPort // the client (as a trusted PROXY header says, if any)
+	local  netip.AddrPort // the proxy's address it connected to
 	start  time.Time
 
 	raw    net.Conn     // the TCP connection
@@ -108,9 +109,8 @@ func newSession(srv *Server, c net.Conn, lc *Listener) *session {
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.attach(c)
-	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
-		s.remote = ap
-	}
+	s.remote = addrPort(c.RemoteAddr())
+	s.local = addrPort(c.LocalAddr())
 	return s
 }
 
@@ -166,6 +166,12 @@ func (s *session) startTLS(mode TLSMode) error {
 // acmeTLSALPN is the ALPN protocol of ACME's TLS-ALPN-01 challenge (RFC 8737).
 const acmeTLSALPN = "acme-tls/1"
 
+// addrPort converts a net.Addr; the zero value if it is not an IP address.
+func addrPort(a net.Addr) netip.AddrPort {
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}
+
 func newSessionID() string {
 	var b [8]byte
 	rand.Read(b[:])
@@ -174,8 +180,7 @@ func newSessionID() string {
 
 func (s *session) serve() {
 	defer s.srv.remove(s)
-	local, _ := netip.ParseAddrPort(s.raw.LocalAddr().String())
-	s.srv.opts.Auditor.SessionOpen(SessionInfo{ID: s.id, Listener: s.lc.Name, Client: s.remote, Local: local, TLSMode: s.lc.TLSMode.String(), Start: s.start})
+	s.srv.opts.Auditor.SessionOpen(SessionInfo{ID: s.id, Listener: s.lc.Name, Client: s.remote, Local: s.local, TLSMode: s.lc.TLSMode.String(), Start: s.start})
 	var end *endError
 	if err := s.auditUnavailable(); err != nil {
 		end = err
