@@ -64,6 +64,7 @@ const (
 	keyMechanism = "mechanism"
 	keyOK        = "ok"
 	keyUpstream  = "upstream"
+	keyRoute     = "route"
 	keyCode      = "code"
 	keyReason    = "reason"
 
@@ -208,6 +209,9 @@ func (l *Log) TLS(id string, e proxy.TLSEvent) {
 func (l *Log) Auth(id string, e proxy.AuthEvent) {
 	ev := l.event(EventAuth, id).Str(keyUser, e.User).Str(keyMechanism, e.Mechanism).
 		Bool(keyOK, e.OK).Str(keyUpstream, e.Upstream)
+	if e.Route != "" {
+		ev.Str(keyRoute, e.Route)
+	}
 	if !e.OK {
 		ev.Str(keyCode, e.Code).Str(keyReason, e.Reason)
 	}

@@ -8,6 +8,19 @@
 #   bench/run.sh -relay          add a bare TCP relay as a reference target
 #   bench/run.sh -proxy BIN      measure BIN instead of the freshly built proxy
 #
+# Variants, run only when named, each in a table of its own:
+#
+#   bench/run.sh -tests tls-retr,tls-handshakes,tls-idle
+#                                implicit TLS: RETR through popproxy, stunnel4
+#                                and Dovecot's TLS port; full-handshake
+#                                sessions/s against Dovecot's TLS (ECDSA P-256
+#                                and RSA-2048) and with resumption; RSS per
+#                                idle TLS session (installs stunnel4 if missing)
+#   bench/run.sh -tests audit-retr
+#                                RETR with the audit trail off and to a file
+#   bench/run.sh -tests limits-retr
+#                                RETR with every limit off and with the defaults
+#
 # The table is printed and saved with the JSON in bench/results/ (git-ignored);
 # a -json argument chooses another JSON file.
 set -euo pipefail
@@ -20,6 +33,11 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 8192 ]; then
 	echo "run.sh: open-file limit $(ulimit -n) is too low for the idle-session test" >&2
 	exit 1
+fi
+
+# tls-retr compares popproxy with stunnel4 (Debian's package).
+if [[ " $* " == *tls-retr* ]] && ! command -v stunnel4 >/dev/null && ! command -v stunnel >/dev/null; then
+	apt-get install -y stunnel4
 fi
 
 tmp=$(mktemp -d)

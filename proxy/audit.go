@@ -47,9 +47,11 @@ type AuthEvent struct {
 	User      string
 	Mechanism string // USER, PLAIN or LOGIN
 	OK        bool
-	Upstream  string
-	Code      string // RFC 2449/3206 response code of a failure, if any
-	Reason    string // the upstream's or the proxy's text on failure
+	Upstream  string // the address that answered, or the addresses tried
+	Route     string // the name of the upstream the user was routed to
+
+	Code   string // RFC 2449/3206 response code of a failure, if any
+	Reason string // the upstream's or the proxy's text on failure
 	// Dial is how long connecting to the upstream took (TLS and greeting
 	// included), zero if it was not contacted.
 	Dial time.Duration

@@ -191,7 +191,7 @@ func (s *session) login(c credentials) error {
 		s.loginFailed(clientUser)
 		return s.refuse("route", "AUTH", "[AUTH] authentication failed")
 	}
-	ev.Upstream = up.Name
+	ev.Route = up.Name
 	plain := up.LoginPlain
 	if !plain && c.authzid != "" && c.authzid != c.user {
 		ev.Reason = "authorization identity needs upstream.login: plain"
@@ -209,10 +209,12 @@ func (s *session) login(c credentials) error {
 	ev.Dial = time.Since(dialStart)
 	if err != nil {
 		s.srv.log.Warn("upstream unavailable", "session", s.id, "err", err)
+		ev.Upstream = strings.Join(up.Addresses, ",")
 		ev.Code, ev.Reason, ev.DialFailed = "SYS/TEMP", err.Error(), true
 		s.srv.opts.Auditor.Auth(s.id, ev)
 		return s.reply(false, "[SYS/TEMP] mail server unavailable, try again later")
 	}
+	ev.Upstream = u.addr
 	st, err := u.login(c, plain)
 	if err != nil {
 		u.close()
@@ -221,7 +223,6 @@ func (s *session) login(c credentials) error {
 		s.srv.opts.Auditor.Auth(s.id, ev)
 		return s.reply(false, "[SYS/TEMP] mail server error, try again later")
 	}
-	ev.Upstream = up.Name + " " + u.addr
 	ev.OK, ev.Code, ev.Reason = st.OK, st.Code, pop3.Sanitize(st.Text)
 	if !st.OK {
 		u.exchange("QUIT\r\n") // harmless in AUTHORIZATION: no UPDATE state

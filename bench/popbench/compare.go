@@ -10,6 +10,12 @@ import (
 type comparison struct {
 	name    string
 	metrics []metricSpec
+	// section is the table its metrics are printed in; "" is the first.
+	section string
+	// extra are ratios {of, to} reported besides target/baseline.
+	extra [][2]string
+	// counterbalance reverses the targets' order in odd rounds (see once).
+	counterbalance bool
 	// run measures every target once, the targets taking turns (see
 	// interleave), and returns vals[target][metric].
 	run func([]target) ([][]float64, error)
@@ -96,7 +102,7 @@ func compare(rep *report, rounds int, targets []target, comps []comparison) erro
 	}
 	for r := 0; r < rounds; r++ {
 		for ci, c := range comps {
-			vals, err := c.run(targets)
+			vals, err := c.once(targets, r)
 			if err != nil {
 				return fmt.Errorf("round %d: %s: %w", r+1, c.name, err)
 			}
@@ -112,7 +118,8 @@ func compare(rep *report, rounds int, targets []target, comps []comparison) erro
 	}
 	for ci, c := range comps {
 		for mi, spec := range c.metrics {
-			m := metric{Name: spec.name, Unit: spec.unit, Baseline: targets[0].name, goal: spec.goal}
+			m := metric{Name: spec.name, Unit: spec.unit, Baseline: targets[0].name, goal: spec.goal,
+				Section: c.section, extra: c.extra}
 			base := runs[ci][mi][0]
 			for ti, t := range targets {
 				vs := runs[ci][mi][ti]
@@ -128,6 +135,41 @@ func compare(rep *report, rounds int, targets []target, comps []comparison) erro
 		}
 	}
 	return nil
+}
+
+// once runs c in round r. A counterbalanced comparison takes the targets in
+// reverse order in odd rounds, so that over an even number of rounds each
+// target is measured first as often as the others: in A/A runs (two
+// identical proxies, bulk RETR) the target measured first in a round came
+// out up to 8% slower, or in other conditions faster, than the second, and
+// interleaving blocks within the round did not cancel it.
+func (c comparison) once(targets []target, r int) ([][]float64, error) {
+	if !c.counterbalance || r%2 == 0 {
+		return c.run(targets)
+	}
+	ts := slices.Clone(targets)
+	slices.Reverse(ts)
+	vals, err := c.run(ts)
+	slices.Reverse(vals)
+	return vals, err
+}
+
+// evenRounds is n rounded up to an even number, for counterbalanced
+// comparisons.
+func evenRounds(n int) int { return n + n%2 }
+
+// variant returns c printed in section sec, with its metrics' names prefixed,
+// its first metric held to g instead (a zero g: reported only), and
+// counterbalanced; run it for evenRounds.
+func variant(c comparison, sec, prefix string, g goal) comparison {
+	c.section = sec
+	c.counterbalance = true
+	c.metrics = slices.Clone(c.metrics)
+	for i := range c.metrics {
+		c.metrics[i].name = prefix + c.metrics[i].name
+	}
+	c.metrics[0].goal = g
+	return c
 }
 
 func median(vs []float64) float64 {

@@ -14,13 +14,20 @@
 // With -relay a third target, a minimal TCP relay (relay.go), shows what one
 // more user-space hop costs by itself.
 //
-// Measurements (see the file of each):
+// Measurements, by -tests name (see the file of each):
 //
-//	retr.go      bulk RETR throughput, one client, every message in order
-//	noop.go      NOOP round-trip latency, p50 and p99
-//	sessions.go  sessions per second: connect, USER/PASS, QUIT, close
-//	idle.go      proxy RSS per idle logged-in session
-//	slow.go      proxy RSS growth while a slow client fetches a 100 MB message
+//	retr         retr.go      bulk RETR throughput, one client, every message in order
+//	noop         noop.go      NOOP round-trip latency, p50 and p99
+//	sessions     sessions.go  sessions per second: connect, USER/PASS, QUIT, close
+//	idle         idle.go      proxy RSS per idle logged-in session
+//	slow         slow.go      proxy RSS growth while a slow client fetches a 100 MB message
+//
+// and, only when named, variants printed in tables of their own:
+//
+//	tls-retr, tls-handshakes, tls-idle   tls.go       implicit TLS: popproxy against
+//	                                                  stunnel4 and Dovecot's own TLS
+//	audit-retr, limits-retr              variants.go  RETR with audit on against off,
+//	                                                  and with default limits against none
 //
 // It reads /proc and so runs on Linux only.
 package main
@@ -32,6 +39,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -67,7 +75,11 @@ type options struct {
 	keep        bool
 }
 
-var allTests = []string{"retr", "noop", "sessions", "idle", "slow"}
+// defaultTests run without -tests; allTests are those -tests accepts.
+var (
+	defaultTests = []string{"retr", "noop", "sessions", "idle", "slow"}
+	allTests     = append(slices.Clone(defaultTests), "tls-retr", "tls-handshakes", "tls-idle", "audit-retr", "limits-retr")
+)
 
 func main() {
 	if len(os.Args) == 4 && os.Args[1] == relayCommand {
@@ -91,7 +103,7 @@ func main() {
 	flag.IntVar(&o.idle, "idle", 2000, "idle logged-in sessions for the memory measurement")
 	flag.IntVar(&o.slowMB, "slow-size", 100, "size of the slow reader's message in `MB`")
 	flag.Float64Var(&o.slowRate, "slow-rate", 20, "slow reader's speed in `MB/s`")
-	flag.StringVar(&tests, "tests", strings.Join(allTests, ","), "comma-separated measurements to run")
+	flag.StringVar(&tests, "tests", strings.Join(defaultTests, ","), "comma-separated measurements to run, of "+strings.Join(allTests, ","))
 	flag.BoolVar(&o.relay, "relay", false, "also measure a minimal TCP relay (a reference for one more hop)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work folder (configs, logs, maildirs)")
 	flag.Parse()
@@ -101,7 +113,7 @@ func main() {
 	}
 	o.tests = map[string]bool{}
 	for _, t := range strings.Split(tests, ",") {
-		if !contains(allTests, t) {
+		if !slices.Contains(allTests, t) {
 			fmt.Fprintf(os.Stderr, "popbench: unknown test %q (have %s)\n", t, strings.Join(allTests, ", "))
 			os.Exit(2)
 		}
@@ -115,15 +127,6 @@ func main() {
 		fmt.Fprintln(os.Stderr, "popbench:", err)
 		os.Exit(1)
 	}
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // progress writes a timestamped line to stderr; the report goes to stdout.
@@ -159,12 +162,21 @@ func run(o options) (err error) {
 		}
 	}
 
-	progress("starting dovecot")
-	dc, err := testdovecot.Start(testdovecot.Config{
+	dcConf := testdovecot.Config{
 		Dir:            filepath.Join(work, "dovecot"),
 		Users:          map[string]string{userBulk: password, userLight: password, userSlow: password},
 		MaxConnections: o.idle + 500,
-	})
+	}
+	// The TLS measurements need Dovecot's own TLS port too.
+	var cert *benchCert
+	if o.tests["tls-retr"] || o.tests["tls-handshakes"] || o.tests["tls-idle"] {
+		if cert, err = newCert(work, "ecdsa", false); err != nil {
+			return err
+		}
+		dcConf.TLSCert, dcConf.TLSKey = cert.certFile, cert.keyFile
+	}
+	progress("starting dovecot")
+	dc, err := testdovecot.Start(dcConf)
 	if err != nil {
 		return err
 	}
@@ -180,7 +192,14 @@ func run(o options) (err error) {
 		GoVersion: runtime.Version(),
 		LoadStart: loadAverage(),
 	}
-	b := bench{o: o, work: work, proxyBin: bin, dc: dc, direct: dovecotTarget("direct", dc), rep: rep}
+	for _, t := range allTests[len(defaultTests):] {
+		if o.tests[t] && t != "tls-idle" {
+			rep.Notes = append(rep.Notes, fmt.Sprintf("%s/%s/%s comparisons: %d rounds (-rounds made even), "+
+				"the targets' order reversed every other round", sectionTLS, sectionAudit, sectionLimits, evenRounds(o.rounds)))
+			break
+		}
+	}
+	b := bench{o: o, work: work, proxyBin: bin, dc: dc, direct: dovecotTarget("direct", dc), cert: cert, rep: rep}
 	if o.tests["retr"] || o.tests["noop"] || o.tests["sessions"] {
 		if err := b.comparisons(); err != nil {
 			return err
@@ -193,6 +212,26 @@ func run(o options) (err error) {
 	}
 	if o.tests["slow"] {
 		if err := b.slow(); err != nil {
+			return err
+		}
+	}
+	if o.tests["tls-retr"] || o.tests["tls-handshakes"] {
+		if err := b.tlsComparisons(); err != nil {
+			return err
+		}
+	}
+	if o.tests["tls-idle"] {
+		if err := b.tlsIdle(); err != nil {
+			return err
+		}
+	}
+	if o.tests["audit-retr"] {
+		if err := b.auditRETR(); err != nil {
+			return err
+		}
+	}
+	if o.tests["limits-retr"] {
+		if err := b.limitsRETR(); err != nil {
 			return err
 		}
 	}
@@ -215,21 +254,34 @@ type bench struct {
 	work     string // work folder
 	proxyBin string
 	dc       *testdovecot.Instance
-	direct   target // Dovecot's plain port
+	direct   target     // Dovecot's plain port
+	cert     *benchCert // Dovecot's certificate, for the TLS measurements
+	want     []int64    // the bulk mailbox, once filled: see bulk
 	rep      *report
+}
+
+// bulk fills the bulk mailbox (and the light one) on its first call, and
+// returns the RETR body octets of each message.
+func (b *bench) bulk() ([]int64, error) {
+	if b.want != nil {
+		return b.want, nil
+	}
+	start := time.Now()
+	mb, err := fillMailbox(b.dc, userBulk, int64(b.o.sizeMB)*1e6, b.o.seed)
+	if err != nil {
+		return nil, err
+	}
+	b.rep.MailboxBytes, b.rep.Messages = mb.bytes, len(mb.want)
+	progress("mailbox: %d messages, %.1f MB in %v", len(mb.want), float64(mb.bytes)/1e6, time.Since(start).Round(time.Millisecond))
+	b.want = mb.want
+	return b.want, fillLight(b.dc, b.o.seed)
 }
 
 // comparisons fills the bulk mailbox, starts a proxy (and with -relay the
 // reference relay) and runs the direct-versus-proxy comparisons.
 func (b *bench) comparisons() error {
-	start := time.Now()
-	mb, err := fillMailbox(b.dc, userBulk, int64(b.o.sizeMB)*1e6, b.o.seed)
+	want, err := b.bulk()
 	if err != nil {
-		return err
-	}
-	b.rep.MailboxBytes, b.rep.Messages = mb.bytes, len(mb.want)
-	progress("mailbox: %d messages, %.1f MB in %v", len(mb.want), float64(mb.bytes)/1e6, time.Since(start).Round(time.Millisecond))
-	if err := fillLight(b.dc, b.o.seed); err != nil {
 		return err
 	}
 
@@ -250,13 +302,13 @@ func (b *bench) comparisons() error {
 		targets = []target{b.direct, ref, targets[1]}
 	}
 	for _, t := range targets {
-		if err := warmUp(t); err != nil {
+		if err := warmUp(t, userBulk, userLight); err != nil {
 			return err
 		}
 	}
 	var comps []comparison
 	if b.o.tests["retr"] {
-		comps = append(comps, retrComparison(mb.want))
+		comps = append(comps, retrComparison(want))
 	}
 	if b.o.tests["noop"] {
 		comps = append(comps, noopComparison(b.o.noops))
@@ -342,10 +394,11 @@ func cleanUpOnSignal(c <-chan os.Signal) {
 	os.Exit(130)
 }
 
-// warmUp logs in to both mailboxes through t and lists them, so that Dovecot
-// has indexed the messages and cached their sizes before anything is timed.
-func warmUp(t target) error {
-	for _, user := range []string{userBulk, userLight} {
+// warmUp logs in to the users' mailboxes through t and lists them, so that
+// Dovecot has indexed the messages and cached their sizes before anything is
+// timed.
+func warmUp(t target, users ...string) error {
+	for _, user := range users {
 		c, err := dialLogin(t, 32<<10, user)
 		if err != nil {
 			return err

@@ -25,19 +25,47 @@ type report struct {
 	LoadEnd      string    `json:"load_end"`
 	Audit        string    `json:"audit"`
 	Metrics      []metric  `json:"metrics"`
+	// Notes say how a measurement departed from its plain description.
+	Notes []string `json:"notes,omitempty"`
 }
 
 // metric is one figure for every target measured.
 type metric struct {
-	Name string `json:"name"`
-	Unit string `json:"unit"`
+	// Section is the table the metric is printed in; "" is the first, that
+	// of the original direct-versus-proxy measurements.
+	Section string `json:"section,omitempty"`
+	Name    string `json:"name"`
+	Unit    string `json:"unit"`
 	// Baseline names the target the others are compared with; empty for
 	// figures measured on the proxy only.
 	Baseline string        `json:"baseline,omitempty"`
 	Values   []targetValue `json:"values"`
 	Goal     string        `json:"goal,omitempty"`
 	Detail   string        `json:"detail,omitempty"`
-	goal     goal
+	// Extra are ratios between targets other than target/baseline.
+	Extra []pairRatio `json:"extra_ratios,omitempty"`
+	goal  goal
+	extra [][2]string // {of, to} of each Extra
+}
+
+// pairRatio is Of's value over To's: the median of the per-round ratios.
+type pairRatio struct {
+	Of     string    `json:"of"`
+	To     string    `json:"to"`
+	Ratio  float64   `json:"ratio"`
+	Ratios []float64 `json:"ratios"`
+}
+
+func (p pairRatio) label() string { return p.Of + "/" + p.To }
+
+// value returns the value of target name, or nil.
+func (m *metric) value(name string) *targetValue {
+	for i := range m.Values {
+		if m.Values[i].Target == name {
+			return &m.Values[i]
+		}
+	}
+	return nil
 }
 
 // targetValue is a figure of one target: the median over the rounds, and
@@ -85,12 +113,41 @@ func (rep *report) judge() {
 				v.Pass = &ok
 			}
 		}
+		m.Extra = nil
+		for _, pair := range m.extra {
+			of, to := m.value(pair[0]), m.value(pair[1])
+			if of == nil || to == nil || len(of.Runs) != len(to.Runs) {
+				continue
+			}
+			p := pairRatio{Of: of.Target, To: to.Target}
+			for r := range of.Runs {
+				p.Ratios = append(p.Ratios, of.Runs[r]/to.Runs[r])
+			}
+			p.Ratio = median(p.Ratios)
+			m.Extra = append(m.Extra, p)
+		}
 	}
 }
 
-// baseline names the first metric's baseline.
-func (rep *report) baseline() string {
+// sections returns the metrics grouped by section, in order of appearance.
+func (rep *report) sections() [][]metric {
+	var out [][]metric
+	index := map[string]int{}
 	for _, m := range rep.Metrics {
+		i, ok := index[m.Section]
+		if !ok {
+			i = len(out)
+			index[m.Section] = i
+			out = append(out, nil)
+		}
+		out[i] = append(out[i], m)
+	}
+	return out
+}
+
+// baseline names the first metric's baseline.
+func baseline(ms []metric) string {
+	for _, m := range ms {
 		if m.Baseline != "" {
 			return m.Baseline
 		}
@@ -99,9 +156,9 @@ func (rep *report) baseline() string {
 }
 
 // columns returns the target names in the order they first appear.
-func (rep *report) columns() []string {
+func columns(ms []metric) []string {
 	var names []string
-	for _, m := range rep.Metrics {
+	for _, m := range ms {
 		for _, v := range m.Values {
 			if !slices.Contains(names, v.Target) {
 				names = append(names, v.Target)
@@ -111,69 +168,40 @@ func (rep *report) columns() []string {
 	return names
 }
 
-// writeTable prints the medians: metric | each target | each ratio to the
-// baseline | goal | result, then each round's values and the details.
+// sectionTitles introduce the tables after the first.
+var sectionTitles = map[string]string{
+	sectionTLS:    "TLS: implicit TLS 1.3, X25519, clients pin the certificate",
+	sectionAudit:  "audit: the same proxy with the audit trail to /dev/null (off) and to a file with the hash chain (on)",
+	sectionLimits: "limits: the same proxy with every limit off (0) and with the defaults",
+}
+
+// writeTable prints the medians, one table per section: metric | each
+// target | each ratio | goal | result, then the notes, each round's values
+// and the details.
 func (rep *report) writeTable(w io.Writer) {
 	rep.judge()
-	cols := rep.columns()
-	base := rep.baseline()
+	sections := rep.sections()
 	fmt.Fprintf(w, "popbench %s  %s, %d CPUs, mailbox %d messages / %.1f MB, %d rounds, audit %s\n",
 		rep.Started.Format(time.RFC3339), rep.GoVersion, rep.CPUs, rep.Messages, float64(rep.MailboxBytes)/1e6, rep.Rounds, rep.Audit)
 	fmt.Fprintf(w, "took %s; load average %s at the start, %s at the end\n", rep.Duration, rep.LoadStart, rep.LoadEnd)
-	fmt.Fprintf(w, "values: median of the rounds; ratio: median of each round's ratio to %s\n\n", base)
-
-	var ratioCols []string // targets other than the baseline
-	for _, c := range cols {
-		if c != base {
-			ratioCols = append(ratioCols, c)
+	if len(sections) > 0 && sections[0][0].Section == "" {
+		fmt.Fprintf(w, "values: median of the rounds; ratio: median of each round's ratio to %s\n", baseline(sections[0]))
+	} else {
+		fmt.Fprintln(w, "values: median of the rounds")
+	}
+	for _, ms := range sections {
+		if sec := ms[0].Section; sec != "" {
+			fmt.Fprintf(w, "\n%s\n  A/B: median of each round's ratio of A to B\n", sectionTitles[sec])
+		}
+		fmt.Fprintln(w)
+		writeSection(w, ms)
+	}
+	if len(rep.Notes) > 0 {
+		fmt.Fprintln(w, "\nnotes:")
+		for _, n := range rep.Notes {
+			fmt.Fprintf(w, "  %s\n", n)
 		}
 	}
-	header := []string{"metric"}
-	header = append(header, cols...)
-	for _, c := range ratioCols {
-		if len(ratioCols) == 1 {
-			header = append(header, "ratio")
-		} else {
-			header = append(header, c+"/"+base)
-		}
-	}
-	header = append(header, "goal", "result")
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, strings.Join(header, "\t")+"\t")
-	for _, m := range rep.Metrics {
-		cells := []string{fmt.Sprintf("%s (%s)", m.Name, m.Unit)}
-		ratios := make([]string, len(ratioCols))
-		result := "-"
-		for _, col := range cols {
-			cell := "-"
-			for _, v := range m.Values {
-				if v.Target != col {
-					continue
-				}
-				cell = format(v.Median)
-				if i := slices.Index(ratioCols, col); i >= 0 && v.Ratio != 0 {
-					ratios[i] = fmt.Sprintf("%.2f×", v.Ratio)
-				}
-				if v.Pass != nil {
-					result = map[bool]string{true: "ok", false: "MISSED"}[*v.Pass]
-				}
-			}
-			cells = append(cells, cell)
-		}
-		for _, r := range ratios {
-			if r == "" {
-				r = "-"
-			}
-			cells = append(cells, r)
-		}
-		goalText := m.Goal
-		if goalText == "" {
-			goalText = "-"
-		}
-		cells = append(cells, goalText, result)
-		fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
-	}
-	tw.Flush()
 
 	fmt.Fprintln(w, "\neach round:")
 	for _, m := range rep.Metrics {
@@ -185,18 +213,90 @@ func (rep *report) writeTable(w io.Writer) {
 			}
 			parts = append(parts, v.Target+" "+strings.Join(rs, " "))
 			if len(v.Ratios) > 0 {
-				rs = rs[:0]
-				for _, r := range v.Ratios {
-					rs = append(rs, fmt.Sprintf("%.2f", r))
-				}
-				parts = append(parts, "ratio "+strings.Join(rs, " "))
+				parts = append(parts, "ratio "+ratioList(v.Ratios))
 			}
 		}
-		fmt.Fprintf(w, "  %s: %s\n", m.Name, strings.Join(parts, "; "))
+		for _, p := range m.Extra {
+			parts = append(parts, p.label()+" "+ratioList(p.Ratios))
+		}
+		name := m.Name
+		if m.Section != "" {
+			name = m.Section + ": " + name
+		}
+		fmt.Fprintf(w, "  %s: %s\n", name, strings.Join(parts, "; "))
 		if m.Detail != "" {
 			fmt.Fprintf(w, "    %s\n", m.Detail)
 		}
 	}
+}
+
+// writeSection prints the table of one section. Its ratio columns are every
+// target over its metric's baseline, then the extra ratios; in the first
+// section a single ratio column is just "ratio".
+func writeSection(w io.Writer, ms []metric) {
+	cols := columns(ms)
+	var labels []string
+	for _, m := range ms {
+		for _, v := range m.Values {
+			if l := v.Target + "/" + m.Baseline; v.Ratio != 0 && !slices.Contains(labels, l) {
+				labels = append(labels, l)
+			}
+		}
+		for _, p := range m.Extra {
+			if !slices.Contains(labels, p.label()) {
+				labels = append(labels, p.label())
+			}
+		}
+	}
+	header := append([]string{"metric"}, cols...)
+	if len(labels) == 1 && ms[0].Section == "" {
+		header = append(header, "ratio")
+	} else {
+		header = append(header, labels...)
+	}
+	header = append(header, "goal", "result")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, strings.Join(header, "\t")+"\t")
+	for _, m := range ms {
+		cells := []string{fmt.Sprintf("%s (%s)", m.Name, m.Unit)}
+		ratios := make([]string, len(labels))
+		for i := range ratios {
+			ratios[i] = "-"
+		}
+		result := "-"
+		for _, col := range cols {
+			cell := "-"
+			if v := m.value(col); v != nil {
+				cell = format(v.Median)
+				if i := slices.Index(labels, v.Target+"/"+m.Baseline); i >= 0 && v.Ratio != 0 {
+					ratios[i] = fmt.Sprintf("%.2f×", v.Ratio)
+				}
+				if v.Pass != nil {
+					result = map[bool]string{true: "ok", false: "MISSED"}[*v.Pass]
+				}
+			}
+			cells = append(cells, cell)
+		}
+		for _, p := range m.Extra {
+			ratios[slices.Index(labels, p.label())] = fmt.Sprintf("%.2f×", p.Ratio)
+		}
+		goalText := m.Goal
+		if goalText == "" {
+			goalText = "-"
+		}
+		cells = append(cells, ratios...)
+		cells = append(cells, goalText, result)
+		fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
+	}
+	tw.Flush()
+}
+
+func ratioList(rs []float64) string {
+	var s []string
+	for _, r := range rs {
+		s = append(s, fmt.Sprintf("%.2f", r))
+	}
+	return strings.Join(s, " ")
 }
 
 // writeJSON writes the report to path.

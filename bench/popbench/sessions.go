@@ -71,9 +71,13 @@ func sessionWindowRun(t target, clients int, u *usage) error {
 	cpu := startCPU(t)
 	start := time.Now()
 	stop := start.Add(sessionWindow)
-	for range clients {
+	for i := range clients {
 		wg.Add(1)
-		go sessionLoop(t, stop, &counts, &wg)
+		ct := t
+		if t.perClient != nil {
+			ct = t.perClient(i)
+		}
+		go sessionLoop(ct, stop, &counts, &wg)
 	}
 	wg.Wait()
 	u.elapsed += time.Since(start)

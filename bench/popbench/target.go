@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -29,6 +30,10 @@ type target struct {
 	cpu func() (time.Duration, error)
 	// reference targets are measured for comparison but not held to goals.
 	reference bool
+	// perClient, if set, gives client i of the sessions/s measurement a
+	// target of its own, the same in every window (one TLS session cache
+	// per client). It is called from one goroutine.
+	perClient func(i int) target
 }
 
 // tcpTarget is a plain TCP server at addr, served by cpu's processes.
@@ -47,7 +52,8 @@ func dovecotTarget(name string, dc *testdovecot.Instance) target {
 // as the reference relay.
 type child struct {
 	name string
-	addr string // where it accepts POP3 clients
+	addr string      // where it accepts POP3 clients
+	tls  *tls.Config // if set, it expects clients to speak TLS at once
 	cmd  *exec.Cmd
 	done chan struct{} // closed once the process has been reaped
 }
@@ -63,36 +69,28 @@ func buildProxy(bin string) error {
 	return nil
 }
 
-// startProxy writes <work>/<name>.yaml, starts bin with it and waits until it
-// greets. The proxy's log goes to <work>/<name>.log; its audit trail to
-// /dev/null, or with audit "file" to <work>/<name>-audit.jsonl, or with
-// "stdout" to its stdout, which is the file <work>/<name>-stdout.jsonl.
-func startProxy(bin, work, name, upstream, audit string) (*child, error) {
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	output := "/dev/null"
-	switch audit {
-	case "file":
-		output = filepath.Join(work, name+"-audit.jsonl")
-	case "stdout":
-		output = "stdout"
-	}
-	// Every client comes from 127.0.0.1 and most log in as the same user, so
-	// the default limits (50 sessions per address, 4 per user, 50 commands
-	// a second...) would measure the limiter. They are set so high that they
-	// never refuse, rather than off, so that their bookkeeping is measured.
-	conf := fmt.Sprintf(`listeners:
-  - name: bench
-    address: %s
-upstream:
-  address: %s
-timeouts:
-  idle: 10m
-  shutdown_grace: 2s
-limits:
+// proxyConf is what differs between the popproxy processes of a run.
+type proxyConf struct {
+	upstream string // Dovecot's plain port
+	// audit is "off" (/dev/null), "file" (<work>/<name>-audit.jsonl),
+	// "stdout" (to the file <work>/<name>-stdout.jsonl), or "chain": full
+	// auditing, to <work>/<name>-audit.jsonl with the hash chain on and
+	// resolve_uids off.
+	audit string
+	// limits is the YAML of the limits section: limitsHigh, limitsOff, or
+	// empty for popproxy's defaults.
+	limits string
+	// cert, if set, makes the listener implicit TLS with this certificate
+	// (the upstream stays plain); clients is the clients' side of it.
+	cert    *benchCert
+	clients *tls.Config
+}
+
+// Every client comes from 127.0.0.1 and most log in as the same user, so
+// the default limits (50 sessions per address, 4 per user, 50 commands a
+// second...) would measure the limiter. limitsHigh sets them so high that
+// they never refuse, rather than off, so that their bookkeeping is measured.
+const limitsHigh = `limits:
   max_sessions: 100000
   per_ip:
     max_sessions: 100000
@@ -103,19 +101,71 @@ limits:
   per_session:
     command_rate: 1000000
     command_burst: 1000000
-audit:
-  output: %s
-`, addr, upstream, output)
+`
+
+// limitsOff switches every limit off (0); max_bad_commands cannot be off
+// and keeps its default, ipv6_prefix is a setting rather than a limit.
+const limitsOff = `limits:
+  max_sessions: 0
+  per_ip: {max_sessions: 0, connection_rate: 0, connection_burst: 0}
+  failed_logins:
+    per_ip: {max: 0, window: 0s, delay: 0s, max_delay: 0s, block: 0s}
+    per_user: {max: 0, window: 0s, delay: 0s, max_delay: 0s, block: 0s}
+  per_user: {max_sessions: 0, login_delay: 0s, download_rate: 0}
+  per_session: {command_rate: 0, command_burst: 0, download_rate: 0, max_retrievals: 0}
+`
+
+// startProxy starts the proxy of the original measurements: plain listener,
+// limitsHigh, audit as -audit says.
+func startProxy(bin, work, name, upstream, audit string) (*child, error) {
+	return startProxyConf(bin, work, name, proxyConf{upstream: upstream, audit: audit, limits: limitsHigh})
+}
+
+// startProxyConf writes <work>/<name>.yaml for pc, starts bin with it and
+// waits until it greets. The proxy's log goes to <work>/<name>.log.
+func startProxyConf(bin, work, name string, pc proxyConf) (*child, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	output := "/dev/null"
+	switch pc.audit {
+	case "file", "chain":
+		output = auditFile(work, name)
+	case "stdout":
+		output = "stdout"
+	}
+	var conf strings.Builder
+	fmt.Fprintf(&conf, "listeners:\n  - name: bench\n    address: %s\n", addr)
+	if pc.cert != nil {
+		fmt.Fprintf(&conf, "    tls: implicit\ntls:\n  certificates:\n    - cert_file: %s\n      key_file: %s\n",
+			pc.cert.certFile, pc.cert.keyFile)
+	}
+	fmt.Fprintf(&conf, "upstream:\n  address: %s\n", pc.upstream)
+	if pc.cert != nil {
+		conf.WriteString("  allow_plaintext_upstream: true\n")
+	}
+	conf.WriteString("timeouts:\n  idle: 10m\n  shutdown_grace: 2s\n")
+	conf.WriteString(pc.limits)
+	fmt.Fprintf(&conf, "audit:\n  output: %s\n", output)
+	if pc.audit == "chain" {
+		conf.WriteString("  chain: true\n  resolve_uids: false\n")
+	}
 	confPath := filepath.Join(work, name+".yaml")
-	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+	if err := os.WriteFile(confPath, []byte(conf.String()), 0o644); err != nil {
 		return nil, err
 	}
 	stdout := ""
-	if audit == "stdout" {
+	if pc.audit == "stdout" {
 		stdout = filepath.Join(work, name+"-stdout.jsonl")
 	}
-	return startChild(work, name, addr, stdout, bin, "-config", confPath)
+	return startChild(work, name, addr, stdout, pc.clients, bin, "-config", confPath)
 }
+
+// auditFile is where the proxy called name writes its audit trail when it
+// writes it to a file.
+func auditFile(work, name string) string { return filepath.Join(work, name+"-audit.jsonl") }
 
 // startRelay starts popbench itself as the reference relay (see relay.go).
 func startRelay(work, name, upstream string) (*child, error) {
@@ -128,12 +178,13 @@ func startRelay(work, name, upstream string) (*child, error) {
 		return nil, err
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	return startChild(work, name, addr, "", self, relayCommand, addr, upstream)
+	return startChild(work, name, addr, "", nil, self, relayCommand, addr, upstream)
 }
 
 // startChild runs bin with args, stderr (and stdout, unless stdout names a
-// file for it) to <work>/<name>.log, and waits until addr greets.
-func startChild(work, name, addr, stdout, bin string, args ...string) (*child, error) {
+// file for it) to <work>/<name>.log, and waits until addr greets, over TLS
+// with clientTLS if it is set.
+func startChild(work, name, addr, stdout string, clientTLS *tls.Config, bin string, args ...string) (*child, error) {
 	logFile, err := os.Create(filepath.Join(work, name+".log"))
 	if err != nil {
 		return nil, err
@@ -154,7 +205,7 @@ func startChild(work, name, addr, stdout, bin string, args ...string) (*child, e
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &child{name: name, addr: addr, cmd: cmd, done: make(chan struct{})}
+	p := &child{name: name, addr: addr, tls: clientTLS, cmd: cmd, done: make(chan struct{})}
 	go reap(cmd, p.done)
 	atExit(func() { p.stop() })
 	if err := p.waitReady(10 * time.Second); err != nil {
@@ -179,7 +230,7 @@ func (p *child) waitReady(timeout time.Duration) error {
 			return errors.New("exited during start")
 		default:
 		}
-		c, err := dial(tcpTarget(p.name, p.addr, nil), 1<<10)
+		c, err := dial(p.target(p.name, target{}), 1<<10)
 		if err == nil {
 			return c.quit()
 		}
@@ -190,13 +241,23 @@ func (p *child) waitReady(timeout time.Duration) error {
 	}
 }
 
-// target returns the child's listener as a target called name; upstream is
-// the target the child relays to, whose processes' CPU time counts too.
+// target returns the child's listener as a target called name, over TLS if
+// the child expects it; upstream is the target the child relays to, whose
+// processes' CPU time counts too.
 func (p *child) target(name string, upstream target) target {
+	t := p.tcp(name, upstream)
+	if p.tls != nil {
+		t = tlsTarget(t, p.tls, nil)
+	}
+	return t
+}
+
+// tcp is target without TLS, for callers that wrap it themselves.
+func (p *child) tcp(name string, upstream target) target {
 	return tcpTarget(name, p.addr, func() (time.Duration, error) {
 		own, err := procCPU(p.pid(), false)
-		if err != nil {
-			return 0, err
+		if err != nil || upstream.cpu == nil {
+			return own, err
 		}
 		up, err := upstream.cpu()
 		return own + up, err

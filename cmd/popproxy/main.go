@@ -64,6 +64,10 @@ func main() {
 		os.Exit(1)
 	}
 	if *check {
+		if err := checkFiles(cfg); err != nil {
+			fmt.Fprintln(os.Stderr, "popproxy:", err)
+			os.Exit(1)
+		}
 		fmt.Println("configuration OK")
 		return
 	}

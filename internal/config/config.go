@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -248,7 +249,8 @@ func Default() Config {
 	}
 }
 
-// Load reads, defaults and validates the file at path.
+// Load reads, defaults and validates the file at path. Relative file names
+// in it are taken relative to the file's folder.
 func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -258,7 +260,37 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	cfg.resolvePaths(filepath.Dir(path))
 	return cfg, nil
+}
+
+// resolvePaths makes the file names in c relative to dir absolute.
+func (c *Config) resolvePaths(dir string) {
+	abs := func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	for i := range c.TLS.Certificates {
+		abs(&c.TLS.Certificates[i].CertFile)
+		abs(&c.TLS.Certificates[i].KeyFile)
+	}
+	if a := c.TLS.ACME; a != nil {
+		abs(&a.Storage)
+		abs(&a.TrustedRootsFile)
+	}
+	for i := range c.Upstreams {
+		u := &c.Upstreams[i]
+		abs(&u.CAFile)
+		if u.ClientCert != nil {
+			abs(&u.ClientCert.CertFile)
+			abs(&u.ClientCert.KeyFile)
+		}
+	}
+	abs(&c.Routes.MapFile)
+	if c.Audit.Output != "stdout" && c.Audit.Output != "syslog" {
+		abs(&c.Audit.Output)
+	}
 }
 
 // Parse is Load without the file. Unknown keys are errors, so that a misspelt
