@@ -222,11 +222,15 @@ func (s *session) loginFailed(user string) {
 	ip, u := s.ipKey(), userKey(user)
 	lm.ipFailures.Fail(ip)
 	lm.userFailures.Fail(u)
-	delay := max(lm.ipFailures.Delay(ip), lm.userFailures.Delay(u))
-	if delay <= 0 {
+	s.sleep(max(lm.ipFailures.Delay(ip), lm.userFailures.Delay(u)))
+}
+
+// sleep waits for d, or until the session is stopped.
+func (s *session) sleep(d time.Duration) {
+	if d <= 0 {
 		return
 	}
-	t := time.NewTimer(delay)
+	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
@@ -270,11 +274,30 @@ func (s *session) startTransactionLimits() {
 	}
 }
 
-// commandRefused applies the per-session command limits after login.
+// maxCommandWait bounds how long a command is held back by the command rate;
+// a client that would have to wait longer is refused instead.
+const maxCommandWait = 5 * time.Second
+
+// commandRefused applies the per-session command limits after login. The
+// command rate paces rather than refuses: a client fetching a big mailbox as
+// fast as it can is slowed down, not broken; the first time a session is held
+// back is audited.
 func (s *session) commandRefused(verb string) *refusal {
-	if s.cmdRate != nil && !s.cmdRate.Allow() {
-		return &refusal{PolicyEvent{Rule: "limit.command_rate", Verb: verb, Key: s.user, Value: float64(s.cmdRate.Limit())},
-			"SYS/TEMP", "too many commands, slow down"}
+	if s.cmdRate != nil {
+		r := s.cmdRate.Reserve()
+		wait := r.Delay()
+		if wait > maxCommandWait {
+			r.Cancel()
+			return &refusal{PolicyEvent{Rule: "limit.command_rate", Verb: verb, Key: s.user, Value: float64(s.cmdRate.Limit())},
+				"SYS/TEMP", "too many commands, slow down"}
+		}
+		if wait > 0 {
+			if !s.throttled {
+				s.throttled = true
+				s.policyEvent(PolicyEvent{Rule: "limit.command_rate.throttled", Verb: verb, Key: s.user, Value: float64(s.cmdRate.Limit())})
+			}
+			s.sleep(wait)
+		}
 	}
 	if max := s.srv.limits.limits().MaxRetrievals; max > 0 && (verb == "RETR" || verb == "TOP") && s.retr+s.top >= max {
 		return &refusal{PolicyEvent{Rule: "limit.max_retrievals", Verb: verb, Key: s.user, Value: float64(s.retr + s.top)},

@@ -212,21 +212,35 @@ func TestLimitLoginDelay(t *testing.T) {
 	c.login("alice", "pw")
 }
 
+// TestLimitCommandRate checks that the command rate paces a session, audits
+// the first hold-up, and refuses only a client so far ahead that it would
+// wait more than a few seconds.
 func TestLimitCommandRate(t *testing.T) {
 	up := acceptingUpstream(t, "")
-	addr, _, rec := startProxy(t, up, withLimits(proxy.Limits{CommandRate: 1, CommandBurst: 5}))
+	addr, _, rec := startProxy(t, up, withLimits(proxy.Limits{CommandRate: 10, CommandBurst: 5}))
 	c := dial(t, addr)
 	c.login("alice", "pw")
-	c.send(strings.Repeat("NOOP\r\n", 6))
-	for range 5 {
+	start := time.Now()
+	c.send(strings.Repeat("NOOP\r\n", 15))
+	for range 15 {
 		c.expect("+OK")
 	}
-	c.expect("-ERR [SYS/TEMP] too many commands, slow down")
-	if !rec.hasPolicy("limit.command_rate") {
-		t.Error("no policy event")
+	// 5 at once, then 10 at 10 per second.
+	if took := time.Since(start); took < 900*time.Millisecond || took > 2*time.Second {
+		t.Errorf("15 NOOPs took %v, want about 1s", took)
 	}
-	time.Sleep(1100 * time.Millisecond)
+	if !rec.hasPolicy("limit.command_rate.throttled") {
+		t.Error("no policy event for the hold-up")
+	}
+
+	addr, _, rec = startProxy(t, up, withLimits(proxy.Limits{CommandRate: 0.1, CommandBurst: 1}))
+	c = dial(t, addr)
+	c.login("alice", "pw")
 	c.cmd("NOOP", "+OK")
+	c.cmd("NOOP", "-ERR [SYS/TEMP] too many commands, slow down") // would wait 10 s
+	if !rec.hasPolicy("limit.command_rate") {
+		t.Error("no policy event for the refusal")
+	}
 }
 
 func TestLimitMaxRetrievals(t *testing.T) {

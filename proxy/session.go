@@ -76,13 +76,14 @@ type session struct {
 	up      *upstream  // nil until login
 	stopped bool
 
-	ctx      context.Context // cancelled by stop: ends waits on limits
-	cancel   context.CancelFunc
-	admitted admission
-	userSlot string        // the per-user session key held, if any
-	userRate *rate.Limiter // the user's shared bandwidth, if limited
-	sessRate *rate.Limiter // this session's bandwidth, if limited
-	cmdRate  *rate.Limiter // this session's command rate, if limited
+	ctx       context.Context // cancelled by stop: ends waits on limits
+	cancel    context.CancelFunc
+	admitted  admission
+	userSlot  string        // the per-user session key held, if any
+	userRate  *rate.Limiter // the user's shared bandwidth, if limited
+	sessRate  *rate.Limiter // this session's bandwidth, if limited
+	cmdRate   *rate.Limiter // this session's command rate, if limited
+	throttled bool          // the command rate has held this session back
 
 	state       state
 	pendingUser string // from USER, until PASS

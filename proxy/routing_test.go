@@ -1,0 +1,572 @@
+package proxy_test
+
+import (
+	"bufio"
+	"io"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/popproxy/popproxy/internal/route"
+	"github.com/popproxy/popproxy/internal/testdovecot"
+	"github.com/popproxy/popproxy/proxy"
+)
+
+// Routing, failover, the circuit breaker, loop detection, and telling the
+// upstream who the client is (PROXY v1/v2, XCLIENT), mostly against real
+// Dovecot instances of internal/testdovecot.
+
+// logWait bounds the wait for a line in Dovecot's log.
+const logWait = 5 * time.Second
+
+// newDovecot starts a private Dovecot with users and gives each user's
+// mailbox the messages listed for it, in order.
+func newDovecot(t *testing.T, cfg testdovecot.Config, mail map[string][]string) *testdovecot.Instance {
+	t.Helper()
+	d := testdovecot.New(t, cfg)
+	for user, msgs := range mail {
+		for _, m := range msgs {
+			if _, err := d.AddMessage(user, []byte(m)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return d
+}
+
+// relayTo listens on loopback and copies every connection's bytes to and
+// from target. The tap counts the connections and records what the proxy
+// sent, so a test can tell whether an upstream was contacted at all.
+func relayTo(t *testing.T, target string) (string, *tap) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tl := &tap{Listener: l}
+	t.Cleanup(func() { l.Close() })
+	go serveRelay(tl, target)
+	return l.Addr().String(), tl
+}
+
+func serveRelay(l net.Listener, target string) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go relayConn(c, target)
+	}
+}
+
+func relayConn(c net.Conn, target string) {
+	defer c.Close()
+	up, err := net.DialTimeout("tcp", target, 2*time.Second)
+	if err != nil {
+		return
+	}
+	defer up.Close()
+	go copyAndClose(up, c)
+	io.Copy(c, up)
+}
+
+// copyAndClose copies src to dst, then half-closes dst.
+func copyAndClose(dst, src net.Conn) {
+	io.Copy(dst, src)
+	if tc, ok := dst.(*net.TCPConn); ok {
+		tc.CloseWrite()
+	}
+}
+
+// dialFrom connects to addr from the loopback address ip (any of
+// 127.0.0.0/8 works on Linux), so that the proxy's client is not at the
+// proxy's own address, and reads the greeting.
+func dialFrom(t *testing.T, ip, addr string) *client {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 5 * time.Second}
+	conn, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("dial %s from %s: %v", addr, ip, err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	c := &client{t: t, conn: conn, r: bufio.NewReader(conn)}
+	c.expect("+OK *")
+	return c
+}
+
+// authEvents returns the auth events recorded so far.
+func authEvents(rec *recorder) []proxy.AuthEvent {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	return slices.Clone(rec.auths)
+}
+
+// lastAuth returns the latest auth event. The proxy audits a login before it
+// answers, so it is there once the client has its reply.
+func lastAuth(t *testing.T, rec *recorder) proxy.AuthEvent {
+	t.Helper()
+	evs := authEvents(rec)
+	if len(evs) == 0 {
+		t.Fatal("no auth event")
+	}
+	return evs[len(evs)-1]
+}
+
+// sessionIDs is an Auditor that notes each session's id and passes every
+// event on, so a test can find the id the proxy sent upstream.
+type sessionIDs struct {
+	proxy.Auditor
+	mu  sync.Mutex
+	ids []string
+}
+
+func (s *sessionIDs) SessionOpen(info proxy.SessionInfo) {
+	s.mu.Lock()
+	s.ids = append(s.ids, info.ID)
+	s.mu.Unlock()
+	s.Auditor.SessionOpen(info)
+}
+
+func (s *sessionIDs) last(t *testing.T) string {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.ids) == 0 {
+		t.Fatal("no session opened")
+	}
+	return s.ids[len(s.ids)-1]
+}
+
+// deadUpstream is an upstream address that is down: it accepts and closes
+// at once (the greeting read fails), or, once hold is set, accepts and never
+// says anything, so that a dial would take the whole DialTimeout. It counts
+// the connections it accepts, which are the proxy's dial attempts.
+type deadUpstream struct {
+	l       net.Listener
+	accepts atomic.Int32
+	hold    atomic.Bool
+	mu      sync.Mutex
+	held    []net.Conn
+}
+
+func newDeadUpstream(t *testing.T) *deadUpstream {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &deadUpstream{l: l}
+	t.Cleanup(d.close)
+	go d.serve()
+	return d
+}
+
+func (d *deadUpstream) addr() string { return d.l.Addr().String() }
+
+func (d *deadUpstream) serve() {
+	for {
+		c, err := d.l.Accept()
+		if err != nil {
+			return
+		}
+		d.accepts.Add(1)
+		if !d.hold.Load() {
+			c.Close()
+			continue
+		}
+		d.mu.Lock()
+		d.held = append(d.held, c)
+		d.mu.Unlock()
+	}
+}
+
+func (d *deadUpstream) close() {
+	d.l.Close()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, c := range d.held {
+		c.Close()
+	}
+}
+
+// TestRoutingByUserAndDomain sends users to two real Dovecots by exact user
+// name and by domain, and refuses a user no route matches without
+// contacting either.
+func TestRoutingByUserAndDomain(t *testing.T) {
+	a := newDovecot(t, testdovecot.Config{Users: map[string]string{"alice@example.com": "pw-alice"}},
+		map[string][]string{"alice@example.com": {"Subject: one\r\n\r\nalice's mail, kept on A\r\n"}})
+	b := newDovecot(t, testdovecot.Config{Users: map[string]string{"bob@example.org": "pw-bob", "carol@example.com": "pw-carol"}},
+		map[string][]string{
+			"bob@example.org":   {"Subject: one\r\n\r\nbob's mail, kept on B\r\n", "Subject: two\r\n\r\nmore\r\n"},
+			"carol@example.com": {"Subject: one\r\n\r\ncarol's mail, kept on B\r\n", "Subject: two\r\n\r\n2\r\n", "Subject: three\r\n\r\n3\r\n"},
+		})
+	// Relays in front of each Dovecot show whether it was contacted at all.
+	addrA, tapA := relayTo(t, a.Addr())
+	addrB, tapB := relayTo(t, b.Addr())
+	router, err := route.New(route.Config{
+		Upstreams: []route.Upstream{{Name: "a", Addresses: []string{addrA}}, {Name: "b", Addresses: []string{addrB}}},
+		// carol is at example.com, which lives on A, but her mailbox is on B.
+		Users:   map[string]string{"carol@example.com": "b"},
+		Domains: map[string]string{"example.com": "a", "example.org": "b"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, _, rec := startProxy(t, "127.0.0.1:1", func(o *proxy.Options) {
+		o.Router = router
+		o.Upstreams = map[string]proxy.Upstream{
+			"a": {Addresses: []string{addrA}, DialTimeout: 2 * time.Second},
+			"b": {Addresses: []string{addrB}, DialTimeout: 2 * time.Second},
+		}
+	})
+
+	for _, tt := range []struct {
+		user, pass string
+		upstream   string // the address that must serve, as audited
+		stat       string // STAT reply: the message count proves the mailbox
+		text       string // in RETR 1: the mail proves the server
+	}{
+		{"alice@example.com", "pw-alice", addrA, "+OK 1 *", "alice's mail, kept on A"},
+		{"bob@example.org", "pw-bob", addrB, "+OK 2 *", "bob's mail, kept on B"},
+		{"carol@example.com", "pw-carol", addrB, "+OK 3 *", "carol's mail, kept on B"},
+		{"Bob@EXAMPLE.ORG", "pw-bob", addrB, "+OK 2 *", "bob's mail, kept on B"}, // domains ignore ASCII case
+	} {
+		c := dial(t, addr)
+		c.login(tt.user, tt.pass)
+		c.cmd("STAT", tt.stat)
+		c.cmd("RETR 1", "+OK*")
+		if body := c.body(); !strings.Contains(body, tt.text) {
+			t.Errorf("%s: RETR 1 = %q, want %q in it", tt.user, body, tt.text)
+		}
+		c.cmd("QUIT", "+OK*")
+		if ev := lastAuth(t, rec); !ev.OK || ev.User != tt.user || ev.Upstream != tt.upstream {
+			t.Errorf("%s: auth event %+v, want OK from %s", tt.user, ev, tt.upstream)
+		}
+	}
+
+	connsA, connsB := tapA.connections(), tapB.connections()
+	c := dial(t, addr)
+	c.cmd("USER dave@example.net", "+OK*")
+	c.cmd("PASS pw-dave", "-ERR [AUTH] *")
+	// The session goes on: a routable user may still log in.
+	c.login("alice@example.com", "pw-alice")
+	c.cmd("QUIT", "+OK*")
+	evs := authEvents(rec)
+	ev := evs[len(evs)-2]
+	if ev.OK || ev.User != "dave@example.net" || ev.Code != "AUTH" || ev.Upstream != "" || ev.Dial != 0 || ev.DialFailed {
+		t.Errorf("unroutable user: auth event %+v", ev)
+	}
+	if !strings.Contains(ev.Reason, route.ErrNoRoute.Error()) {
+		t.Errorf("unroutable user: reason %q, want %q in it", ev.Reason, route.ErrNoRoute)
+	}
+	if got := tapA.connections() - connsA; got != 1 {
+		t.Errorf("A got %d connections for an unroutable and a good login, want 1", got)
+	}
+	if got := tapB.connections() - connsB; got != 0 {
+		t.Errorf("B got %d connections, want 0", got)
+	}
+	if sent := tapA.received() + tapB.received(); strings.Contains(sent, "dave") {
+		t.Errorf("the unroutable user reached an upstream: %q", sent)
+	}
+}
+
+// TestRoutingRewritesLogin checks that StripDomain and AddDomain change the
+// name Dovecot sees, with users that exist only under the rewritten name.
+func TestRoutingRewritesLogin(t *testing.T) {
+	d := newDovecot(t, testdovecot.Config{Users: map[string]string{"plain": "pw-plain", "erin@example.org": "pw-erin"}}, nil)
+	for _, tt := range []struct {
+		cfg         route.Config
+		user, login string // what the client sends, what Dovecot must see
+		pass        string
+	}{
+		{route.Config{StripDomain: true}, "plain@example.com", "plain", "pw-plain"},
+		{route.Config{AddDomain: "example.org"}, "erin", "erin@example.org", "pw-erin"},
+		{route.Config{StripDomain: true, AddDomain: "example.org"}, "erin@legacy.example", "erin@example.org", "pw-erin"},
+	} {
+		tt.cfg.Upstreams = []route.Upstream{{Name: "store", Addresses: []string{d.Addr()}}}
+		tt.cfg.Default = "store"
+		router, err := route.New(tt.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr, _, rec := startProxy(t, "127.0.0.1:1", func(o *proxy.Options) {
+			o.Router = router
+			o.Upstreams = map[string]proxy.Upstream{"store": {Addresses: []string{d.Addr()}}}
+		})
+		c := dial(t, addr)
+		c.login(tt.user, tt.pass)
+		c.cmd("QUIT", "+OK*")
+		if _, err := d.WaitLog(logWait, "Login: user=<"+tt.login+">"); err != nil {
+			t.Errorf("%s: %v", tt.user, err)
+		}
+		// The audit keeps the name the client gave.
+		if ev := lastAuth(t, rec); !ev.OK || ev.User != tt.user {
+			t.Errorf("%s: auth event %+v", tt.user, ev)
+		}
+	}
+}
+
+// TestFailover logs in while the first of two addresses of one upstream is
+// up, then after it is stopped: the second takes over, and the audit names
+// the address that served.
+func TestFailover(t *testing.T) {
+	users := map[string]string{"fran": "pw-fran"}
+	a1 := newDovecot(t, testdovecot.Config{Users: users}, map[string][]string{"fran": {"Subject: x\r\n\r\nserved by A1\r\n"}})
+	a2 := newDovecot(t, testdovecot.Config{Users: users}, map[string][]string{"fran": {"Subject: x\r\n\r\nserved by A2\r\n"}})
+	addr, _, rec := startProxy(t, a1.Addr(), func(o *proxy.Options) {
+		o.Upstream.Addresses = []string{a1.Addr(), a2.Addr()}
+		o.Breaker = route.NewBreaker(2, time.Minute, time.Minute)
+	})
+	retr := func(want, wantAddr string) {
+		t.Helper()
+		c := dial(t, addr)
+		c.login("fran", "pw-fran")
+		c.cmd("RETR 1", "+OK*")
+		if body := c.body(); !strings.Contains(body, want) {
+			t.Errorf("RETR 1 = %q, want %q", body, want)
+		}
+		c.cmd("QUIT", "+OK*")
+		if ev := lastAuth(t, rec); !ev.OK || ev.Upstream != wantAddr {
+			t.Errorf("auth event %+v, want upstream %s", ev, wantAddr)
+		}
+	}
+	retr("served by A1", a1.Addr())
+	if err := a1.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	retr("served by A2", a2.Addr())
+	retr("served by A2", a2.Addr())
+}
+
+// TestBreakerSkipsFailingAddress puts an address that always fails first:
+// after the breaker's threshold of failures it is no longer dialled, and
+// logins go straight to the second address.
+func TestBreakerSkipsFailingAddress(t *testing.T) {
+	a2 := newDovecot(t, testdovecot.Config{Users: map[string]string{"gil": "pw-gil"}}, nil)
+	dead := newDeadUpstream(t)
+	breaker := route.NewBreaker(2, time.Minute, time.Minute)
+	addr, _, rec := startProxy(t, dead.addr(), func(o *proxy.Options) {
+		o.Upstream.Addresses = []string{dead.addr(), a2.Addr()}
+		o.Breaker = breaker
+	})
+	for i, wantAccepts := range []int32{1, 2, 2, 2} {
+		c := dial(t, addr)
+		c.login("gil", "pw-gil")
+		c.cmd("QUIT", "+OK*")
+		if got := dead.accepts.Load(); got != wantAccepts {
+			t.Errorf("login %d: the failing address was dialled %d times in all, want %d", i+1, got, wantAccepts)
+		}
+		if ev := lastAuth(t, rec); !ev.OK || ev.Upstream != a2.Addr() {
+			t.Errorf("login %d: auth event %+v", i+1, ev)
+		}
+	}
+	states := breaker.States()
+	if i := slices.IndexFunc(states, func(s route.State) bool { return s.Address == dead.addr() }); i < 0 || !states[i].Open {
+		t.Errorf("breaker states %+v: want %s open", states, dead.addr())
+	}
+}
+
+// TestBreakerAllOpenAnswersPromptly takes every address of the upstream
+// down: the first logins fail after dialling each; once every circuit is
+// open, a login fails at once without a dial, even though a dial would now
+// hang until DialTimeout.
+func TestBreakerAllOpenAnswersPromptly(t *testing.T) {
+	d1, d2 := newDeadUpstream(t), newDeadUpstream(t)
+	addr, _, rec := startProxy(t, d1.addr(), func(o *proxy.Options) {
+		o.Upstream.Addresses = []string{d1.addr(), d2.addr()}
+		o.Upstream.DialTimeout = 2 * time.Second
+		o.Breaker = route.NewBreaker(2, time.Minute, time.Minute)
+	})
+	c := dial(t, addr)
+	for i := 1; i <= 2; i++ {
+		c.cmd("USER hal", "+OK*")
+		c.cmd("PASS pw-hal", "-ERR [SYS/TEMP] *")
+		if a1, a2 := d1.accepts.Load(), d2.accepts.Load(); a1 != int32(i) || a2 != int32(i) {
+			t.Fatalf("login %d: dials %d and %d, want %d each", i, a1, a2, i)
+		}
+	}
+	// From now on a dial would wait for a greeting that never comes.
+	d1.hold.Store(true)
+	d2.hold.Store(true)
+	c.cmd("USER hal", "+OK*")
+	start := time.Now()
+	c.cmd("PASS pw-hal", "-ERR [SYS/TEMP] *")
+	if el := time.Since(start); el >= time.Second {
+		t.Errorf("with every circuit open, -ERR took %v, want < 1s", el)
+	}
+	if a1, a2 := d1.accepts.Load(), d2.accepts.Load(); a1 != 2 || a2 != 2 {
+		t.Errorf("with every circuit open: dials %d and %d, want none since", a1, a2)
+	}
+	if ev := lastAuth(t, rec); ev.OK || !ev.DialFailed || ev.Code != "SYS/TEMP" || !strings.Contains(ev.Reason, "open circuit") {
+		t.Errorf("auth event %+v, want a dial failure with open circuits", ev)
+	}
+}
+
+// TestLoopDetected points the proxy at its own listener: it must recognise
+// its own greeting and refuse, not log in to itself.
+func TestLoopDetected(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder()
+	srv := proxy.New(proxy.Options{
+		Upstream: proxy.Upstream{Addresses: []string{l.Addr().String()}, DialTimeout: 2 * time.Second, ResponseTimeout: 2 * time.Second},
+		Auditor:  rec,
+		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	go srv.Serve(l, proxy.Listener{Name: "test"})
+	t.Cleanup(func() { srv.Close() })
+
+	c := dial(t, l.Addr().String())
+	c.cmd("USER ivy", "+OK*")
+	c.cmd("PASS pw-ivy", "-ERR [SYS/TEMP] *")
+	evs := authEvents(rec)
+	if len(evs) != 1 {
+		t.Fatalf("auth events %+v, want only the client's login (the proxy must not log in to itself)", evs)
+	}
+	if ev := evs[0]; ev.OK || !ev.DialFailed || !strings.Contains(ev.Reason, "loop") {
+		t.Errorf("auth event %+v, want a dial failure naming the loop", ev)
+	}
+}
+
+// clientAddrIntoDovecot logs in through a proxy that tells Dovecot the
+// client's address as sendClient says, from clientIP, and checks that
+// Dovecot logs clientIP, not the proxy's 127.0.0.1, as the client.
+func clientAddrIntoDovecot(t *testing.T, sendClient proxy.ProxyHeader, clientIP string, cfg testdovecot.Config, upstreamAddr func(*testdovecot.Instance) string) (line, session string) {
+	t.Helper()
+	cfg.Users = map[string]string{"jo": "pw-jo"}
+	d := newDovecot(t, cfg, nil)
+	var ids *sessionIDs
+	addr, _, rec := startProxy(t, upstreamAddr(d), func(o *proxy.Options) {
+		o.Upstream.SendClient = sendClient
+		ids = &sessionIDs{Auditor: o.Auditor}
+		o.Auditor = ids
+	})
+	c := dialFrom(t, clientIP, addr)
+	c.login("jo", "pw-jo")
+	c.cmd("STAT", "+OK 0 *")
+	c.cmd("QUIT", "+OK*")
+	if ev := lastAuth(t, rec); !ev.OK {
+		t.Fatalf("auth event %+v", ev)
+	}
+	line, err := d.WaitLog(logWait, "Login: user=<jo>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(line, " rip="+clientIP+",") {
+		t.Errorf("Dovecot's login line %q does not name the client %s", line, clientIP)
+	}
+	return line, ids.last(t)
+}
+
+func haproxyAddr(d *testdovecot.Instance) string { return d.HAProxyAddr() }
+func plainAddr(d *testdovecot.Instance) string   { return d.Addr() }
+
+// TestProxyV2IntoDovecot sends a PROXY v2 header to Dovecot's haproxy
+// listener.
+func TestProxyV2IntoDovecot(t *testing.T) {
+	clientAddrIntoDovecot(t, proxy.SendProxyV2, "127.0.0.2", testdovecot.Config{HAProxyTrusted: []string{"127.0.0.0/8"}}, haproxyAddr)
+}
+
+// TestProxyV1IntoDovecot sends a PROXY v1 header to Dovecot's haproxy
+// listener.
+func TestProxyV1IntoDovecot(t *testing.T) {
+	clientAddrIntoDovecot(t, proxy.SendProxyV1, "127.0.0.4", testdovecot.Config{HAProxyTrusted: []string{"127.0.0.0/8"}}, haproxyAddr)
+}
+
+// TestXClientIntoDovecot sends XCLIENT to a Dovecot that trusts the proxy:
+// Dovecot logs the client's address and the proxy's session id.
+func TestXClientIntoDovecot(t *testing.T) {
+	line, session := clientAddrIntoDovecot(t, proxy.SendXClient, "127.0.0.3", testdovecot.Config{LoginTrusted: []string{"127.0.0.0/8"}}, plainAddr)
+	if !strings.Contains(line, " session=<"+session+">") {
+		t.Errorf("Dovecot's login line %q does not carry the proxy's session id %s", line, session)
+	}
+}
+
+// transcript collects what a fake upstream received, one slice per
+// connection, delivered when the proxy has hung up.
+type transcript chan []string
+
+// record reads lines until the proxy hangs up, answering each with reply,
+// and delivers them all.
+func (tr transcript) record(c *fakeConn, lines []string, reply func(line string) string) {
+	for {
+		line := c.line()
+		if line == "" {
+			tr <- lines
+			return
+		}
+		lines = append(lines, line)
+		c.send(reply(line))
+	}
+}
+
+func (tr transcript) next(t *testing.T) []string {
+	t.Helper()
+	select {
+	case lines := <-tr:
+		return lines
+	case <-time.After(5 * time.Second):
+		t.Fatal("the fake upstream's connection did not end")
+		return nil
+	}
+}
+
+// TestXClientRefused: an upstream that offers XCLIENT and then refuses it
+// gets no credentials, and the client a temporary failure.
+func TestXClientRefused(t *testing.T) {
+	tr := make(transcript, 10)
+	up := fakeUpstream(t, func(c *fakeConn) {
+		c.send("+OK [XCLIENT] ready\r\n")
+		tr.record(c, nil, func(line string) string {
+			if strings.HasPrefix(line, "XCLIENT ") {
+				return "-ERR You aren't allowed to use XCLIENT\r\n"
+			}
+			return "+OK\r\n"
+		})
+	})
+	addr, _, rec := startProxy(t, up, func(o *proxy.Options) { o.Upstream.SendClient = proxy.SendXClient })
+	c := dial(t, addr)
+	c.cmd("USER kim", "+OK*")
+	c.cmd("PASS pw-kim", "-ERR [SYS/TEMP] *")
+	lines := tr.next(t)
+	if len(lines) != 1 || !match("XCLIENT ADDR=127.0.0.1 PORT=* SESSION=* TTL=*", lines[0]) {
+		t.Errorf("upstream received %q, want only an XCLIENT line", lines)
+	}
+	if ev := lastAuth(t, rec); ev.OK || !ev.DialFailed || !strings.Contains(ev.Reason, "XCLIENT refused") {
+		t.Errorf("auth event %+v", ev)
+	}
+}
+
+// TestXClientNotOffered: without [XCLIENT] in the greeting the proxy sends
+// no XCLIENT even when configured to, and with it but not configured
+// neither; it logs in directly.
+func TestXClientNotOffered(t *testing.T) {
+	for _, tt := range []struct {
+		greeting   string
+		sendClient proxy.ProxyHeader
+	}{
+		{"+OK ready", proxy.SendXClient},
+		{"+OK XCLIENT ready", proxy.SendXClient}, // not a response code
+		{"+OK [XCLIENT] ready", proxy.SendNothing},
+	} {
+		tr := make(transcript, 10)
+		up := fakeUpstream(t, func(c *fakeConn) {
+			c.send(tt.greeting + "\r\n")
+			tr.record(c, nil, func(string) string { return "+OK\r\n" })
+		})
+		addr, _, _ := startProxy(t, up, func(o *proxy.Options) { o.Upstream.SendClient = tt.sendClient })
+		c := dial(t, addr)
+		c.login("lee", "pw-lee")
+		c.cmd("QUIT", "+OK*")
+		if lines := tr.next(t); !slices.Equal(lines, []string{"USER lee", "PASS pw-lee", "QUIT"}) {
+			t.Errorf("greeting %q, SendClient %d: upstream received %q", tt.greeting, tt.sendClient, lines)
+		}
+	}
+}
