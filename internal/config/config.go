@@ -243,7 +243,7 @@ func Default() Config {
 				PerUser: Penalty{Max: 10, Window: 15 * time.Minute, Delay: time.Second, MaxDelay: 15 * time.Second, Block: 15 * time.Minute},
 			},
 			PerUser:    PerUser{MaxSessions: 4},
-			PerSession: PerSession{CommandRate: 50, CommandBurst: 200},
+			PerSession: PerSession{CommandRate: 1000, CommandBurst: 5000},
 		},
 		Audit: Audit{Output: "stdout", Checkpoint: 5 * time.Minute, OnFailure: "close"},
 	}
