@@ -227,14 +227,15 @@ func TestRoutingByUserAndDomain(t *testing.T) {
 
 	for _, tt := range []struct {
 		user, pass string
+		route      string // the upstream's name, as audited
 		upstream   string // the address that must serve, as audited
 		stat       string // STAT reply: the message count proves the mailbox
 		text       string // in RETR 1: the mail proves the server
 	}{
-		{"alice@example.com", "pw-alice", addrA, "+OK 1 *", "alice's mail, kept on A"},
-		{"bob@example.org", "pw-bob", addrB, "+OK 2 *", "bob's mail, kept on B"},
-		{"carol@example.com", "pw-carol", addrB, "+OK 3 *", "carol's mail, kept on B"},
-		{"Bob@EXAMPLE.ORG", "pw-bob", addrB, "+OK 2 *", "bob's mail, kept on B"}, // domains ignore ASCII case
+		{"alice@example.com", "pw-alice", "a", addrA, "+OK 1 *", "alice's mail, kept on A"},
+		{"bob@example.org", "pw-bob", "b", addrB, "+OK 2 *", "bob's mail, kept on B"},
+		{"carol@example.com", "pw-carol", "b", addrB, "+OK 3 *", "carol's mail, kept on B"},
+		{"Bob@EXAMPLE.ORG", "pw-bob", "b", addrB, "+OK 2 *", "bob's mail, kept on B"}, // domains ignore ASCII case
 	} {
 		c := dial(t, addr)
 		c.login(tt.user, tt.pass)
@@ -244,8 +245,8 @@ func TestRoutingByUserAndDomain(t *testing.T) {
 			t.Errorf("%s: RETR 1 = %q, want %q in it", tt.user, body, tt.text)
 		}
 		c.cmd("QUIT", "+OK*")
-		if ev := lastAuth(t, rec); !ev.OK || ev.User != tt.user || ev.Upstream != tt.upstream {
-			t.Errorf("%s: auth event %+v, want OK from %s", tt.user, ev, tt.upstream)
+		if ev := lastAuth(t, rec); !ev.OK || ev.User != tt.user || ev.Route != tt.route || ev.Upstream != tt.upstream {
+			t.Errorf("%s: auth event %+v, want OK from %s (%s)", tt.user, ev, tt.route, tt.upstream)
 		}
 	}
 
@@ -258,7 +259,7 @@ func TestRoutingByUserAndDomain(t *testing.T) {
 	c.cmd("QUIT", "+OK*")
 	evs := authEvents(rec)
 	ev := evs[len(evs)-2]
-	if ev.OK || ev.User != "dave@example.net" || ev.Code != "AUTH" || ev.Upstream != "" || ev.Dial != 0 || ev.DialFailed {
+	if ev.OK || ev.User != "dave@example.net" || ev.Code != "AUTH" || ev.Route != "" || ev.Upstream != "" || ev.Dial != 0 || ev.DialFailed {
 		t.Errorf("unroutable user: auth event %+v", ev)
 	}
 	if !strings.Contains(ev.Reason, route.ErrNoRoute.Error()) {
@@ -278,7 +279,7 @@ func TestRoutingByUserAndDomain(t *testing.T) {
 // TestRoutingRewritesLogin checks that StripDomain and AddDomain change the
 // name Dovecot sees, with users that exist only under the rewritten name.
 func TestRoutingRewritesLogin(t *testing.T) {
-	d := newDovecot(t, testdovecot.Config{Users: map[string]string{"plain": "pw-plain", "erin@example.org": "pw-erin"}}, nil)
+	d := newDovecot(t, testdovecot.Config{Users: map[string]string{"plain": "pw-plain", "erin@example.org": "pw-erin", "fay@example.org": "pw-fay"}}, nil)
 	for _, tt := range []struct {
 		cfg         route.Config
 		user, login string // what the client sends, what Dovecot must see
@@ -286,7 +287,7 @@ func TestRoutingRewritesLogin(t *testing.T) {
 	}{
 		{route.Config{StripDomain: true}, "plain@example.com", "plain", "pw-plain"},
 		{route.Config{AddDomain: "example.org"}, "erin", "erin@example.org", "pw-erin"},
-		{route.Config{StripDomain: true, AddDomain: "example.org"}, "erin@legacy.example", "erin@example.org", "pw-erin"},
+		{route.Config{StripDomain: true, AddDomain: "example.org"}, "fay@legacy.example", "fay@example.org", "pw-fay"},
 	} {
 		tt.cfg.Upstreams = []route.Upstream{{Name: "store", Addresses: []string{d.Addr()}}}
 		tt.cfg.Default = "store"

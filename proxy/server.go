@@ -34,7 +34,9 @@ type Options struct {
 	// Upstream is where every user goes if Router is nil.
 	Upstream Upstream
 	// Router, if set, chooses an upstream per user among Upstreams (by
-	// name) and rewrites the login name.
+	// name) and rewrites the login name. The addresses dialled are the
+	// router's (reloadable); Upstreams gives the rest of each upstream's
+	// settings.
 	Router    *route.Router
 	Upstreams map[string]Upstream
 	// Breaker skips upstream addresses that keep failing. If nil, one with

@@ -42,12 +42,14 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -81,8 +83,9 @@ const (
 	// stopTimeout bounds the wait for the processes to exit after
 	// SIGTERM, and again after SIGKILL.
 	stopTimeout = 10 * time.Second
-	// masterAloneGrace is how long Stop lets Dovecot's master linger
-	// after all its children have gone.
+	// masterAloneGrace is how long Stop lets Dovecot's master and its
+	// helper processes linger once no pop3 or pop3-login process is
+	// left.
 	masterAloneGrace = 100 * time.Millisecond
 	// firstUIDLTime is the timestamp of the first message's file name;
 	// each later message gets the next second.
@@ -127,6 +130,28 @@ type Config struct {
 	// must accept; process and client limits are raised to match. If
 	// zero, 2500.
 	MaxConnections int
+
+	// HAProxyTrusted, if not empty, starts an extra plain POP3 listener
+	// (see HAProxyAddr) with haproxy = yes: every connection to it must
+	// begin with a PROXY protocol v1 or v2 header, whose source address
+	// Dovecot then takes as the client's (rip= in the log), and only
+	// these networks may connect to it (haproxy_trusted_networks). Each
+	// entry is an IP address or a CIDR prefix, e.g. "127.0.0.0/8".
+	HAProxyTrusted []string
+
+	// LoginTrusted, if not empty, is login_trusted_networks: IP
+	// addresses or CIDR prefixes of trusted proxies. Observed with Dovecot
+	// 2.3.19: clients from them are greeted "+OK [XCLIENT] Dovecot
+	// (Debian) ready." instead of "+OK Dovecot (Debian) ready.", and may
+	// send "XCLIENT ADDR=<ip> PORT=<port> SESSION=<id> TTL=<n>" before
+	// logging in (answered "+OK Updated"); the session is then logged and
+	// authenticated as coming from ADDR, with SESSION as its session id
+	// (rip= and session=<...> in the login line, see WaitLog). They also
+	// count as secured. Other clients get no [XCLIENT], and their XCLIENT
+	// is answered "+OK You are not from trusted IP - ignoring": +OK, not
+	// -ERR, so only the greeting tells whether XCLIENT works. Start's
+	// readiness check connects from 127.0.0.1.
+	LoginTrusted []string
 }
 
 // Instance is a running private Dovecot. Its methods are safe for
@@ -140,6 +165,7 @@ type Instance struct {
 	logPath  string
 	addr     string
 	tlsAddr  string
+	haAddr   string // the haproxy listener, if any
 	users    map[string]string
 	uid, gid int // owner of the maildirs and of the mail processes
 	seq      atomic.Int64
@@ -181,6 +207,11 @@ func Start(cfg Config) (*Instance, error) {
 	}
 	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
 		return nil, errors.New("testdovecot: TLSCert and TLSKey must be set together")
+	}
+	for _, nets := range [][]string{cfg.HAProxyTrusted, cfg.LoginTrusted} {
+		if err := checkNetworks(nets); err != nil {
+			return nil, err
+		}
 	}
 
 	d := &Instance{users: make(map[string]string, len(cfg.Users))}
@@ -225,6 +256,21 @@ func checkUser(name, pass string) error {
 	}
 	if strings.Contains(pass, ":") || strings.IndexFunc(pass, isControl) >= 0 {
 		return fmt.Errorf("testdovecot: invalid password for user %q", name)
+	}
+	return nil
+}
+
+// checkNetworks accepts IP addresses and CIDR prefixes only, so that an
+// entry can neither break the configuration nor need a DNS lookup.
+func checkNetworks(nets []string) error {
+	for _, n := range nets {
+		if _, err := netip.ParsePrefix(n); err == nil {
+			continue
+		}
+		if _, err := netip.ParseAddr(n); err == nil {
+			continue
+		}
+		return fmt.Errorf("testdovecot: %q is neither an IP address nor a CIDR prefix", n)
 	}
 	return nil
 }
@@ -360,6 +406,9 @@ type confData struct {
 	TLSCert         string
 	TLSKey          string
 	Port, TLSPort   int
+	HAProxyPort     int
+	HAProxyTrusted  string // space-separated, for haproxy_trusted_networks
+	LoginTrusted    string // space-separated, for login_trusted_networks
 	ProcessLimit    int
 	ClientLimit     int
 	LoginProcesses  int
@@ -378,6 +427,12 @@ func (d *Instance) start(bin string, cfg Config) error {
 			return err
 		}
 	}
+	haPort := 0
+	if len(cfg.HAProxyTrusted) > 0 {
+		if haPort, err = freePort(); err != nil {
+			return err
+		}
+	}
 	data := confData{
 		InstanceName:    "popdc-" + filepath.Base(d.dir),
 		BaseDir:         d.baseDir,
@@ -390,6 +445,9 @@ func (d *Instance) start(bin string, cfg Config) error {
 		MailRoot:        d.mailRoot,
 		Port:            port,
 		TLSPort:         tlsPort,
+		HAProxyPort:     haPort,
+		HAProxyTrusted:  strings.Join(cfg.HAProxyTrusted, " "),
+		LoginTrusted:    strings.Join(cfg.LoginTrusted, " "),
 		// One pop3 process per session, plus some slack.
 		ProcessLimit: cfg.MaxConnections + 100,
 		// Each session is a client of pop3-login, anvil, log, ...
@@ -458,6 +516,9 @@ func (d *Instance) start(bin string, cfg Config) error {
 	if tlsPort != 0 {
 		d.tlsAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(tlsPort))
 	}
+	if haPort != 0 {
+		d.haAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(haPort))
+	}
 	if err := d.waitReady(); err != nil {
 		_ = d.killGroup() // the start error says more
 		log := d.logSince(logStart)
@@ -465,6 +526,40 @@ func (d *Instance) start(bin string, cfg Config) error {
 			return fmt.Errorf("testdovecot: %w: %s", errAddrInUse, lastLines(log, 5))
 		}
 		return fmt.Errorf("testdovecot: %w; dovecot log:\n%s", err, lastLines(log, 20))
+	}
+	if err := d.waitLoginLog(logStart); err != nil {
+		_ = d.killGroup()
+		return fmt.Errorf("testdovecot: %w; dovecot log:\n%s", err, lastLines(d.logSince(logStart), 20))
+	}
+	return nil
+}
+
+// waitLoginLog waits until a line from pop3-login (the readiness check's
+// "Disconnected: Aborted login ...") has reached the log, greeting again
+// every pokeInterval while none has.
+//
+// Seen with Dovecot 2.3.19 when the machine is busy (go test -race, many
+// instances): if a login process logs before Dovecot's log process has
+// first read that service's pipe, the log process reads the line together
+// with the master's handshake, and then waits for new input before it
+// writes what it already holds. The readiness line, a "Login: ... rip="
+// line after it, and so on then stay unwritten until pop3-login next logs,
+// which in a test may be never. Once one line has come through, later
+// ones follow at once, so Start makes sure of that one. (The pop3 service,
+// whose first line comes when the first session ends, is not affected in
+// practice.)
+func (d *Instance) waitLoginLog(logStart int64) error {
+	deadline := time.Now().Add(readyTimeout)
+	lastPoke := time.Now()
+	for !strings.Contains(d.logSince(logStart), "pop3-login: ") {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no pop3-login line in the log within %v", readyTimeout)
+		}
+		if time.Since(lastPoke) >= pokeInterval {
+			_ = greets(d.addr) // one more line, which pushes the others out
+			lastPoke = time.Now()
+		}
+		time.Sleep(logPoll)
 	}
 	return nil
 }
@@ -576,6 +671,12 @@ func (d *Instance) Addr() string { return d.addr }
 // certificate.
 func (d *Instance) TLSAddr() string { return d.tlsAddr }
 
+// HAProxyAddr returns the address of the listener that expects a PROXY
+// protocol header first, "127.0.0.1:port", or "" if Config.HAProxyTrusted
+// was empty. Dovecot opens it with the plain port, so it is ready when
+// Start returns.
+func (d *Instance) HAProxyAddr() string { return d.haAddr }
+
 // LogPath returns Dovecot's log file; Dovecot's stdout and stderr are
 // appended to it too. With auth_verbose on, failed logins are logged.
 func (d *Instance) LogPath() string { return d.logPath }
@@ -597,9 +698,12 @@ func (d *Instance) Pid() int { return d.pgid }
 // logged-in sessions outlive Dovecot 2.3's master, serving their clients,
 // and the master takes about a second to exit. It also often lingers
 // about a second after all its children have exited once sessions were
-// served; as it has nothing left to do then, Stop sends it SIGKILL after
-// 100 ms alone. Anything still there after 10 s gets SIGKILL too. Log
-// lines written while Dovecot shuts down may be lost.
+// served, and now and then its anvil process stays, blocked on a read, for
+// five seconds after SIGTERM (seen with 2.3.19), the master waiting for
+// it. As nothing is left to do once no pop3 or pop3-login process remains,
+// Stop then sends SIGKILL to what is left after 100 ms. Anything still
+// there after 10 s gets SIGKILL too. Log lines written while Dovecot shuts
+// down may be lost.
 //
 // Stop is idempotent: later calls, and Kill, return the first call's
 // result. It keeps Dir.
@@ -631,11 +735,12 @@ func (d *Instance) Stop() error {
 }
 
 // waitStopped waits up to timeout until no process of the instance is
-// left, sending SIGKILL to the master once it has been alone for
-// masterAloneGrace. It reports whether all went.
+// left, sending SIGKILL to the group once only the master and helpers
+// (anvil, log, auth, config, ...) have been left for masterAloneGrace. It
+// reports whether all went.
 func (d *Instance) waitStopped(timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)
-	var alone time.Time // when the master was first seen alone
+	var alone time.Time // when no serving process was first seen
 	for {
 		select {
 		case <-d.done:
@@ -643,15 +748,15 @@ func (d *Instance) waitStopped(timeout time.Duration) bool {
 				return true
 			}
 		default:
-			if pids, ok := liveInGroup(d.pgid); ok && len(pids) == 1 && pids[0] == d.pgid {
-				if alone.IsZero() {
-					alone = time.Now()
-				} else if time.Since(alone) > masterAloneGrace {
-					_ = syscall.Kill(d.pgid, syscall.SIGKILL) // ESRCH: just exited
-				}
-			} else {
-				alone = time.Time{}
+		}
+		if procs, ok := groupProcs(d.pgid); ok && !slices.ContainsFunc(procs, serving) {
+			if alone.IsZero() {
+				alone = time.Now()
+			} else if time.Since(alone) > masterAloneGrace {
+				_ = syscall.Kill(-d.pgid, syscall.SIGKILL) // ESRCH: just exited
 			}
+		} else {
+			alone = time.Time{}
 		}
 		if time.Now().After(deadline) {
 			return false
@@ -744,18 +849,27 @@ func groupAlive(pgid int) bool {
 	if err := syscall.Kill(-pgid, 0); errors.Is(err, syscall.ESRCH) {
 		return false
 	}
-	pids, ok := liveInGroup(pgid)
-	return !ok || len(pids) > 0
+	procs, ok := groupProcs(pgid)
+	return !ok || len(procs) > 0
 }
 
-// liveInGroup returns the processes of group pgid that are not zombies,
+// proc is a live process of an instance.
+type proc struct {
+	pid  int
+	comm string // the executable's name: dovecot (the master), pop3, anvil, ...
+}
+
+// serving reports whether p serves clients: a login or a mail process.
+func serving(p proc) bool { return p.comm == "pop3" || p.comm == "pop3-login" }
+
+// groupProcs returns the processes of group pgid that are not zombies,
 // and false if /proc cannot tell.
-func liveInGroup(pgid int) ([]int, bool) {
+func groupProcs(pgid int) ([]proc, bool) {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil, false
 	}
-	var pids []int
+	var procs []proc
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
@@ -776,10 +890,14 @@ func liveInGroup(pgid int) ([]int, bool) {
 			continue
 		}
 		if g, err := strconv.Atoi(f[2]); err == nil && g == pgid {
-			pids = append(pids, pid)
+			comm := s[:i]
+			if j := strings.IndexByte(comm, '('); j >= 0 {
+				comm = comm[j+1:]
+			}
+			procs = append(procs, proc{pid: pid, comm: comm})
 		}
 	}
-	return pids, true
+	return procs, true
 }
 
 // logSince returns the log from byte offset off.
@@ -794,6 +912,52 @@ func (d *Instance) logSince(off int64) string {
 	}
 	b, _ := io.ReadAll(f)
 	return string(b)
+}
+
+const (
+	// logPoll is how often WaitLog and Start read the log again.
+	logPoll = 10 * time.Millisecond
+	// pokeInterval is how long Start waits for a login line to reach
+	// the log before it connects again; see waitLoginLog.
+	pokeInterval = 100 * time.Millisecond
+)
+
+// WaitLog waits up to timeout for a line of the log (LogPath) that
+// contains every one of substrs, and returns the first such line, without
+// its newline. Dovecot writes through its log process, so the line about
+// a login may appear a moment after the client got +OK. On timeout the
+// error quotes the end of the log.
+//
+// Login lines look like this (Dovecot 2.3.19, login_log_format_elements as
+// set by this package; rip is the client as Dovecot saw it, after any
+// PROXY header or XCLIENT):
+//
+//	... pop3-login: Info: Login: user=<alice>, method=PLAIN, rip=192.0.2.7, lip=127.0.0.1, mpid=4242, secured, session=<a1b2c3>
+func (d *Instance) WaitLog(timeout time.Duration, substrs ...string) (string, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		log := d.logSince(0)
+		// Only whole lines: the last one may still be being written.
+		whole, _ := strings.CutSuffix(log[:strings.LastIndexByte(log, '\n')+1], "\n")
+		for _, line := range strings.Split(whole, "\n") {
+			if containsAll(line, substrs) {
+				return line, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("testdovecot: no log line with %q within %v; log ends:\n%s", substrs, timeout, lastLines(log, 15))
+		}
+		time.Sleep(logPoll)
+	}
+}
+
+func containsAll(s string, substrs []string) bool {
+	for _, sub := range substrs {
+		if !strings.Contains(s, sub) {
+			return false
+		}
+	}
+	return true
 }
 
 // lastLines returns the last n lines of s.

@@ -9,12 +9,14 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/binary"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"math/big"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -600,10 +602,111 @@ func TestBadConfig(t *testing.T) {
 		{Users: map[string]string{"alice": "p:w"}},
 		{Users: map[string]string{"alice": "p\nw"}},
 		{TLSCert: "cert.pem"},
+		{HAProxyTrusted: []string{"127.0.0.1\nmail_location = x"}},
+		{LoginTrusted: []string{"localhost"}},
+		{LoginTrusted: []string{"10.0.0.0/8 127.0.0.1"}},
 	} {
 		if d, err := Start(cfg); err == nil {
 			d.Close()
 			t.Errorf("Start(%+v): no error", cfg)
 		}
+	}
+}
+
+// proxyV2 is a PROXY protocol v2 header for a TCP over IPv4 connection
+// from src to dst, written by hand so the fixture is checked against the
+// specification (haproxy's proxy-protocol.txt §2.2), not against the
+// proxy's own encoder.
+func proxyV2(src, dst netip.AddrPort) []byte {
+	h := []byte("\r\n\r\n\x00\r\nQUIT\n")
+	h = append(h, 0x21, 0x11, 0, 12) // v2 PROXY; TCP over IPv4; 12 octets follow
+	h = append(h, src.Addr().AsSlice()...)
+	h = append(h, dst.Addr().AsSlice()...)
+	h = binary.BigEndian.AppendUint16(h, src.Port())
+	return binary.BigEndian.AppendUint16(h, dst.Port())
+}
+
+// TestHAProxy logs in through the haproxy listener with a v2 and a v1
+// header: Dovecot's log names the header's source address as the client.
+// A connection without a header is dropped.
+func TestHAProxy(t *testing.T) {
+	t.Parallel()
+	d := New(t, Config{Users: map[string]string{"alice": "pw"}, HAProxyTrusted: []string{"127.0.0.0/8"}})
+	if d.HAProxyAddr() == "" || d.HAProxyAddr() == d.Addr() {
+		t.Fatalf("HAProxyAddr() = %q (Addr %q)", d.HAProxyAddr(), d.Addr())
+	}
+	for _, tt := range []struct {
+		name, ip string
+		header   []byte
+	}{
+		{"v2", "192.0.2.9", proxyV2(netip.MustParseAddrPort("192.0.2.9:5555"), netip.MustParseAddrPort("127.0.0.1:110"))},
+		{"v1", "198.51.100.4", []byte("PROXY TCP4 198.51.100.4 127.0.0.1 5556 110\r\n")},
+	} {
+		c := dial(t, d.HAProxyAddr())
+		if _, err := c.c.Write(tt.header); err != nil {
+			t.Fatal(err)
+		}
+		c.login("alice", "pw")
+		c.cmd("QUIT", "+OK")
+		line, err := d.WaitLog(5*time.Second, "Login: user=<alice>", "rip="+tt.ip+",")
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		t.Logf("%s: %s", tt.name, line)
+	}
+
+	// Dovecot insists on the header.
+	c := dial(t, d.HAProxyAddr())
+	io.WriteString(c.c, "USER alice\r\n")
+	if l, err := c.r.ReadString('\n'); err == nil {
+		t.Errorf("without a PROXY header: got %q, want the connection dropped", l)
+	}
+	if _, err := d.WaitLog(5*time.Second, "Failed to read valid HAproxy data"); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestLoginTrusted sends XCLIENT from a trusted network, as a proxy does:
+// the greeting offers it, and the log names the announced client address
+// and session id.
+func TestLoginTrusted(t *testing.T) {
+	t.Parallel()
+	d := New(t, Config{Users: map[string]string{"alice": "pw"}, LoginTrusted: []string{"127.0.0.0/8"}})
+	c := dial(t, d.Addr())
+	if g := c.expect("+OK"); !strings.HasPrefix(g, "+OK [XCLIENT] ") {
+		t.Fatalf("greeting %q does not offer [XCLIENT]", g)
+	}
+	c.cmd("XCLIENT ADDR=192.0.2.7 PORT=4321 SESSION=xclientTest42 TTL=4", "+OK")
+	c.cmd("USER alice", "+OK")
+	c.cmd("PASS pw", "+OK")
+	c.cmd("QUIT", "+OK")
+	line, err := d.WaitLog(5*time.Second, "Login: user=<alice>", "rip=192.0.2.7,", "session=<xclientTest42>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log(line)
+}
+
+// TestXClientUntrusted documents what Dovecot 2.3.19 does without
+// LoginTrusted: no [XCLIENT] in the greeting, and XCLIENT is answered +OK
+// but ignored, so a proxy must go by the greeting, not by the reply.
+func TestXClientUntrusted(t *testing.T) {
+	t.Parallel()
+	d := New(t, Config{Users: map[string]string{"alice": "pw"}})
+	c := dial(t, d.Addr())
+	if g := c.expect("+OK"); strings.Contains(g, "XCLIENT") {
+		t.Fatalf("greeting %q offers XCLIENT to an untrusted client", g)
+	}
+	if got := c.cmd("XCLIENT ADDR=192.0.2.7 PORT=4321 SESSION=untrusted1 TTL=4", "+OK"); !strings.Contains(got, "ignoring") {
+		t.Errorf("XCLIENT from an untrusted client: %q", got)
+	}
+	c.cmd("USER alice", "+OK")
+	c.cmd("PASS pw", "+OK")
+	c.cmd("QUIT", "+OK")
+	if _, err := d.WaitLog(5*time.Second, "Login: user=<alice>", "rip=127.0.0.1,"); err != nil {
+		t.Fatal(err)
+	}
+	if log := d.logSince(0); strings.Contains(log, "192.0.2.7") || strings.Contains(log, "untrusted1") {
+		t.Errorf("the ignored XCLIENT reached the log:\n%s", log)
 	}
 }
