@@ -44,9 +44,10 @@ type ACME struct {
 	ListenHost string
 
 	// TLSALPN answers TLS-ALPN-01 challenges on popproxy's implicit-TLS
-	// listeners: ServerConfig then also accepts ALPN "acme-tls/1" (see
-	// IsACMEChallenge). The CA always connects to port 443, so the
-	// implicit-TLS listener must be on TLSALPNPort and 443 must reach it.
+	// listeners: ServerConfig then also accepts ALPN "acme-tls/1", and the
+	// proxy closes such connections after the handshake. The CA always
+	// connects to port 443, so the implicit-TLS listener must be on
+	// TLSALPNPort and 443 must reach it.
 	// During New that listener is not up yet, so certmagic binds
 	// ListenHost:TLSALPNPort itself for the challenge and closes it
 	// afterwards; later renewals find popproxy's listener there (the port

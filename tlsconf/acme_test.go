@@ -255,7 +255,7 @@ func TestACMETLSALPN(t *testing.T) {
 	}
 	challengeSeen := false
 	for len(srv.states) > 0 {
-		if IsACMEChallenge(<-srv.states) {
+		if (<-srv.states).NegotiatedProtocol == ProtoACMETLS1 {
 			challengeSeen = true
 		}
 	}

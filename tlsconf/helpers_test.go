@@ -157,7 +157,7 @@ func (s *echoServer) handle(wg *sync.WaitGroup, c *tls.Conn) {
 	case s.states <- cs:
 	default:
 	}
-	if IsACMEChallenge(cs) {
+	if cs.NegotiatedProtocol == ProtoACMETLS1 {
 		return // RFC 8737 §3: validation only, no application data.
 	}
 	io.Copy(c, c)

@@ -167,20 +167,14 @@ func New(cfg Config, log *slog.Logger) (*Manager, error) {
 // offers no ALPN is accepted. The certificate is chosen per handshake by
 // SNI: static and self-signed certificates first, then certmagic's, then the
 // default. Connections whose negotiated protocol is "acme-tls/1" are ACME
-// validations and must be closed after the handshake (see IsACMEChallenge).
+// validations (RFC 8737 §3) and must be closed after the handshake without
+// speaking POP3.
 func (m *Manager) ServerConfig() *tls.Config {
 	c := m.base.Clone()
 	// Clone shares slices; give the caller its own.
 	c.NextProtos = slices.Clone(c.NextProtos)
 	c.CipherSuites = slices.Clone(c.CipherSuites)
 	return c
-}
-
-// IsACMEChallenge reports whether a completed handshake was a TLS-ALPN-01
-// validation by an ACME server (RFC 8737 §3), which the caller must close
-// without speaking POP3.
-func IsACMEChallenge(cs tls.ConnectionState) bool {
-	return cs.NegotiatedProtocol == ProtoACMETLS1
 }
 
 // Reload re-reads every static certificate file. It is all or nothing: if

@@ -99,6 +99,7 @@ func run(cfg *config.Config, configPath string, logger *slog.Logger, ready func(
 	if err != nil {
 		return err
 	}
+	m.Circuits(circuits(cfg, opts.Breaker))
 	srv := proxy.New(opts)
 
 	var listeners []net.Listener
@@ -248,6 +249,7 @@ func serverOptions(cfg *config.Config, auditor proxy.Auditor, logger *slog.Logge
 		return proxy.Options{}, err
 	}
 	return proxy.Options{
+		Breaker:            route.NewBreaker(route.DefaultFailures, route.DefaultCooldown, route.DefaultMaxCooldown),
 		Upstreams:          upstreams,
 		Router:             router,
 		Limits:             limits,

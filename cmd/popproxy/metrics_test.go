@@ -67,6 +67,7 @@ func TestMetricsEndpoint(t *testing.T) {
 		`popproxy_policy_refusals_total{rule="wrong_state"} 1`,
 		`popproxy_session_closes_total{reason="quit"} 2`,
 		`popproxy_upstream_dial_seconds_count 2`,
+		`popproxy_upstream_circuit_open{address="` + drop + `",upstream="default"} 0`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s", want)

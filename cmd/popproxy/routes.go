@@ -7,6 +7,7 @@ import (
 	"maps"
 
 	"github.com/popproxy/popproxy/internal/config"
+	"github.com/popproxy/popproxy/internal/metrics"
 	"github.com/popproxy/popproxy/internal/route"
 	"github.com/popproxy/popproxy/proxy"
 )
@@ -74,6 +75,24 @@ func routeConfig(cfg *config.Config) (route.Config, error) {
 		}
 	}
 	return rc, nil
+}
+
+// circuits reports the breaker's state per configured upstream address, for
+// the popproxy_upstream_circuit_open metric.
+func circuits(cfg *config.Config, b *route.Breaker) func() []metrics.CircuitState {
+	return func() []metrics.CircuitState {
+		open := map[string]bool{}
+		for _, s := range b.States() {
+			open[s.Address] = s.Open
+		}
+		var out []metrics.CircuitState
+		for _, u := range cfg.Upstreams {
+			for _, a := range u.Addresses {
+				out = append(out, metrics.CircuitState{Upstream: u.Name, Address: a, Open: open[a]})
+			}
+		}
+		return out
+	}
 }
 
 // checkFiles loads what the configuration names beyond itself, for -check:

@@ -24,11 +24,9 @@
 //		...
 //	}
 //
-//	// Toward the upstream, after reading its greeting:
-//	if proxyproto.GreetingOffersXClient(greeting) {
-//		line, err := proxyproto.XClient(client, sessionID, 5)
-//		// send line, expect +OK, else abort without sending credentials
-//	}
+//	// Toward the upstream, after a greeting with the code [XCLIENT]:
+//	line, err := proxyproto.XClient(client, sessionID, 4)
+//	// send line, expect +OK, else abort without sending credentials
 //	// or, for a PROXY-aware upstream, before reading its greeting:
 //	hdr, err := proxyproto.Header(2, client, local)
 //	// write hdr first on the new upstream connection

@@ -19,11 +19,9 @@ func ExampleHeader() {
 }
 
 func ExampleXClient() {
-	greeting := "+OK [XCLIENT] Dovecot ready."
-	if proxyproto.GreetingOffersXClient(greeting) {
-		line, _ := proxyproto.XClient(netip.MustParseAddrPort("[2001:db8::7]:51234"), "k3Jd9Qx2", 4)
-		fmt.Printf("%q\n", line)
-	}
+	// After a greeting "+OK [XCLIENT] Dovecot ready.":
+	line, _ := proxyproto.XClient(netip.MustParseAddrPort("[2001:db8::7]:51234"), "k3Jd9Qx2", 4)
+	fmt.Printf("%q\n", line)
 	// Output:
 	// "XCLIENT ADDR=2001:db8::7 PORT=51234 SESSION=k3Jd9Qx2 TTL=4\r\n"
 }

@@ -65,10 +65,10 @@ func Header(version int, client, local netip.AddrPort) ([]byte, error) {
 // ("Proxying loops"), so pass the hops left (Dovecot starts at 5 and sends
 // one less).
 //
-// Send it only when GreetingOffersXClient says so, and only to a backend
-// that trusts the proxy (Dovecot's login_trusted_networks); an -ERR reply
-// means it does not: close the upstream connection without sending
-// credentials.
+// Send it only when the greeting carries the response code [XCLIENT], which
+// Dovecot gives only to peers in its login_trusted_networks (to others it
+// answers XCLIENT "+OK ... ignoring"); on -ERR, close the upstream
+// connection without sending credentials.
 func XClient(client netip.AddrPort, session string, ttl int) (string, error) {
 	if !client.IsValid() {
 		return "", errors.New("proxyproto: XCLIENT needs the client's address")
@@ -85,22 +85,4 @@ func XClient(client netip.AddrPort, session string, ttl int) (string, error) {
 
 func notAlnum(c rune) bool {
 	return !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9')
-}
-
-// GreetingOffersXClient reports whether an upstream greeting (the first
-// line, with or without its CRLF) advertises XCLIENT: it must begin with
-// "+OK [XCLIENT]", the response code Dovecot puts in its greeting for
-// trusted peers, as Dovecot's proxy checks. The code may be in any case and
-// must be followed by a space or the end of the line.
-func GreetingOffersXClient(greetingText string) bool {
-	const ok, code = "+OK ", "[XCLIENT]"
-	g := strings.TrimRight(greetingText, "\r\n")
-	if !strings.HasPrefix(g, ok) || len(g) < len(ok)+len(code) {
-		return false
-	}
-	rest := g[len(ok):]
-	if !strings.EqualFold(rest[:len(code)], code) {
-		return false
-	}
-	return len(rest) == len(code) || rest[len(code)] == ' '
 }

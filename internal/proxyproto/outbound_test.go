@@ -126,27 +126,3 @@ func TestXClient(t *testing.T) {
 		}
 	}
 }
-
-func TestGreetingOffersXClient(t *testing.T) {
-	tests := map[string]bool{
-		"+OK [XCLIENT] Dovecot ready.":          true,
-		"+OK [XCLIENT] Dovecot ready.\r\n":      true,
-		"+OK [XCLIENT]":                         true,
-		"+OK [xclient] ready":                   true,
-		"+OK Dovecot ready.":                    false,
-		"+OK Dovecot ready. [XCLIENT]":          false, // not the response code
-		"+OK [XCLIENTX] ready":                  false,
-		"+OK [XCLIENT]x ready":                  false,
-		"+OK [IN-USE] [XCLIENT]":                false,
-		"-ERR [XCLIENT] go away":                false,
-		"+OK  [XCLIENT] two spaces":             false,
-		"+OK[XCLIENT]":                          false,
-		"":                                      false,
-		"+OK <1896.697170952@dbc.mtview.ca.us>": false,
-	}
-	for greeting, want := range tests {
-		if got := GreetingOffersXClient(greeting); got != want {
-			t.Errorf("GreetingOffersXClient(%q) = %v, want %v", greeting, got, want)
-		}
-	}
-}
