@@ -61,9 +61,8 @@ func (srv *Server) dialUpstream(up Upstream, info dialInfo) (*upstream, error) {
 	defer cancel()
 	_, _, err := srv.opts.Breaker.Dial(ctx, up.Addresses, srv.opts.DialAttempts, func(ctx context.Context, addr string) (net.Conn, error) {
 		var err error
-		u, err = srv.dialSecure(up, addr, info)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", addr, err)
+		if u, err = srv.dialSecure(up, addr, info); err != nil {
+			return nil, err // Dial names the address
 		}
 		return u.conn, nil
 	})
