@@ -20,7 +20,10 @@ var authorizationVerbs = map[string]func(*session, pop3.Command) error{
 	"AUTH": (*session).cmdAuth,
 	"CAPA": (*session).cmdCapaBeforeLogin,
 	"STLS": (*session).cmdStls,
-	"QUIT": (*session).cmdQuitBeforeLogin,
+	// XPOPPROXY ids... : the popproxies a session came through (see
+	// upstream.passChain); not advertised, useful only between popproxies.
+	"XPOPPROXY": (*session).cmdChain,
+	"QUIT":      (*session).cmdQuitBeforeLogin,
 }
 
 // authorization handles one command before login.
@@ -36,6 +39,16 @@ func (s *session) authorization(cmd pop3.Command) error {
 		return s.refuse("wrong_state", cmd.Verb, "not logged in")
 	}
 	return s.refuse("unknown_command", cmd.Verb, "unknown command")
+}
+
+// cmdChain records the instance ids of the popproxies in front of this one.
+// A client can only make its own session refuse upstreams.
+func (s *session) cmdChain(cmd pop3.Command) error {
+	if len(cmd.Args) == 0 || len(cmd.Args) > maxChain {
+		return s.refuse("syntax", cmd.Verb, "usage: XPOPPROXY id...")
+	}
+	s.chain = cmd.Args
+	return s.reply(true, "")
 }
 
 // tlsMissing reports whether this connection must do STLS before a login.
@@ -205,7 +218,7 @@ func (s *session) login(c credentials) error {
 		return s.refuse("syntax", "AUTH", "invalid username")
 	}
 	dialStart := time.Now()
-	u, err := s.srv.dialUpstream(up, dialInfo{client: s.remote, local: s.local, session: s.id})
+	u, err := s.srv.dialUpstream(up, dialInfo{client: s.remote, local: s.local, session: s.id, chain: s.chain})
 	ev.Dial = time.Since(dialStart)
 	if err != nil {
 		s.srv.log.Warn("upstream unavailable", "session", s.id, "err", err)

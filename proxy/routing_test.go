@@ -571,3 +571,41 @@ func TestXClientNotOffered(t *testing.T) {
 		}
 	}
 }
+
+// TestLoopBetweenTwoProxies points two proxies at each other: the loop is
+// found at the second hop and the client gets -ERR [SYS/TEMP], instead of
+// sessions nesting until a limit.
+func TestLoopBetweenTwoProxies(t *testing.T) {
+	la, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := func(l net.Listener, upstream string) *recorder {
+		rec := newRecorder()
+		srv := proxy.New(proxy.Options{
+			Upstream: proxy.Upstream{Addresses: []string{upstream}, DialTimeout: 2 * time.Second, ResponseTimeout: 2 * time.Second},
+			Auditor:  rec,
+			Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+		})
+		go srv.Serve(l, proxy.Listener{Name: "loop"})
+		t.Cleanup(func() { srv.Close() })
+		return rec
+	}
+	recA := start(la, lb.Addr().String())
+	recB := start(lb, la.Addr().String())
+	c := dial(t, la.Addr().String())
+	c.cmd("USER alice", "+OK*")
+	c.cmd("PASS secret", "-ERR [SYS/TEMP] *")
+	recA.mu.Lock()
+	defer recA.mu.Unlock()
+	recB.mu.Lock()
+	defer recB.mu.Unlock()
+	// A's session reached B, whose session refused to dial A: one auth event each.
+	if len(recA.auths) != 1 || len(recB.auths) != 1 || !strings.Contains(recB.auths[0].Reason, "loop") {
+		t.Fatalf("auth events: A %+v, B %+v", recA.auths, recB.auths)
+	}
+}

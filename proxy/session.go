@@ -86,8 +86,9 @@ type session struct {
 	throttled bool          // the command rate has held this session back
 
 	state       state
-	pendingUser string // from USER, until PASS
-	user        string // set at login; the password is never kept
+	pendingUser string   // from USER, until PASS
+	chain       []string // popproxies in front of this one (XPOPPROXY)
+	user        string   // set at login; the password is never kept
 	badCommands int
 
 	msgs           messages
@@ -213,7 +214,7 @@ func (s *session) run() (end *endError) {
 			end = &endError{reason: "internal_error", farewell: "-ERR [SYS/TEMP] internal error", err: fmt.Errorf("panic: %v", r)}
 		}
 	}()
-	s.reply(true, "popproxy ready "+s.srv.instance)
+	s.reply(true, greetingPrefix+s.srv.instance)
 	for {
 		if err := s.next(); err != nil {
 			var e *endError

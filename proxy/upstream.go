@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -46,10 +47,18 @@ type credentials struct {
 type dialInfo struct {
 	client, local netip.AddrPort
 	session       string
+	chain         []string // instance ids of the popproxies before this one
 }
 
-// errLoop means the upstream greeted with this proxy's own greeting.
-var errLoop = errors.New("upstream is this proxy (loop)")
+// errLoop means the upstream is this proxy, or one of the popproxies the
+// client came through.
+var errLoop = errors.New("upstream is a popproxy this session already passed (loop)")
+
+// greetingPrefix starts popproxy's greeting; the instance id follows.
+const greetingPrefix = "popproxy ready "
+
+// maxChain bounds the popproxies one session may pass through.
+const maxChain = 8
 
 // dialUpstream connects to the first of up's addresses that answers, with
 // failover and the circuit breaker, secures the connection as up says, tells
@@ -100,10 +109,12 @@ func (srv *Server) dialSecure(up Upstream, addr string, info dialInfo) (*upstrea
 	case err != nil:
 	case !st.OK:
 		err = fmt.Errorf("greeting: -ERR %s", pop3.Sanitize(st.Text))
-	case strings.Contains(st.Text, srv.instance):
-		err = errLoop
 	default:
 		err = u.release()
+	}
+	upstreamID, chained := strings.CutPrefix(st.Text, greetingPrefix)
+	if err == nil && chained && (upstreamID == srv.instance || slices.Contains(info.chain, upstreamID)) {
+		err = errLoop
 	}
 	if err == nil && up.TLSMode == TLSStartTLS {
 		err = u.startTLS(raw, up.TLSConfig, deadline)
@@ -111,6 +122,9 @@ func (srv *Server) dialSecure(up Upstream, addr string, info dialInfo) (*upstrea
 	// ParseStatus has taken "[XCLIENT]" out of the text as the response code.
 	if err == nil && up.SendClient == SendXClient && strings.EqualFold(st.Code, "XCLIENT") {
 		err = u.xclient(info)
+	}
+	if err == nil && chained {
+		err = u.passChain(append(slices.Clone(info.chain), srv.instance))
 	}
 	if err != nil {
 		u.close()
@@ -133,6 +147,20 @@ func sendProxyHeader(c net.Conn, mode ProxyHeader, info dialInfo, deadline time.
 	c.SetWriteDeadline(deadline)
 	_, err = c.Write(header)
 	c.SetWriteDeadline(time.Time{})
+	return err
+}
+
+// passChain tells an upstream popproxy which popproxies the session came
+// through, so that it refuses to dial any of them: a loop of proxies is
+// found at its second hop rather than nesting sessions until a limit.
+func (u *upstream) passChain(chain []string) error {
+	if len(chain) > maxChain {
+		return fmt.Errorf("more than %d popproxies in a row", maxChain)
+	}
+	st, err := u.exchange("XPOPPROXY " + strings.Join(chain, " ") + "\r\n")
+	if err == nil && !st.OK {
+		err = fmt.Errorf("XPOPPROXY refused: %s", pop3.Sanitize(st.Text))
+	}
 	return err
 }
 
