@@ -11,7 +11,8 @@ const maxHeaderValue = 998
 // MessageIDWatcher returns a CopyBody watcher that stores the value of the
 // message's Message-ID header (RFC 5322 §3.6.4), unfolded and with control
 // characters replaced, in *id, and stops watching at the end of the header
-// section, so a message body is never looked at.
+// section (a blank line, or a line that is no header field), so a message
+// body is never looked at.
 func MessageIDWatcher(id *string) func(line []byte) bool {
 	var value []byte
 	inMessageID := false
@@ -31,7 +32,10 @@ func MessageIDWatcher(id *string) func(line []byte) bool {
 			return false
 		}
 		name, rest, ok := bytes.Cut(line, []byte(":"))
-		if ok && strings.EqualFold(string(bytes.TrimSpace(name)), "Message-ID") {
+		if !ok {
+			return false // not a header field (RFC 5322 §2.2): no header section, or it is over
+		}
+		if strings.EqualFold(string(bytes.TrimSpace(name)), "Message-ID") {
 			inMessageID = true
 			value = append(value[:0], rest[:min(len(rest), maxHeaderValue)]...)
 		}

@@ -267,6 +267,7 @@ func TestMessageIDWatcher(t *testing.T) {
 		{"Subject: none\r\n\r\nMessage-ID: <in-body@x>\r\n", ""},
 		{"Message-ID: <a@b\x1b[31m>\r\n\r\n", "<a@b?[31m>"},
 		{"X-Message-ID: <not@this>\r\nMessage-Id: <this@one>\r\n\r\n", "<this@one>"},
+		{"no header at all\r\nMessage-ID: <not@header>\r\n", ""},
 	}
 	for _, tt := range tests {
 		var id string
