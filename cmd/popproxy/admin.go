@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/popproxy/popproxy/audit"
@@ -20,6 +21,9 @@ func serveAdmin(addr string, m *metrics.Metrics, ready func() error, logger *slo
 	}
 	srv := &http.Server{Handler: m.Handler(ready), ReadHeaderTimeout: 10 * time.Second}
 	logger.Info("admin listening", "address", l.Addr().String())
+	if ap, err := netip.ParseAddrPort(l.Addr().String()); err == nil && !ap.Addr().IsLoopback() {
+		logger.Warn("admin listener is not on loopback: /metrics has no authentication", "address", l.Addr().String())
+	}
 	go func() {
 		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			logger.Error("admin listener failed", "err", err)
