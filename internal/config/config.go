@@ -15,6 +15,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/popproxy/popproxy/internal/pop3"
 	"github.com/popproxy/popproxy/internal/ratelimit"
 )
 
@@ -386,7 +387,7 @@ func (c *Config) Validate() error {
 		field := fmt.Sprintf("commands.allow[%d]", i)
 		v := strings.ToUpper(e.Verb)
 		switch {
-		case !isKeyword(v):
+		case !pop3.IsKeyword(v):
 			bad(field+".verb", "%q is not a command keyword (letters and digits, 1 to 16)", e.Verb)
 		case builtin[v]:
 			bad(field+".verb", "%s is handled by the proxy itself", v)
@@ -598,18 +599,6 @@ func checkVersion(bad func(string, string, ...any), field, v string, allowed ...
 var builtin = map[string]bool{
 	"USER": true, "PASS": true, "APOP": true, "AUTH": true, "STLS": true, "CAPA": true, "QUIT": true,
 	"STAT": true, "LIST": true, "RETR": true, "DELE": true, "NOOP": true, "RSET": true, "TOP": true, "UIDL": true,
-}
-
-func isKeyword(s string) bool {
-	if s == "" || len(s) > 16 {
-		return false
-	}
-	for _, c := range s {
-		if !('A' <= c && c <= 'Z' || '0' <= c && c <= '9') {
-			return false
-		}
-	}
-	return true
 }
 
 func checkAddress(bad func(string, string, ...any), field, addr string) {

@@ -46,13 +46,18 @@ func ParseCommand(line []byte) (Command, error) {
 		}
 		return Command{}, ErrBadKeyword
 	}
-	if len(keyword) > maxKeyword || !isAlnum(keyword) {
+	if !IsKeyword(keyword) {
 		return Command{}, ErrBadKeyword
 	}
 	return Command{Verb: strings.ToUpper(keyword), Args: strings.Fields(tail), Tail: tail}, nil
 }
 
-func isAlnum(s string) bool {
+// IsKeyword reports whether s can be a command keyword: 1 to 16 ASCII letters
+// and digits, in any case.
+func IsKeyword(s string) bool {
+	if s == "" || len(s) > maxKeyword {
+		return false
+	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9') {
