@@ -81,15 +81,17 @@ const (
 	keyDetail = "detail"
 	keyKey    = "key"
 	keyValue  = "value"
+	keyCount  = "count"
 
-	keyBytesIn   = "bytes_in"
-	keyBytesOut  = "bytes_out"
-	keyRetr      = "retr"
-	keyTop       = "top"
-	keyDele      = "dele"
-	keyMarked    = "marked"
-	keyLoggedIn  = "logged_in"
-	keyCommitted = "committed"
+	keyBytesIn       = "bytes_in"
+	keyBytesOut      = "bytes_out"
+	keyRetr          = "retr"
+	keyTop           = "top"
+	keyDele          = "dele"
+	keyMarked        = "marked"
+	keyLoggedIn      = "logged_in"
+	keyCommitted     = "committed"
+	keyCommitUnknown = "commit_unknown"
 
 	// Added by the chain, see sink.
 	keySeq   = "seq"
@@ -242,9 +244,15 @@ func (l *Log) Command(id string, e proxy.CommandEvent) {
 }
 
 // Policy records something the proxy refused itself. Empty fields, and a
-// zero value, are left out; rule is always there.
+// zero value, are left out; rule is always there. A refused connection, which
+// never became a session, has an empty session id, its listener, and the
+// number of refusals the record stands for.
 func (l *Log) Policy(id string, e proxy.PolicyEvent) {
-	ev := l.event(EventPolicy, id).Str(keyRule, e.Rule)
+	ev := l.event(EventPolicy, id)
+	if id == "" && e.Listener != "" {
+		ev.Str(keyListener, e.Listener)
+	}
+	ev.Str(keyRule, e.Rule)
 	if e.Verb != "" {
 		ev.Str(keyVerb, e.Verb)
 	}
@@ -257,6 +265,9 @@ func (l *Log) Policy(id string, e proxy.PolicyEvent) {
 	if e.Value != 0 {
 		ev.Float64(keyValue, e.Value)
 	}
+	if e.Count > 0 {
+		ev.Int(keyCount, e.Count)
+	}
 	ev.Send()
 }
 
@@ -266,10 +277,17 @@ func (l *Log) Checkpoint(id string, c proxy.Counters) {
 }
 
 // SessionClose records the end of a session: its totals and whether its
-// deletions were committed. It forgets the session's listener and client.
+// deletions were committed: true, false, or null with "commit_unknown" saying
+// why nobody knows. It forgets the session's listener and client.
 func (l *Log) SessionClose(id string, e proxy.CloseEvent) {
 	ev := l.event(EventSessionClose, id).Str(keyReason, e.Reason).Str(keyUser, e.User).Bool(keyLoggedIn, e.LoggedIn)
-	counters(ev, e.Counters).Bool(keyCommitted, e.Committed).Bool(keyIncomplete, e.Incomplete).Send()
+	counters(ev, e.Counters)
+	if e.CommitUnknown != "" {
+		ev.Interface(keyCommitted, nil).Str(keyCommitUnknown, e.CommitUnknown)
+	} else {
+		ev.Bool(keyCommitted, e.Committed)
+	}
+	ev.Bool(keyIncomplete, e.Incomplete).Send()
 	l.mu.Lock()
 	delete(l.sessions, id)
 	l.mu.Unlock()

@@ -40,8 +40,9 @@ type userStats struct {
 //	CLIENTS        distinct client IP addresses, logged in or refused
 //
 // Session totals come from session.close records, so a session counts in the
-// log where it ended; logged-in sessions without one, and lines that are not
-// JSON, are counted in notes below the table.
+// log where it ended; logged-in sessions without one, messages whose deletion
+// is unknown, and lines that are not JSON, are counted in notes below the
+// table.
 func Report(r io.Reader, w io.Writer) error {
 	t := tally{users: make(map[string]*userStats), open: make(map[string]bool)}
 	skipped := 0
@@ -74,8 +75,11 @@ func Report(r io.Reader, w io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	if len(t.open) > 0 || skipped > 0 {
+	if len(t.open) > 0 || t.unknown > 0 || skipped > 0 {
 		fmt.Fprintln(w)
+	}
+	if t.unknown > 0 {
+		fmt.Fprintf(w, "note: %d marked message(s) in neither DELETED nor NOT COMMITTED: QUIT reached the server but its answer was lost (committed: null)\n", t.unknown)
 	}
 	if len(t.open) > 0 {
 		fmt.Fprintf(w, "note: %d logged-in session(s) without a session.close record are not counted\n", len(t.open))
@@ -88,8 +92,9 @@ func Report(r io.Reader, w io.Writer) error {
 
 // tally adds up records for Report.
 type tally struct {
-	users map[string]*userStats
-	open  map[string]bool // logged-in sessions without a close record yet
+	users   map[string]*userStats
+	open    map[string]bool // logged-in sessions without a close record yet
+	unknown int             // marked messages whose commit is unknown
 }
 
 // add counts one record, and reports whether it was JSON.
@@ -104,7 +109,7 @@ func (t *tally) add(line []byte) bool {
 		Retr      int    `json:"retr"`
 		Top       int    `json:"top"`
 		Marked    []int  `json:"marked"`
-		Committed bool   `json:"committed"`
+		Committed *bool  `json:"committed"` // null: unknown
 		BytesOut  int64  `json:"bytes_out"`
 	}
 	if json.Unmarshal(line, &rec) != nil {
@@ -127,9 +132,12 @@ func (t *tally) add(line []byte) bool {
 		u.retr += rec.Retr
 		u.top += rec.Top
 		u.bytesOut += rec.BytesOut
-		if rec.Committed {
+		switch {
+		case rec.Committed == nil:
+			t.unknown += len(rec.Marked)
+		case *rec.Committed:
 			u.deleted += len(rec.Marked)
-		} else {
+		default:
 			u.uncommitted += len(rec.Marked)
 		}
 		u.addClient(rec.Client)

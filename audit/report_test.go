@@ -41,6 +41,12 @@ func TestReport(t *testing.T) {
 	cmd("s2", "DELE", "3")
 	l.SessionClose("s2", proxy.CloseEvent{Reason: "timeout", User: "bob", LoggedIn: true,
 		Counters: proxy.Counters{BytesOut: 1200, Retr: 1, Dele: 1, Marked: []int{3}}})
+	// bob marks another; the server takes QUIT and dies without answering.
+	open("s6", "198.51.100.7:50001")
+	login("s6", "bob", true)
+	cmd("s6", "DELE", "4")
+	l.SessionClose("s6", proxy.CloseEvent{Reason: "upstream_failed", User: "bob", LoggedIn: true,
+		CommitUnknown: "QUIT sent, but the server's answer was lost", Counters: proxy.Counters{Dele: 1, Marked: []int{4}}})
 	// bob fails from elsewhere and gives up.
 	open("s3", "[2001:db8::5]:1234")
 	login("s3", "bob", false)
@@ -68,8 +74,9 @@ func TestReport(t *testing.T) {
 	want := `USER            SESSIONS  FAILED LOGINS  RETR  TOP  DELETED  NOT COMMITTED  BYTES OUT  CLIENTS
 "\x1b[31mroot"  0         1              0     0    0        0              0          203.0.113.9
 alice           4         0              2     1    2        0              5300       192.0.2.10,192.0.2.11,192.0.2.12 +1 more
-bob             1         2              1     0    0        1              1200       198.51.100.7,2001:db8::5
+bob             2         2              1     0    0        1              1200       198.51.100.7,2001:db8::5
 
+note: 1 marked message(s) in neither DELETED nor NOT COMMITTED: QUIT reached the server but its answer was lost (committed: null)
 note: 1 logged-in session(s) without a session.close record are not counted
 note: 1 line(s) skipped: not JSON
 `

@@ -79,12 +79,20 @@ type CommandEvent struct {
 }
 
 // PolicyEvent is something the proxy refused itself.
+//
+// Refusals of connections that never became sessions (a connection limit, a
+// failed implicit-TLS handshake) come with an empty session id, their
+// Listener, and Count: how many refusals of this rule and key the record
+// stands for, at most one record per key and interval (Options.RefusalInterval).
 type PolicyEvent struct {
-	Rule   string // e.g. "wrong_state", "syntax", "line_too_long", "limit.conn_per_ip"
+	Rule   string // e.g. "wrong_state", "syntax", "line_too_long", "limit.ip_sessions"
 	Verb   string
 	Detail string
 	Key    string  // what a limit is keyed on (an address, a user), if any
 	Value  float64 // the limit's current value, if any
+
+	Listener string // only for refused connections
+	Count    int    // only for refused connections: at least 1
 }
 
 // Counters are a session's running totals.
@@ -100,11 +108,15 @@ type Counters struct {
 // CloseEvent ends every session exactly once, however it ended.
 type CloseEvent struct {
 	Counters
-	Reason     string
-	User       string
-	LoggedIn   bool
-	Committed  bool // QUIT reached UPDATE with +OK, so Marked were deleted
-	Incomplete bool // a multi-line response was cut short
+	Reason    string
+	User      string
+	LoggedIn  bool
+	Committed bool // QUIT reached UPDATE with +OK, so Marked were deleted
+	// CommitUnknown, if set, says why nobody knows whether Marked were
+	// deleted (QUIT went upstream but its answer was lost); Committed is
+	// then false.
+	CommitUnknown string
+	Incomplete    bool // a multi-line response was cut short
 }
 
 // nopAuditor is used when Options.Auditor is nil.

@@ -104,7 +104,7 @@ func TestAuditFailClosed(t *testing.T) {
 	}
 
 	rec.setErr(nil) // the sink recovered
-	dial(t, addr).login("alice", "secret")
+	dial(t, addr).loginWhenUnlocked("alice", "secret")
 
 	open, _, openRec := startProxy(t, up.Addr().String(), func(o *proxy.Options) { o.AuditFailOpen = true })
 	openRec.setErr(errors.New("disk full"))

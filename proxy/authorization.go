@@ -312,8 +312,8 @@ func (s *session) cmdStls(cmd pop3.Command) error {
 		return &endError{reason: "client_gone", err: err}
 	}
 	// What the client said before TLS counts for nothing after it.
-	s.pendingUser = ""
-	return s.startTLS(TLSStartTLS)
+	s.pendingUser, s.chain = "", nil
+	return s.startTLS()
 }
 
 func (s *session) writeCapa(caps []string) error {

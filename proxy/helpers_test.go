@@ -295,6 +295,23 @@ func (c *client) login(user, pass string) {
 	c.cmd("PASS "+pass, "+OK*")
 }
 
+// loginWhenUnlocked logs in as user right after another session of the same
+// mailbox ended: the mail drop unlocks a mailbox when it sees the proxy's
+// side close, which may take a moment ([IN-USE] until then).
+func (c *client) loginWhenUnlocked(user, pass string) {
+	c.t.Helper()
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		c.cmd("USER "+user, "+OK*")
+		reply := c.cmd("PASS "+pass, "*")
+		if strings.HasPrefix(reply, "+OK") {
+			return
+		}
+		if !strings.HasPrefix(reply, "-ERR [IN-USE]") || time.Now().After(deadline) {
+			c.t.Fatalf("login: %q", reply)
+		}
+	}
+}
+
 // fakeUpstream serves each connection with script, for faults a real server
 // will not produce.
 func fakeUpstream(t testing.TB, script func(c *fakeConn)) string {

@@ -46,7 +46,7 @@ func (r *recorder) hasPolicy(rule string) bool {
 
 func TestLimitMaxSessions(t *testing.T) {
 	up := acceptingUpstream(t, "")
-	addr, _, rec := startProxy(t, up, withLimits(proxy.Limits{MaxSessions: 2}))
+	addr, srv, rec := startProxy(t, up, withLimits(proxy.Limits{MaxSessions: 2}))
 	a, b := dial(t, addr), dial(t, addr)
 	refused := dialRaw(t, addr)
 	if line := readLine(t, refused); line != "-ERR [SYS/TEMP] too many connections, try again later" {
@@ -56,9 +56,8 @@ func TestLimitMaxSessions(t *testing.T) {
 		t.Error("no policy event")
 	}
 	a.cmd("QUIT", "+OK*")
-	rec.waitClose(t) // the refused one
-	rec.waitClose(t) // a
-	dial(t, addr)    // under the limit again
+	waitFor(t, func() bool { return srv.Sessions() == 1 }) // a has gone
+	dial(t, addr)                                          // under the limit again
 	b.cmd("CAPA", "+OK*")
 }
 
@@ -70,7 +69,7 @@ func TestLimitPerIPSessionsAndTrusted(t *testing.T) {
 		t.Fatalf("second session from one address got %q", line)
 	}
 	rec.mu.Lock()
-	if p := rec.policy[0]; p.Rule != "limit.ip_sessions" || p.Key != "127.0.0.1" || p.Value != 1 {
+	if p := rec.policy[0]; p.Rule != "limit.ip_sessions" || p.Key != "127.0.0.1/32" || p.Value != 1 || p.Listener != "test" || p.Count != 1 {
 		t.Errorf("policy event %+v", p)
 	}
 	rec.mu.Unlock()

@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -69,6 +70,11 @@ type Options struct {
 	Limits Limits
 	// Auditor receives audit events. If nil, nothing is audited.
 	Auditor Auditor
+	// RefusalInterval is how often refused connections (connection limits,
+	// failed implicit-TLS handshakes) are summarised in the audit: the first
+	// refusal per listener, rule and address is audited at once, the rest
+	// as one record with a count per interval. Default 10s.
+	RefusalInterval time.Duration
 	// Logger is the operational log. If nil, slog.Default() is used.
 	Logger *slog.Logger
 }
@@ -166,6 +172,8 @@ type Server struct {
 	log      *slog.Logger
 	instance string // in the greeting, to recognise a loop back to this proxy
 	limits   *limiter
+	refusals *refusalLog
+	panics   atomic.Int64
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -200,11 +208,14 @@ func New(opts Options) *Server {
 	if opts.DialAttempts <= 0 {
 		opts.DialAttempts = 3
 	}
+	if opts.RefusalInterval <= 0 {
+		opts.RefusalInterval = 10 * time.Second
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Server{
+	srv := &Server{
 		instance:  newSessionID(),
 		opts:      opts,
 		log:       log,
@@ -212,6 +223,10 @@ func New(opts Options) *Server {
 		listeners: map[net.Listener]struct{}{},
 		sessions:  map[*session]struct{}{},
 	}
+	srv.refusals = newRefusalLog(opts.RefusalInterval,
+		func(e PolicyEvent) { srv.opts.Auditor.Policy("", e) },
+		func(r any) { srv.panicked(r, "in", "refusal summary") })
+	return srv
 }
 
 // Serve accepts connections on l as lc describes until l fails or the server
@@ -285,6 +300,14 @@ func (srv *Server) remove(s *session) {
 	srv.wg.Done()
 }
 
+// Sessions returns the number of open sessions, including connections still
+// being admitted.
+func (srv *Server) Sessions() int {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	return len(srv.sessions)
+}
+
 func (srv *Server) isClosing() bool {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
@@ -302,6 +325,7 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 		srv.wg.Wait()
 		close(done)
 	}()
+	defer srv.refusals.flush()
 	select {
 	case <-done:
 		return nil

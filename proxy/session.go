@@ -2,16 +2,15 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/netip"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -66,6 +65,11 @@ type session struct {
 	local  netip.AddrPort // the proxy's address it connected to
 	start  time.Time
 
+	// loginDeadline ends the AUTHORIZATION state however busy the client
+	// keeps it: a client sending CAPA every few seconds must not hold a
+	// session slot forever.
+	loginDeadline time.Time
+
 	raw    net.Conn     // the TCP connection
 	client *timeoutConn // raw, or TLS over raw
 	cr     *bufio.Reader
@@ -97,6 +101,7 @@ type session struct {
 	dele           int
 	marked         []int
 	committed      bool
+	commitUnknown  string // why committed is unknown, if it is
 	incomplete     bool
 }
 
@@ -109,6 +114,7 @@ func newSession(srv *Server, c net.Conn, lc *Listener) *session {
 		start: time.Now(),
 		raw:   c,
 	}
+	s.loginDeadline = s.start.Add(srv.opts.LoginTimeout)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.attach(c)
 	s.remote = addrPort(c.RemoteAddr())
@@ -136,24 +142,35 @@ func (s *session) attach(c net.Conn) {
 	}
 }
 
-// startTLS runs the server side of a TLS handshake on the raw connection,
-// within the login timeout, and attaches the result.
-func (s *session) startTLS(mode TLSMode) error {
+// startTLS runs the server side of a TLS handshake after STLS and attaches
+// the result.
+func (s *session) startTLS() error {
+	if err := s.handshake(); err != nil {
+		s.policy("tls_handshake", "STLS", describeHandshakeError(err))
+		return &endError{reason: "tls_failed", err: err}
+	}
+	s.auditTLS(TLSStartTLS)
+	return nil
+}
+
+// handshake runs the server side of a TLS handshake on the raw connection,
+// within the login deadline, and attaches the result.
+func (s *session) handshake() error {
 	tc := tls.Server(s.raw, s.lc.TLSConfig)
-	s.raw.SetDeadline(time.Now().Add(s.srv.opts.LoginTimeout))
+	s.raw.SetDeadline(s.loginDeadline)
 	err := tc.Handshake()
 	s.raw.SetDeadline(time.Time{})
 	if err != nil {
-		s.policy("tls_handshake", "", pop3.Sanitize(err.Error()))
-		return &endError{reason: "tls_failed", err: err}
+		return err
 	}
 	cs := tc.ConnectionState()
-	if cs.NegotiatedProtocol == acmeTLSALPN {
-		// An ACME TLS-ALPN-01 validation: the handshake was the whole point.
-		return &endError{reason: "acme_challenge"}
-	}
 	s.attach(tc)
 	s.tls = &cs
+	return nil
+}
+
+func (s *session) auditTLS(mode TLSMode) {
+	cs := s.tls
 	s.srv.opts.Auditor.TLS(s.id, TLSEvent{
 		Mode:        mode.String(),
 		Version:     tls.VersionName(cs.Version),
@@ -162,7 +179,6 @@ func (s *session) startTLS(mode TLSMode) error {
 		ALPN:        cs.NegotiatedProtocol,
 		Resumed:     cs.DidResume,
 	})
-	return nil
 }
 
 // acmeTLSALPN is the ALPN protocol of ACME's TLS-ALPN-01 challenge (RFC 8737).
@@ -180,40 +196,88 @@ func newSessionID() string {
 	return hex.EncodeToString(b[:])
 }
 
+// serve runs the session from accept to close. A connection is admitted (and
+// its implicit TLS handshake done) before anything is audited of it, so that a
+// flood of refused connections costs only summaries (refusalLog). A panic
+// anywhere, in the Auditor, a certificate callback or the proxy itself, ends
+// this session only.
 func (s *session) serve() {
 	defer s.srv.remove(s)
-	s.srv.opts.Auditor.SessionOpen(SessionInfo{ID: s.id, Listener: s.lc.Name, Client: s.remote, Local: s.local, TLSMode: s.lc.TLSMode.String(), Start: s.start})
-	var end *endError
-	if err := s.auditUnavailable(); err != nil {
-		end = err
-	} else if rule, n := s.admit(); rule != "" {
-		s.policyEvent(PolicyEvent{Rule: rule, Key: s.remote.Addr().String(), Value: float64(n)})
-		end = &endError{reason: "limit", farewell: "-ERR [SYS/TEMP] too many connections, try again later"}
-		if s.lc.TLSMode == TLSImplicit {
-			end.farewell = "" // the client expects a TLS handshake, not text
-		}
-	} else if s.lc.TLSMode == TLSImplicit {
-		if err := s.startTLS(TLSImplicit); err != nil {
-			end = err.(*endError)
-		}
+	defer s.cancel()
+	defer s.release()
+	defer s.raw.Close()
+	if refused := s.protect(s.admitConnection); refused != nil {
+		s.protect(func() *endError { s.turnAway(refused); return nil })
+		return
 	}
+	end := s.protect(s.open)
 	if end == nil {
-		end = s.run()
+		end = s.protect(s.run)
 	}
-	s.finish(end)
-	s.release()
-	s.cancel()
+	s.protect(func() *endError { s.finish(end); return nil })
 }
 
-// run serves commands until the session ends, containing any panic to this
-// session.
-func (s *session) run() (end *endError) {
+// protect runs f, turning a panic into the end of this session.
+func (s *session) protect(f func() *endError) (end *endError) {
 	defer func() {
 		if r := recover(); r != nil {
-			s.srv.log.Error("session panic", "session", s.id, "panic", r, "stack", string(debug.Stack()))
-			end = &endError{reason: "internal_error", farewell: "-ERR [SYS/TEMP] internal error", err: fmt.Errorf("panic: %v", r)}
+			s.srv.panicked(r, "session", s.id)
+			end = &endError{reason: "internal_error", farewell: "-ERR [SYS/TEMP] internal error", err: &panicError{r}}
 		}
 	}()
+	return f()
+}
+
+// admitConnection applies the connection limits and, on an implicit-TLS
+// listener, runs the handshake. A refusal is recorded in the refusal log, not
+// as a session.
+func (s *session) admitConnection() *endError {
+	refuse := func(e PolicyEvent, end *endError) *endError {
+		e.Listener = s.lc.Name
+		s.srv.refusals.record(e)
+		return end
+	}
+	key := s.ipKey().String()
+	if rule, n := s.admit(); rule != "" {
+		return refuse(PolicyEvent{Rule: rule, Key: key, Value: float64(n)},
+			&endError{reason: "limit", farewell: "-ERR [SYS/TEMP] too many connections, try again later"})
+	}
+	if s.lc.TLSMode != TLSImplicit {
+		return nil
+	}
+	if err := s.handshake(); err != nil {
+		return refuse(PolicyEvent{Rule: "tls_handshake", Key: key, Detail: describeHandshakeError(err)},
+			&endError{reason: "tls_failed", err: err})
+	}
+	if s.tls.NegotiatedProtocol == acmeTLSALPN {
+		// An ACME TLS-ALPN-01 validation: the handshake was the whole point.
+		return &endError{reason: "acme_challenge"}
+	}
+	return nil
+}
+
+// turnAway tells a refused client why, if it can read plaintext, and closes.
+func (s *session) turnAway(end *endError) {
+	if end.farewell == "" || s.lc.TLSMode == TLSImplicit {
+		return // an implicit-TLS client expects a handshake, not text
+	}
+	s.raw.SetWriteDeadline(time.Now().Add(time.Second))
+	io.WriteString(s.raw, end.farewell+"\r\n")
+}
+
+// open writes the session's first records, and ends the session if they
+// could not be written and the audit trail fails closed. (These writes are
+// also what finds out that a failed audit trail works again.)
+func (s *session) open() *endError {
+	s.srv.opts.Auditor.SessionOpen(SessionInfo{ID: s.id, Listener: s.lc.Name, Client: s.remote, Local: s.local, TLSMode: s.lc.TLSMode.String(), Start: s.start})
+	if s.tls != nil {
+		s.auditTLS(TLSImplicit)
+	}
+	return s.auditUnavailable() // these were the first writes since it failed
+}
+
+// run serves commands until the session ends.
+func (s *session) run() *endError {
 	s.reply(true, greetingPrefix+s.srv.instance)
 	for {
 		if err := s.next(); err != nil {
@@ -249,8 +313,10 @@ func (s *session) finish(end *endError) {
 	if up != nil {
 		up.close()
 	}
-	if s.tls != nil {
+	if s.tls != nil && !s.incomplete {
 		// Let the client see a proper close_notify (best effort, bounded).
+		// Never after a cut response: a TLS client would take the close
+		// for a clean end of a truncated message.
 		s.raw.SetWriteDeadline(time.Now().Add(time.Second))
 		s.client.Conn.(*tls.Conn).CloseWrite()
 	}
@@ -259,16 +325,18 @@ func (s *session) finish(end *endError) {
 	} else {
 		s.raw.Close()
 	}
-	if end.reason == "internal_error" {
+	var pe *panicError // already logged with its stack
+	if end.reason == "internal_error" && !errors.As(end.err, &pe) {
 		s.srv.log.Error("session failed", "session", s.id, "err", end.err)
 	}
 	s.srv.opts.Auditor.SessionClose(s.id, CloseEvent{
-		Counters:   s.counters(),
-		Reason:     end.reason,
-		Committed:  s.committed,
-		User:       s.user,
-		LoggedIn:   s.state == stateTransaction,
-		Incomplete: s.incomplete,
+		Counters:      s.counters(),
+		Reason:        end.reason,
+		Committed:     s.committed,
+		CommitUnknown: s.commitUnknown,
+		User:          s.user,
+		LoggedIn:      s.state == stateTransaction,
+		Incomplete:    s.incomplete,
 	})
 }
 
@@ -332,7 +400,7 @@ func (s *session) next() error {
 	if s.state == stateTransaction {
 		s.checkpoint()
 	}
-	if s.cr.Buffered() == 0 {
+	if !s.lineBuffered() {
 		// Answers to pipelined commands go out together, but never wait for input.
 		if err := s.flush(); err != nil {
 			return &endError{reason: "client_gone", err: err}
@@ -358,16 +426,24 @@ func (s *session) next() error {
 	return s.transaction(cmd)
 }
 
-// readLine reads one client line, which must arrive whole within the login or
-// idle timeout: a deadline per line, not per read, so that a client dripping a
-// byte at a time cannot hold the session forever.
+// readLine reads one client line, which must arrive whole before the login
+// deadline, or after login within the idle timeout: a deadline per line, not
+// per read, so that a client dripping a byte at a time cannot hold the session
+// forever.
 func (s *session) readLine() ([]byte, error) {
-	timeout := s.srv.opts.LoginTimeout
+	deadline := s.loginDeadline
 	if s.state == stateTransaction {
-		timeout = s.srv.opts.IdleTimeout
+		deadline = time.Now().Add(s.srv.opts.IdleTimeout)
 	}
-	s.client.setReadDeadline(time.Now().Add(timeout))
+	s.client.setReadDeadline(deadline)
 	return pop3.ReadLine(s.cr, maxSASLLine)
+}
+
+// lineBuffered reports whether a whole command line is already buffered, so
+// reading it will not wait for the client.
+func (s *session) lineBuffered() bool {
+	b, _ := s.cr.Peek(s.cr.Buffered())
+	return bytes.IndexByte(b, '\n') >= 0
 }
 
 func isAuth(line []byte) bool {
@@ -383,6 +459,8 @@ func (s *session) readFailed(err error) error {
 	case err == pop3.ErrLineTooLong:
 		s.policy("line_too_long", "", "")
 		return &endError{reason: "line_too_long", farewell: "-ERR line too long", err: err}
+	case errors.As(err, &ne) && ne.Timeout() && s.state == stateAuthorization:
+		return &endError{reason: "login_timeout", farewell: "-ERR [SYS/TEMP] login not completed in time", err: err}
 	case errors.As(err, &ne) && ne.Timeout():
 		return &endError{reason: "timeout", farewell: "-ERR disconnected for inactivity", err: err}
 	case err == io.EOF:

@@ -406,7 +406,7 @@ func TestNoQuitUpstreamWithoutClientQuit(t *testing.T) {
 		t.Fatalf("proxy sent QUIT upstream: %q", up.received())
 	}
 	c = dial(t, addr)
-	c.login("alice", "secret")
+	c.loginWhenUnlocked("alice", "secret")
 	c.cmd("STAT", "+OK 3 *")
 }
 
@@ -446,9 +446,9 @@ func TestLoginTimeout(t *testing.T) {
 	up := startMaildrop(t)
 	addr, _, rec := startProxy(t, up.Addr().String(), func(o *proxy.Options) { o.LoginTimeout = 200 * time.Millisecond })
 	c := dial(t, addr)
-	c.expect("-ERR disconnected for inactivity")
+	c.expect("-ERR [SYS/TEMP] login not completed in time")
 	c.closed()
-	if ev := rec.waitClose(t); ev.Reason != "timeout" {
+	if ev := rec.waitClose(t); ev.Reason != "login_timeout" {
 		t.Fatalf("close reason %q", ev.Reason)
 	}
 }
@@ -539,8 +539,8 @@ func TestSlowDripClient(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	c.expect("-ERR disconnected for inactivity")
-	if ev := rec.waitClose(t); ev.Reason != "timeout" {
+	c.expect("-ERR [SYS/TEMP] login not completed in time")
+	if ev := rec.waitClose(t); ev.Reason != "login_timeout" {
 		t.Fatalf("close reason %q", ev.Reason)
 	}
 	if d := time.Since(start); d > 2*time.Second {

@@ -212,7 +212,13 @@ func TestImplicitTLSPlaintext(t *testing.T) {
 	if strings.Contains(string(got), "+OK") || strings.Contains(string(got), "-ERR") {
 		t.Fatalf("plaintext client got POP3 text: %q", got)
 	}
-	if ev := rec.waitClose(t); ev.Reason != "tls_failed" {
-		t.Errorf("close reason %q", ev.Reason)
+	// Not a session: one refusal record, no session.open or session.close.
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.closes) != 0 || len(rec.policy) != 1 {
+		t.Fatalf("closes %+v, policy %+v", rec.closes, rec.policy)
+	}
+	if p := rec.policy[0]; p.Rule != "tls_handshake" || p.Detail != "client sent plaintext to a TLS port" || p.Count != 1 {
+		t.Errorf("policy %+v", p)
 	}
 }

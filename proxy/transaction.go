@@ -284,6 +284,10 @@ func (s *session) cmdQuit() error {
 	start := time.Now()
 	status, st, err := s.roundTrip(pop3.Command{Verb: "QUIT"})
 	if err != nil {
+		if len(s.marked) > 0 {
+			// The server may have entered UPDATE and deleted them, or not.
+			s.commitUnknown = "QUIT sent, but the server's answer was lost"
+		}
 		return err
 	}
 	s.committed = st.OK && len(s.marked) > 0

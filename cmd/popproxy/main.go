@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -101,10 +102,12 @@ func run(cfg *config.Config, configPath string, logger *slog.Logger, ready func(
 	}
 	m.Circuits(circuits(cfg, opts.Breaker))
 	srv := proxy.New(opts)
+	var listenerPanics atomic.Int64 // recovered in PROXY-header reading
+	m.Panics(func() int64 { return srv.Panics() + listenerPanics.Load() })
 
 	var listeners []net.Listener
 	for _, lc := range cfg.Listeners {
-		l, err := listen(lc)
+		l, err := listen(lc, logger, &listenerPanics)
 		if err != nil {
 			for _, l := range listeners {
 				l.Close()
@@ -169,7 +172,7 @@ wait:
 // listen opens a listener, behind the PROXY protocol if configured: then only
 // the trusted load balancers may connect, and the client address the proxy
 // sees (for limits and audit) is the one they report.
-func listen(lc config.Listener) (net.Listener, error) {
+func listen(lc config.Listener, logger *slog.Logger, panics *atomic.Int64) (net.Listener, error) {
 	l, err := net.Listen("tcp", lc.Address)
 	if err != nil || len(lc.ProxyProtocol) == 0 {
 		return l, err
@@ -179,7 +182,13 @@ func listen(lc config.Listener) (net.Listener, error) {
 		l.Close()
 		return nil, err
 	}
-	return proxyproto.Listen(l, trusted, proxyHeaderTimeout), nil
+	return &proxyproto.Listener{Listener: l, Trusted: trusted, Timeout: proxyHeaderTimeout,
+		OnReject: func(remote net.Addr, err error) {
+			if pe, ok := err.(*proxyproto.PanicError); ok {
+				panics.Add(1)
+				logger.Error("panic recovered", "listener", lc.Name, "panic", fmt.Sprint(pe.Value), "stack", string(pe.Stack))
+			}
+		}}, nil
 }
 
 // proxyHeaderTimeout bounds the wait for a load balancer's PROXY header.

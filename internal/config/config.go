@@ -595,10 +595,13 @@ func checkVersion(bad func(string, string, ...any), field, v string, allowed ...
 	}
 }
 
-// builtin are the commands the proxy implements; they cannot be overridden.
+// builtin are the commands the proxy implements or speaks to upstreams
+// itself; they cannot be relayed as extensions. XCLIENT and XPOPPROXY would
+// let a logged-in client tell the server a forged address or proxy chain.
 var builtin = map[string]bool{
 	"USER": true, "PASS": true, "APOP": true, "AUTH": true, "STLS": true, "CAPA": true, "QUIT": true,
 	"STAT": true, "LIST": true, "RETR": true, "DELE": true, "NOOP": true, "RSET": true, "TOP": true, "UIDL": true,
+	"XCLIENT": true, "XPOPPROXY": true,
 }
 
 func checkAddress(bad func(string, string, ...any), field, addr string) {

@@ -73,6 +73,8 @@ func TestValidationMessages(t *testing.T) {
 		{"listeners: [{name: a, address: a:1}]\nupstream: {address: a:1}\ntimeouts: {login: 0s}", "timeouts.login: must be positive, not 0s"},
 		{"listeners: [{name: a, address: a:1}]\nupstream: {address: a:1}\nlimits: {max_bad_commands: 0}", "limits.max_bad_commands: must be at least 1, not 0"},
 		{"listeners: [{name: a, address: a:1}]\nupstream: {address: a:1}\ncommands: {allow: [{verb: RETR}]}", "commands.allow[0].verb: RETR is handled by the proxy itself"},
+		{"listeners: [{name: a, address: a:1}]\nupstream: {address: a:1}\ncommands: {allow: [{verb: xclient}]}", "commands.allow[0].verb: XCLIENT is handled by the proxy itself"},
+		{"listeners: [{name: a, address: a:1}]\nupstream: {address: a:1}\ncommands: {allow: [{verb: XPOPPROXY}]}", "commands.allow[0].verb: XPOPPROXY is handled by the proxy itself"},
 		{"listeners: [{name: a, address: a:1}]\nupstream: {address: a:1}\ncommands: {allow: [{verb: 'X Y'}]}", `commands.allow[0].verb: "X Y" is not a command keyword`},
 		{"listeners: [{name: a, address: a:1}]\nupstream: {address: a:1}\naudit: {output: ''}", "audit.output: is required"},
 		{"listeners: [{name: a, address: a:1}]\nupstream: {address: a:1, adress: x}", "field adress not found"},

@@ -150,9 +150,10 @@ func (a *auditor) Command(id string, e proxy.CommandEvent) {
 
 func (a *auditor) Policy(id string, e proxy.PolicyEvent) {
 	rule := label(e.Rule)
-	a.m.policyRefusals.WithLabelValues(rule).Inc()
+	n := float64(max(e.Count, 1)) // a summary of refused connections stands for Count
+	a.m.policyRefusals.WithLabelValues(rule).Add(n)
 	if limit, ok := strings.CutPrefix(rule, "limit."); ok {
-		a.m.limitRefusals.WithLabelValues(limit).Inc()
+		a.m.limitRefusals.WithLabelValues(limit).Add(n)
 	}
 	if a.next != nil {
 		a.next.Policy(id, e)

@@ -162,6 +162,16 @@ func (m *Metrics) AuditFailures(f func() int64) {
 	m.scrape.mu.Unlock()
 }
 
+// Panics makes f the source of the counter popproxy_panics_total: f returns
+// how many panics the proxy has recovered from (proxy.Server.Panics). f is
+// called at each scrape, possibly concurrently. Calling Panics again replaces
+// f; with f nil the metric is not exported.
+func (m *Metrics) Panics(f func() int64) {
+	m.scrape.mu.Lock()
+	m.scrape.panics = f
+	m.scrape.mu.Unlock()
+}
+
 // CircuitState is one upstream address's circuit breaker, as reported to
 // Circuits.
 type CircuitState struct {

@@ -265,6 +265,18 @@ func dedent(s string) string {
 
 // TestAuditorPassesOn checks that next sees every event unchanged and in
 // order, and that Err is next's.
+// TestRefusalSummaryCounts: a summary of refused connections counts as the
+// refusals it stands for.
+func TestRefusalSummaryCounts(t *testing.T) {
+	m := New()
+	a := m.Auditor(nil)
+	a.Policy("", proxy.PolicyEvent{Rule: "limit.ip_connection_rate", Key: "192.0.2.1/32", Listener: "pop3", Count: 1})
+	a.Policy("", proxy.PolicyEvent{Rule: "limit.ip_connection_rate", Key: "192.0.2.1/32", Listener: "pop3", Count: 1945})
+	if got, err := gatherValue(m, "popproxy_limit_refusals_total"); err != nil || got != 1946 {
+		t.Fatalf("popproxy_limit_refusals_total = %v, %v; want 1946", got, err)
+	}
+}
+
 func TestAuditorPassesOn(t *testing.T) {
 	next := &recorder{}
 	a := New().Auditor(next)
@@ -361,6 +373,7 @@ func TestScrapeFuncs(t *testing.T) {
 		"popproxy_tls_certificate_expiry_timestamp_seconds",
 		"popproxy_audit_write_failures_total",
 		"popproxy_upstream_circuit_open",
+		"popproxy_panics_total",
 	} {
 		if n, err := testutil.GatherAndCount(m.reg, name); err != nil || n != 0 {
 			t.Errorf("%s: %d series, %v; want none before it is registered", name, n, err)
@@ -383,7 +396,13 @@ func TestScrapeFuncs(t *testing.T) {
 			{Upstream: "legacy", Address: "10.0.1.1:110", Open: false}, // duplicate: open wins
 		}
 	})
+	m.Panics(func() int64 { return 2 })
 	failures.Store(3)
+	compare(t, m, "popproxy_panics_total", `
+		# HELP popproxy_panics_total Panics recovered: each ended one session (or one piece of background work), not the process. Any is a bug worth reporting.
+		# TYPE popproxy_panics_total counter
+		popproxy_panics_total 2
+	`)
 	compare(t, m, "popproxy_audit_write_failures_total", `
 		# HELP popproxy_audit_write_failures_total Audit log writes that failed.
 		# TYPE popproxy_audit_write_failures_total counter

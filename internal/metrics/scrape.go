@@ -14,11 +14,13 @@ type scrapeCollector struct {
 	certExpiryDesc    *prometheus.Desc
 	auditFailuresDesc *prometheus.Desc
 	circuitDesc       *prometheus.Desc
+	panicsDesc        *prometheus.Desc
 
 	mu            sync.Mutex // guards the functions, not their calls
 	certExpiry    func() map[string]time.Time
 	auditFailures func() int64
 	circuits      func() []CircuitState
+	panics        func() int64
 }
 
 var _ prometheus.Collector = (*scrapeCollector)(nil)
@@ -37,6 +39,10 @@ func newScrapeCollector() *scrapeCollector {
 			prometheus.BuildFQName(namespace, "upstream", "circuit_open"),
 			"Whether an upstream address's circuit breaker is open (1) or closed (0).",
 			[]string{"upstream", "address"}, nil),
+		panicsDesc: prometheus.NewDesc(
+			prometheus.BuildFQName(namespace, "", "panics_total"),
+			"Panics recovered: each ended one session (or one piece of background work), not the process. Any is a bug worth reporting.",
+			nil, nil),
 	}
 }
 
@@ -45,15 +51,19 @@ func (c *scrapeCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.certExpiryDesc
 	ch <- c.auditFailuresDesc
 	ch <- c.circuitDesc
+	ch <- c.panicsDesc
 }
 
 // Collect implements prometheus.Collector. The functions are called without
 // the lock held, so a slow one does not hold up their replacement.
 func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Lock()
-	certExpiry, auditFailures, circuits := c.certExpiry, c.auditFailures, c.circuits
+	certExpiry, auditFailures, circuits, panics := c.certExpiry, c.auditFailures, c.circuits, c.panics
 	c.mu.Unlock()
 
+	if panics != nil {
+		ch <- constMetric(c.panicsDesc, prometheus.CounterValue, float64(panics()))
+	}
 	if certExpiry != nil {
 		for name, t := range certExpiry() {
 			ch <- constMetric(c.certExpiryDesc, prometheus.GaugeValue, float64(t.UnixNano())/1e9, name)

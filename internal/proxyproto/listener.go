@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -28,6 +29,17 @@ const maxPending = 1024
 
 // maxV1Len is the longest v1 header, CRLF included (HAProxy spec §2.1).
 const maxV1Len = 107
+
+// PanicError is passed to OnReject when reading a header panicked: the
+// connection was closed, the Listener goes on.
+type PanicError struct {
+	Value any
+	Stack []byte
+}
+
+func (e *PanicError) Error() string {
+	return fmt.Sprintf("proxyproto: panic reading the header: %v", e.Value)
+}
 
 // ErrUntrusted is passed to OnReject for a connection from outside the
 // trusted networks.
@@ -206,6 +218,14 @@ func (l *Listener) acceptLoop() {
 func (l *Listener) handshake(raw net.Conn) {
 	defer l.wg.Done()
 	defer func() { <-l.slots }()
+	defer func() {
+		// A bug in header parsing closes this connection, not the process.
+		if r := recover(); r != nil {
+			l.untrack(raw)
+			raw.Close()
+			l.reject(raw.RemoteAddr(), &PanicError{Value: r, Stack: debug.Stack()})
+		}
+	}()
 	c, err := readHeader(raw, l.timeout())
 	l.untrack(raw)
 	if err != nil {

@@ -424,3 +424,58 @@ func TestOutboundThroughListener(t *testing.T) {
 		}
 	}
 }
+
+// oneConnListener returns conn once, then blocks until closed.
+type oneConnListener struct {
+	net.Listener // for Addr
+	conns        chan net.Conn
+}
+
+func (l *oneConnListener) Accept() (net.Conn, error) {
+	c, ok := <-l.conns
+	if !ok {
+		return nil, net.ErrClosed
+	}
+	return c, nil
+}
+
+func (l *oneConnListener) Close() error {
+	defer func() { recover() }() // closed twice
+	close(l.conns)
+	return nil
+}
+
+// panickyConn panics when read, standing in for a bug in header parsing.
+type panickyConn struct{ net.Conn }
+
+func (panickyConn) Read([]byte) (int, error)        { panic("boom in Read") }
+func (panickyConn) RemoteAddr() net.Addr            { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9} }
+func (panickyConn) SetReadDeadline(time.Time) error { return nil }
+func (c panickyConn) Close() error                  { return nil }
+
+// TestPanicInHandshakeIsContained: a panic while reading one peer's header
+// closes that connection, is reported with its stack, and the listener goes on.
+func TestPanicInHandshakeIsContained(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inner.Close()
+	fake := &oneConnListener{Listener: inner, conns: make(chan net.Conn, 1)}
+	nets, _ := ratelimit.ParseNetworks([]string{"127.0.0.1"})
+	rejected := make(chan error, 1)
+	ln := &Listener{Listener: fake, Trusted: nets, Timeout: time.Second,
+		OnReject: func(_ net.Addr, err error) { rejected <- err }}
+	defer ln.Close()
+	go ln.Accept()
+	fake.conns <- panickyConn{}
+	select {
+	case err := <-rejected:
+		var pe *PanicError
+		if !errors.As(err, &pe) || len(pe.Stack) == 0 {
+			t.Fatalf("OnReject got %v, want a *PanicError with a stack", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no rejection reported")
+	}
+}

@@ -24,7 +24,7 @@ func (c *chunkRecorder) Write(p []byte) (int, error) {
 }
 
 // TestWriterRate is a measured check in real time: 1 MiB through a
-// 2 MiB/s limiter takes about half a second.
+// 2 MiB/s limiter takes at least about half a second.
 func TestWriterRate(t *testing.T) {
 	const total, bps, burst = 1 << 20, 2 << 20, 16 << 10
 	lim := rate.NewLimiter(bps, burst)
@@ -42,8 +42,10 @@ func TestWriterRate(t *testing.T) {
 	elapsed := time.Since(start)
 	// The first burst goes at once; the rest at the rate.
 	want := time.Duration(float64(total-burst) / bps * float64(time.Second))
-	if elapsed < want*85/100 || elapsed > want*115/100 {
-		t.Errorf("1 MiB at 2 MiB/s took %v, want %v ±15%%", elapsed, want)
+	// Faster than the rate is a broken limiter; slower may be a busy
+	// machine, so only a limiter that sleeps twice too long fails.
+	if elapsed < want*85/100 || elapsed > want*2 {
+		t.Errorf("1 MiB at 2 MiB/s took %v, want %v (-15%%, +100%%)", elapsed, want)
 	}
 	if rec.n != total {
 		t.Errorf("wrote %d bytes, want %d", rec.n, total)
