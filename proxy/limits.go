@@ -127,9 +127,15 @@ func userKey(user string) string { return strings.ToLower(user) }
 // (counts, penalties) is kept.
 func (srv *Server) SetLimits(l Limits) { srv.limits.update(l) }
 
-// admission is what a session holds against the connection limits.
+// admission is what a session holds against the limits, each slot with the
+// key it was taken under, so that release gives back exactly what was taken
+// whatever SetLimits has changed since (limits.ipv6_prefix regroups addresses).
 type admission struct {
-	global, perIP bool
+	global  bool
+	perIP   bool
+	ip      netip.Prefix // the per-address key, while perIP
+	perUser bool
+	user    string // the per-user key of the session slot and bandwidth, while perUser
 }
 
 // admit checks a new connection against the connection limits. It returns the
@@ -153,7 +159,7 @@ func (s *session) admit() (rule string, value int) {
 	if ok, n := lm.ipSessions.Acquire(key); !ok {
 		return "limit.ip_sessions", n
 	}
-	s.admitted.perIP = true
+	s.admitted.perIP, s.admitted.ip = true, key
 	return "", 0
 }
 
@@ -164,13 +170,13 @@ func (s *session) release() {
 		lm.sessions.Release()
 	}
 	if s.admitted.perIP {
-		lm.ipSessions.Release(s.ipKey())
+		lm.ipSessions.Release(s.admitted.ip)
 	}
-	if s.userSlot != "" {
-		lm.userSessions.Release(s.userSlot)
+	if s.admitted.perUser {
+		lm.userSessions.Release(s.admitted.user)
 	}
 	if s.userRate != nil {
-		lm.userBandwidth.Release(userKey(s.user), s.userRate)
+		lm.userBandwidth.Release(s.admitted.user, s.userRate)
 	}
 }
 
@@ -249,10 +255,10 @@ func (s *session) claimMailbox(user string) *refusal {
 	if ok, n := lm.userSessions.Acquire(key); !ok {
 		return &refusal{PolicyEvent{Rule: "limit.user_sessions", Key: user, Value: float64(n)}, "IN-USE", "mailbox in use by another session"}
 	}
-	s.userSlot = key
+	s.admitted.perUser, s.admitted.user = true, key
 	if ok, wait := lm.loginInterval.Claim(key); !ok {
 		lm.userSessions.Release(key)
-		s.userSlot = ""
+		s.admitted.perUser = false
 		secs := int(wait.Seconds() + 0.999)
 		return &refusal{PolicyEvent{Rule: "limit.login_delay", Key: user, Value: float64(secs)},
 			"LOGIN-DELAY", "wait " + strconv.Itoa(secs) + " seconds before logging in again"}
@@ -270,7 +276,7 @@ func (s *session) startTransactionLimits() {
 		s.sessRate = rate.NewLimiter(bytesPerSecond(l.SessionBandwidth), burstFor(l.SessionBandwidth))
 	}
 	if l.UserBandwidth > 0 {
-		s.userRate = s.srv.limits.userBandwidth.Acquire(userKey(s.user))
+		s.userRate = s.srv.limits.userBandwidth.Acquire(s.admitted.user)
 	}
 }
 

@@ -1,6 +1,10 @@
 package proxy_test
 
 import (
+	"bufio"
+	"io"
+	"log/slog"
+	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -292,4 +296,62 @@ func TestSetLimits(t *testing.T) {
 		t.Fatalf("new session beyond the new limit got %q", line)
 	}
 	c.cmd("QUIT", "+OK*")
+}
+
+// dialAdmitted connects to addr until a session is admitted (the greeting is
+// +OK), for up to 5 seconds: a closed session gives its slots back only
+// after the client has seen it end.
+func dialAdmitted(t *testing.T, addr string) *client {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		conn := dialRaw(t, addr)
+		c := &client{t: t, conn: conn, r: bufio.NewReader(conn)}
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		line, err := c.r.ReadString('\n')
+		if strings.HasPrefix(line, "+OK ") {
+			return c
+		}
+		conn.Close()
+		if time.Now().After(deadline) {
+			t.Fatalf("no session admitted within 5s; last greeting %q (%v)", line, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestLimitPerIPAcrossPrefixChange changes limits.ipv6_prefix while a
+// session from ::1 is open. When it ends it gives back the slot it took, under
+// the key it took it: the old prefix's count does not leak (::1 refused until
+// a restart), and the new prefix's count, held by another session, does not
+// drop.
+func TestLimitPerIPAcrossPrefixChange(t *testing.T) {
+	l, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	srv := proxy.New(proxy.Options{
+		Upstream: proxy.Upstream{Addresses: []string{acceptingUpstream(t, "")}},
+		Limits:   proxy.Limits{PerIPSessions: 1, IPv6Prefix: 64},
+		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	go srv.Serve(l, proxy.Listener{Name: "v6"})
+	t.Cleanup(func() { srv.Close() })
+	addr := l.Addr().String()
+	refused := func(when string) {
+		t.Helper()
+		if line := readLine(t, dialRaw(t, addr)); !strings.HasPrefix(line, "-ERR [SYS/TEMP]") {
+			t.Fatalf("%s: got %q, want a refusal", when, line)
+		}
+	}
+
+	a := dial(t, addr) // holds ::/64
+	refused("second session in ::/64")
+	srv.SetLimits(proxy.Limits{PerIPSessions: 1, IPv6Prefix: 128})
+	dial(t, addr) // b holds ::1/128
+	a.cmd("QUIT", "+OK*")
+	srv.SetLimits(proxy.Limits{PerIPSessions: 1, IPv6Prefix: 64})
+	dialAdmitted(t, addr) // a gave back ::/64
+	srv.SetLimits(proxy.Limits{PerIPSessions: 1, IPv6Prefix: 128})
+	refused("b still holds ::1/128")
 }
