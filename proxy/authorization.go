@@ -190,21 +190,27 @@ func validLoginField(b []byte) bool {
 func (s *session) login(c credentials) error {
 	ev := AuthEvent{User: c.user, Mechanism: c.mech}
 	clientUser := c.user
-	if r := s.loginBlocked(clientUser); r != nil {
-		ev.Code, ev.Reason = r.code, r.Rule
-		s.srv.opts.Auditor.Auth(s.id, ev)
-		return s.refuseFor(r.PolicyEvent, r.reply())
+	if r := s.addressBlocked(); r != nil {
+		return s.refuseLogin(ev, r)
 	}
+	lm := s.srv.limits
 	up, login, err := s.srv.route(c.user)
 	if err != nil {
 		// Answered and counted like refused credentials: whether a name is
-		// routable is none of the client's business.
+		// routable is none of the client's business. With no upstream, the
+		// client's name is the user's key.
 		ev.Code, ev.Reason = "AUTH", err.Error()
 		s.srv.opts.Auditor.Auth(s.id, ev)
-		s.loginFailed(clientUser)
+		s.loginFailed(lm.userKey("", clientUser))
 		return s.refuse("route", "AUTH", "[AUTH] authentication failed")
 	}
 	ev.Route = up.Name
+	// The per-user limits are keyed on the login the upstream sees, however
+	// the client spelt it (alice@a.example, alice@b.example with strip_domain).
+	user := lm.userKey(up.Name, login)
+	if r := s.userBlocked(user); r != nil {
+		return s.refuseLogin(ev, r)
+	}
 	plain := up.LoginPlain
 	if !plain && c.authzid != "" && c.authzid != c.user {
 		ev.Reason = "authorization identity needs upstream.login: plain"
@@ -246,7 +252,7 @@ func (s *session) login(c credentials) error {
 		}
 		s.srv.opts.Auditor.Auth(s.id, ev)
 		if ev.Code == "AUTH" {
-			s.loginFailed(clientUser)
+			s.loginFailed(user)
 		}
 		s.badCommands++
 		if s.badCommands >= s.srv.opts.MaxBadCommands {
@@ -256,11 +262,9 @@ func (s *session) login(c credentials) error {
 	}
 	// The credentials are good: only now may the proxy say anything about the
 	// mailbox (in use, logged in too recently) without revealing that it exists.
-	if r := s.claimMailbox(clientUser); r != nil {
+	if r := s.claimMailbox(user); r != nil {
 		u.close() // no QUIT: nothing may be committed on this login's behalf
-		ev.OK, ev.Code, ev.Reason = false, r.code, r.Rule
-		s.srv.opts.Auditor.Auth(s.id, ev)
-		return s.refuseFor(r.PolicyEvent, r.reply())
+		return s.refuseLogin(ev, r)
 	}
 	s.srv.opts.Auditor.Auth(s.id, ev)
 	s.setUpstream(u)
@@ -269,6 +273,13 @@ func (s *session) login(c credentials) error {
 	s.user = clientUser
 	s.startTransactionLimits()
 	return s.reply(true, ev.Reason)
+}
+
+// refuseLogin audits a login that a limit refused and answers it.
+func (s *session) refuseLogin(ev AuthEvent, r *refusal) error {
+	ev.OK, ev.Code, ev.Reason = false, r.code, r.Rule
+	s.srv.opts.Auditor.Auth(s.id, ev)
+	return s.refuseFor(r.PolicyEvent, r.reply())
 }
 
 // cmdCapaBeforeLogin answers from what this proxy supports on this connection

@@ -12,7 +12,9 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/popproxy/popproxy/internal/pop3"
 	"github.com/popproxy/popproxy/internal/ratelimit"
+	"github.com/popproxy/popproxy/internal/route"
 	"github.com/popproxy/popproxy/proxy"
 )
 
@@ -354,4 +356,166 @@ func TestLimitPerIPAcrossPrefixChange(t *testing.T) {
 	dialAdmitted(t, addr) // a gave back ::/64
 	srv.SetLimits(proxy.Limits{PerIPSessions: 1, IPv6Prefix: 128})
 	refused("b still holds ::1/128")
+}
+
+// passwordUpstream accepts any user name with password pass, by USER/PASS or
+// AUTH PLAIN (with any authorization identity), refuses every other password
+// with -ERR [AUTH], and answers every other command +OK. If logins is not
+// nil, it receives each accepted login as the upstream saw it: the user
+// name, or "authzid authcid" with AUTH PLAIN.
+func passwordUpstream(t testing.TB, pass string, logins chan<- string) string {
+	return fakeUpstream(t, func(c *fakeConn) {
+		c.send("+OK ready\r\n")
+		var user string
+		for line := c.line(); line != ""; line = c.line() {
+			verb, arg, _ := strings.Cut(line, " ")
+			var who, got string
+			switch verb {
+			case "USER":
+				user = arg
+				c.send("+OK\r\n")
+				continue
+			case "PASS":
+				who, got = user, arg
+			case "AUTH":
+				_, resp, _ := strings.Cut(arg, " ")
+				msg, _ := pop3.DecodeSASL(resp)
+				authzid, authcid, passwd, _ := pop3.ParsePlain(msg)
+				who, got = authzid+" "+authcid, passwd
+			case "QUIT":
+				c.send("+OK bye\r\n")
+				return
+			default:
+				c.send("+OK\r\n")
+				continue
+			}
+			if got != pass {
+				c.send("-ERR [AUTH] invalid credentials\r\n")
+				continue
+			}
+			if logins != nil {
+				logins <- who
+			}
+			c.send("+OK logged in\r\n")
+		}
+	})
+}
+
+// stripDomainRouter routes every user to the upstream "store" at addr, as
+// the name before the '@', except users at other.example, who go to the
+// upstream "other", also at addr.
+func stripDomainRouter(t *testing.T, addr string) func(*proxy.Options) {
+	t.Helper()
+	router, err := route.New(route.Config{
+		Upstreams:   []route.Upstream{{Name: "store", Addresses: []string{addr}}, {Name: "other", Addresses: []string{addr}}},
+		Domains:     map[string]string{"other.example": "other"},
+		Default:     "store",
+		StripDomain: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(o *proxy.Options) {
+		o.Router = router
+		o.Upstreams = map[string]proxy.Upstream{"store": {}, "other": {}}
+	}
+}
+
+// withRoutedLimits combines stripDomainRouter and withLimits.
+func withRoutedLimits(t *testing.T, addr string, l proxy.Limits) func(*proxy.Options) {
+	t.Helper()
+	routed := stripDomainRouter(t, addr)
+	return func(o *proxy.Options) {
+		routed(o)
+		o.Limits = l
+	}
+}
+
+// TestLimitFailedLoginsAcrossDomains guesses alice's password under several
+// domains that strip_domain sends upstream as "alice": they share one budget,
+// so the right password is then refused too. The same login on another
+// upstream is another user.
+func TestLimitFailedLoginsAcrossDomains(t *testing.T) {
+	up := passwordUpstream(t, "secret", nil)
+	addr, _, rec := startProxy(t, up, withRoutedLimits(t, up, proxy.Limits{
+		FailuresPerUser: ratelimit.FailureConfig{MaxFailures: 3, Window: time.Minute, Block: time.Minute},
+	}))
+	c := dial(t, addr)
+	for _, user := range []string{"alice@a.example", "alice@b.example", "Alice@c.example"} {
+		c.cmd("USER "+user, "+OK*")
+		c.cmd("PASS wrong", "-ERR [AUTH] invalid credentials")
+	}
+	c.cmd("USER alice@d.example", "+OK*")
+	c.cmd("PASS secret", "-ERR [AUTH] too many failed logins, try again later")
+	rec.mu.Lock()
+	p := rec.policy[len(rec.policy)-1]
+	rec.mu.Unlock()
+	if p.Rule != "limit.failed_logins_user" || p.Key != "store/alice" {
+		t.Errorf("policy event %+v, want limit.failed_logins_user on store/alice", p)
+	}
+	if ev := lastAuth(t, rec); ev.OK || ev.User != "alice@d.example" || ev.Route != "store" || ev.Upstream != "" {
+		t.Errorf("auth event %+v, want a refusal before the upstream", ev)
+	}
+	c.login("bob@a.example", "secret")
+	c.cmd("QUIT", "+OK*")
+	dial(t, addr).login("alice@other.example", "secret")
+}
+
+// TestLimitUsernameCase: by default ASCII case variants of a login share its
+// failure budget, but no other character is folded; with KeepUsernameCase
+// none are.
+func TestLimitUsernameCase(t *testing.T) {
+	up := passwordUpstream(t, "secret", nil)
+	failures := ratelimit.FailureConfig{MaxFailures: 2, Window: time.Minute, Block: time.Minute}
+	guess := func(addr string, users ...string) *client {
+		c := dial(t, addr)
+		for _, user := range users {
+			c.cmd("USER "+user, "+OK*")
+			c.cmd("PASS wrong", "-ERR [AUTH] invalid credentials")
+		}
+		return c
+	}
+
+	addr, _, _ := startProxy(t, up, withLimits(proxy.Limits{FailuresPerUser: failures}))
+	c := guess(addr, "KIM", "kIm")
+	c.cmd("USER kim", "+OK*")
+	c.cmd("PASS secret", "-ERR [AUTH] too many failed logins, try again later")
+	// U+212A KELVIN SIGN lowers to 'k' in Unicode, but it is not an ASCII letter.
+	c.login("\u212Aim", "secret")
+
+	addr, _, _ = startProxy(t, up, withLimits(proxy.Limits{FailuresPerUser: failures, KeepUsernameCase: true}))
+	c = guess(addr, "KIM", "KIM")
+	c.cmd("USER KIM", "+OK*")
+	c.cmd("PASS secret", "-ERR [AUTH] too many failed logins, try again later")
+	c.login("kim", "secret")
+}
+
+// TestLimitPerUserSessionsAcrossDomains logs in as alice under two domains
+// that strip_domain sends upstream as "alice": one mailbox, one session slot.
+func TestLimitPerUserSessionsAcrossDomains(t *testing.T) {
+	up := passwordUpstream(t, "secret", nil)
+	addr, _, rec := startProxy(t, up, withRoutedLimits(t, up, proxy.Limits{PerUserSessions: 1}))
+	first := dial(t, addr)
+	first.login("alice@a.example", "secret")
+	second := dial(t, addr)
+	second.cmd("USER ALICE@b.example", "+OK*")
+	second.cmd("PASS secret", "-ERR [IN-USE] mailbox in use by another session")
+	if !rec.hasPolicy("limit.user_sessions") {
+		t.Error("no policy event")
+	}
+	dial(t, addr).login("alice@other.example", "secret") // another upstream's alice
+	first.cmd("QUIT", "+OK*")
+}
+
+// TestLimitLoginDelayAcrossDomains: alice under two domains that
+// strip_domain sends upstream as "alice" has one LOGIN-DELAY interval.
+func TestLimitLoginDelayAcrossDomains(t *testing.T) {
+	up := passwordUpstream(t, "secret", nil)
+	addr, _, _ := startProxy(t, up, withRoutedLimits(t, up, proxy.Limits{LoginDelay: time.Minute}))
+	c := dial(t, addr)
+	c.login("alice@a.example", "secret")
+	c.cmd("QUIT", "+OK*")
+	c = dial(t, addr)
+	c.cmd("USER alice@b.example", "+OK*")
+	c.cmd("PASS secret", "-ERR [LOGIN-DELAY] wait * seconds before logging in again")
 }
