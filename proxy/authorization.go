@@ -188,13 +188,23 @@ func validLoginField(b []byte) bool {
 // login relays credentials upstream. The client stays in AUTHORIZATION on any
 // failure and may try again.
 func (s *session) login(c credentials) error {
-	ev := AuthEvent{User: c.user, Mechanism: c.mech}
+	if c.authzid == c.user {
+		c.authzid = "" // acting as oneself is an ordinary login
+	}
+	ev := AuthEvent{User: c.user, Authzid: c.authzid, Mechanism: c.mech}
 	clientUser := c.user
 	if r := s.addressBlocked(); r != nil {
 		return s.refuseLogin(ev, r)
 	}
 	lm := s.srv.limits
-	up, login, err := s.srv.route(c.user)
+	// The mailbox is the authorization identity's, if there is one (a master
+	// user logging in to it): that name is routed and rewritten, and the
+	// master user's goes upstream as given.
+	owner := c.user
+	if c.authzid != "" {
+		owner = c.authzid
+	}
+	up, login, err := s.srv.route(owner)
 	if err != nil {
 		// Answered and counted like refused credentials: whether a name is
 		// routable is none of the client's business. With no upstream, the
@@ -205,19 +215,25 @@ func (s *session) login(c credentials) error {
 		return s.refuse("route", "AUTH", "[AUTH] authentication failed")
 	}
 	ev.Route = up.Name
-	// The per-user limits are keyed on the login the upstream sees, however
-	// the client spelt it (alice@a.example, alice@b.example with strip_domain).
-	user := lm.userKey(up.Name, login)
-	if r := s.userBlocked(user); r != nil {
+	plain := up.LoginPlain
+	if c.authzid != "" {
+		if !plain {
+			ev.Reason = "authorization identity needs upstream.login: plain"
+			s.srv.opts.Auditor.Auth(s.id, ev)
+			return s.refuse("unsupported", "AUTH", "authorization identity not supported")
+		}
+		c.authzid = login
+	} else {
+		c.user = login
+	}
+	// The per-user limits are keyed on the names the upstream sees, however
+	// the client spelt them (alice@a.example, alice@b.example with
+	// strip_domain). Failures count against the name whose password is
+	// tried; sessions and LOGIN-DELAY against the mailbox.
+	tried, mailbox := lm.userKey(up.Name, c.user), lm.userKey(up.Name, login)
+	if r := s.userBlocked(tried); r != nil {
 		return s.refuseLogin(ev, r)
 	}
-	plain := up.LoginPlain
-	if !plain && c.authzid != "" && c.authzid != c.user {
-		ev.Reason = "authorization identity needs upstream.login: plain"
-		s.srv.opts.Auditor.Auth(s.id, ev)
-		return s.refuse("unsupported", "AUTH", "authorization identity not supported")
-	}
-	c.user = login
 	if !plain && strings.Contains(c.user, " ") {
 		ev.Reason = "space in username"
 		s.srv.opts.Auditor.Auth(s.id, ev)
@@ -252,7 +268,7 @@ func (s *session) login(c credentials) error {
 		}
 		s.srv.opts.Auditor.Auth(s.id, ev)
 		if ev.Code == "AUTH" {
-			s.loginFailed(user)
+			s.loginFailed(tried)
 		}
 		s.badCommands++
 		if s.badCommands >= s.srv.opts.MaxBadCommands {
@@ -262,7 +278,7 @@ func (s *session) login(c credentials) error {
 	}
 	// The credentials are good: only now may the proxy say anything about the
 	// mailbox (in use, logged in too recently) without revealing that it exists.
-	if r := s.claimMailbox(user); r != nil {
+	if r := s.claimMailbox(tried, mailbox); r != nil {
 		u.close() // no QUIT: nothing may be committed on this login's behalf
 		return s.refuseLogin(ev, r)
 	}

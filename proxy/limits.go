@@ -282,22 +282,22 @@ func (s *session) sleep(d time.Duration) {
 	}
 }
 
-// claimMailbox takes the user's session slot and login interval after a
-// successful upstream login, or says which limit refuses.
-func (s *session) claimMailbox(user userKey) *refusal {
+// claimMailbox takes the mailbox's session slot and login interval after a
+// successful upstream login as tried, or says which limit refuses.
+func (s *session) claimMailbox(tried, mailbox userKey) *refusal {
 	lm := s.srv.limits
 	// A success clears the user's failures but never the address's: one
 	// valid account must not reset a guesser's count (Mailu's lesson).
-	lm.userFailures.Reset(user)
-	if ok, n := lm.userSessions.Acquire(user); !ok {
-		return &refusal{PolicyEvent{Rule: "limit.user_sessions", Key: user.String(), Value: float64(n)}, "IN-USE", "mailbox in use by another session"}
+	lm.userFailures.Reset(tried)
+	if ok, n := lm.userSessions.Acquire(mailbox); !ok {
+		return &refusal{PolicyEvent{Rule: "limit.user_sessions", Key: mailbox.String(), Value: float64(n)}, "IN-USE", "mailbox in use by another session"}
 	}
-	s.admitted.perUser, s.admitted.user = true, user
-	if ok, wait := lm.loginInterval.Claim(user); !ok {
-		lm.userSessions.Release(user)
+	s.admitted.perUser, s.admitted.user = true, mailbox
+	if ok, wait := lm.loginInterval.Claim(mailbox); !ok {
+		lm.userSessions.Release(mailbox)
 		s.admitted.perUser = false
 		secs := int(wait.Seconds() + 0.999)
-		return &refusal{PolicyEvent{Rule: "limit.login_delay", Key: user.String(), Value: float64(secs)},
+		return &refusal{PolicyEvent{Rule: "limit.login_delay", Key: mailbox.String(), Value: float64(secs)},
 			"LOGIN-DELAY", "wait " + strconv.Itoa(secs) + " seconds before logging in again"}
 	}
 	return nil

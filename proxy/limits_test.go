@@ -362,7 +362,7 @@ func TestLimitPerIPAcrossPrefixChange(t *testing.T) {
 // AUTH PLAIN (with any authorization identity), refuses every other password
 // with -ERR [AUTH], and answers every other command +OK. If logins is not
 // nil, it receives each accepted login as the upstream saw it: the user
-// name, or "authzid authcid" with AUTH PLAIN.
+// name, or "authcid as authzid" with an authorization identity.
 func passwordUpstream(t testing.TB, pass string, logins chan<- string) string {
 	return fakeUpstream(t, func(c *fakeConn) {
 		c.send("+OK ready\r\n")
@@ -381,7 +381,10 @@ func passwordUpstream(t testing.TB, pass string, logins chan<- string) string {
 				_, resp, _ := strings.Cut(arg, " ")
 				msg, _ := pop3.DecodeSASL(resp)
 				authzid, authcid, passwd, _ := pop3.ParsePlain(msg)
-				who, got = authzid+" "+authcid, passwd
+				who, got = authcid, passwd
+				if authzid != "" {
+					who = authcid + " as " + authzid
+				}
 			case "QUIT":
 				c.send("+OK bye\r\n")
 				return
@@ -518,4 +521,67 @@ func TestLimitLoginDelayAcrossDomains(t *testing.T) {
 	c = dial(t, addr)
 	c.cmd("USER alice@b.example", "+OK*")
 	c.cmd("PASS secret", "-ERR [LOGIN-DELAY] wait * seconds before logging in again")
+}
+
+// authPlain sends AUTH PLAIN with an initial response and expects a status
+// matching pattern.
+func (c *client) authPlain(authzid, authcid, pass, pattern string) {
+	c.t.Helper()
+	c.cmd("AUTH PLAIN "+pop3.EncodeSASL([]byte(authzid+"\x00"+authcid+"\x00"+pass)), pattern)
+}
+
+// TestLimitAuthzid logs in with SASL authorization identities (master-user
+// logins): failures count against the authentication identity, whose
+// password is guessed; the login is routed, and sessions counted, on the
+// authorization identity, whose mailbox it is; the audit names both.
+func TestLimitAuthzid(t *testing.T) {
+	logins := make(chan string, 10)
+	up := passwordUpstream(t, "secret", logins)
+	routed := stripDomainRouter(t, up)
+	addr, _, rec := startProxy(t, up, func(o *proxy.Options) {
+		routed(o)
+		o.Upstreams["store"] = proxy.Upstream{LoginPlain: true}
+		o.Limits = proxy.Limits{
+			FailuresPerUser: ratelimit.FailureConfig{MaxFailures: 2, Window: time.Minute, Block: time.Minute},
+			PerUserSessions: 1,
+		}
+	})
+	upstreamSaw := func(want string) {
+		t.Helper()
+		select {
+		case got := <-logins:
+			if got != want {
+				t.Errorf("the upstream accepted %q, want %q", got, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("the upstream accepted no login, want %q", want)
+		}
+	}
+
+	// admin guesses while acting for alice: admin is blocked, for any mailbox...
+	c := dial(t, addr)
+	c.authPlain("alice@a.example", "admin", "wrong", "-ERR [AUTH] invalid credentials")
+	c.authPlain("alice@b.example", "admin", "wrong", "-ERR [AUTH] invalid credentials")
+	c.authPlain("carol@a.example", "admin", "secret", "-ERR [AUTH] too many failed logins, try again later")
+	if ev := authEvents(rec)[0]; ev.User != "admin" || ev.Authzid != "alice@a.example" || ev.Code != "AUTH" || ev.Route != "store" {
+		t.Errorf("first auth event %+v", ev)
+	}
+	// ... and alice is not.
+	alice := dial(t, addr)
+	alice.login("alice@c.example", "secret")
+	upstreamSaw("alice")
+
+	// bob, acting for alice, finds her mailbox in use: sessions count on alice.
+	c.authPlain("alice@d.example", "bob", "secret", "-ERR [IN-USE] mailbox in use by another session")
+	upstreamSaw("bob as alice")
+	if ev := lastAuth(t, rec); ev.OK || ev.User != "bob" || ev.Authzid != "alice@d.example" || ev.Code != "IN-USE" || ev.Route != "store" {
+		t.Errorf("auth event %+v, want bob acting for alice refused [IN-USE]", ev)
+	}
+
+	// Naming oneself as the authorization identity is an ordinary login.
+	c.authPlain("dave@a.example", "dave@a.example", "secret", "+OK*")
+	upstreamSaw("dave")
+	if ev := lastAuth(t, rec); !ev.OK || ev.User != "dave@a.example" || ev.Authzid != "" {
+		t.Errorf("auth event %+v", ev)
+	}
 }
