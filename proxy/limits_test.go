@@ -15,6 +15,7 @@ import (
 	"github.com/popproxy/popproxy/internal/pop3"
 	"github.com/popproxy/popproxy/internal/ratelimit"
 	"github.com/popproxy/popproxy/internal/route"
+	"github.com/popproxy/popproxy/internal/testdovecot"
 	"github.com/popproxy/popproxy/proxy"
 )
 
@@ -583,5 +584,40 @@ func TestLimitAuthzid(t *testing.T) {
 	upstreamSaw("dave")
 	if ev := lastAuth(t, rec); !ev.OK || ev.User != "dave@a.example" || ev.Authzid != "" {
 		t.Errorf("auth event %+v", ev)
+	}
+}
+
+// TestLimitFailedLoginsAcrossDomainsDovecot is the strip_domain bypass
+// against a real Dovecot, which knows only "plain": wrong passwords under
+// three domains block the fourth login, right password or not, before it
+// reaches Dovecot.
+func TestLimitFailedLoginsAcrossDomainsDovecot(t *testing.T) {
+	d := newDovecot(t, testdovecot.Config{Users: map[string]string{"plain": "pw-plain"}}, nil)
+	relay, tap := relayTo(t, d.Addr())
+	router, err := route.New(route.Config{
+		Upstreams:   []route.Upstream{{Name: "store", Addresses: []string{relay}}},
+		Default:     "store",
+		StripDomain: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, _, _ := startProxy(t, "127.0.0.1:1", func(o *proxy.Options) {
+		o.Router = router
+		o.Upstreams = map[string]proxy.Upstream{"store": {}}
+		o.Limits = proxy.Limits{FailuresPerUser: ratelimit.FailureConfig{MaxFailures: 3, Window: time.Minute, Block: time.Minute}}
+	})
+	c := dial(t, addr)
+	for _, user := range []string{"plain@a.example", "plain@b.example", "PLAIN@c.example"} {
+		c.cmd("USER "+user, "+OK*")
+		c.cmd("PASS wrong", "-ERR [AUTH] *")
+	}
+	if n := tap.connections(); n != 3 {
+		t.Fatalf("Dovecot was asked %d times, want 3", n)
+	}
+	c.cmd("USER plain@d.example", "+OK*")
+	c.cmd("PASS pw-plain", "-ERR [AUTH] too many failed logins, try again later")
+	if n := tap.connections(); n != 3 {
+		t.Errorf("the blocked login reached Dovecot (%d connections)", n)
 	}
 }
