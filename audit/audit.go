@@ -61,6 +61,7 @@ const (
 	keyResumed = "resumed"
 
 	keyUser      = "user"
+	keyAuthzid   = "authzid"
 	keyMechanism = "mechanism"
 	keyOK        = "ok"
 	keyUpstream  = "upstream"
@@ -209,8 +210,11 @@ func (l *Log) TLS(id string, e proxy.TLSEvent) {
 // Auth records a login attempt; on failure with its response code and reason.
 // It has no password field.
 func (l *Log) Auth(id string, e proxy.AuthEvent) {
-	ev := l.event(EventAuth, id).Str(keyUser, e.User).Str(keyMechanism, e.Mechanism).
-		Bool(keyOK, e.OK).Str(keyUpstream, e.Upstream)
+	ev := l.event(EventAuth, id).Str(keyUser, e.User)
+	if e.Authzid != "" {
+		ev.Str(keyAuthzid, e.Authzid)
+	}
+	ev.Str(keyMechanism, e.Mechanism).Bool(keyOK, e.OK).Str(keyUpstream, e.Upstream)
 	if e.Route != "" {
 		ev.Str(keyRoute, e.Route)
 	}

@@ -44,7 +44,10 @@ type TLSEvent struct {
 
 // AuthEvent is one login attempt.
 type AuthEvent struct {
-	User      string
+	User string // the name whose password was given (SASL: the authentication identity)
+	// Authzid is the SASL authorization identity when it is not User: a
+	// master user logging in to another's mailbox. Empty otherwise.
+	Authzid   string
 	Mechanism string // USER, PLAIN or LOGIN
 	OK        bool
 	Upstream  string // the address that answered, or the addresses tried

@@ -188,30 +188,52 @@ func validLoginField(b []byte) bool {
 // login relays credentials upstream. The client stays in AUTHORIZATION on any
 // failure and may try again.
 func (s *session) login(c credentials) error {
-	ev := AuthEvent{User: c.user, Mechanism: c.mech}
-	clientUser := c.user
-	if r := s.loginBlocked(clientUser); r != nil {
-		ev.Code, ev.Reason = r.code, r.Rule
-		s.srv.opts.Auditor.Auth(s.id, ev)
-		return s.refuseFor(r.PolicyEvent, r.reply())
+	if c.authzid == c.user {
+		c.authzid = "" // acting as oneself is an ordinary login
 	}
-	up, login, err := s.srv.route(c.user)
+	ev := AuthEvent{User: c.user, Authzid: c.authzid, Mechanism: c.mech}
+	clientUser := c.user
+	if r := s.addressBlocked(); r != nil {
+		return s.refuseLogin(ev, r)
+	}
+	lm := s.srv.limits
+	// The mailbox is the authorization identity's, if there is one (a master
+	// user logging in to it): that name is routed and rewritten, and the
+	// master user's goes upstream as given.
+	owner := c.user
+	if c.authzid != "" {
+		owner = c.authzid
+	}
+	up, login, err := s.srv.route(owner)
 	if err != nil {
 		// Answered and counted like refused credentials: whether a name is
-		// routable is none of the client's business.
+		// routable is none of the client's business. With no upstream, the
+		// client's name is the user's key.
 		ev.Code, ev.Reason = "AUTH", err.Error()
 		s.srv.opts.Auditor.Auth(s.id, ev)
-		s.loginFailed(clientUser)
+		s.loginFailed(lm.userKey("", clientUser))
 		return s.refuse("route", "AUTH", "[AUTH] authentication failed")
 	}
 	ev.Route = up.Name
 	plain := up.LoginPlain
-	if !plain && c.authzid != "" && c.authzid != c.user {
-		ev.Reason = "authorization identity needs upstream.login: plain"
-		s.srv.opts.Auditor.Auth(s.id, ev)
-		return s.refuse("unsupported", "AUTH", "authorization identity not supported")
+	if c.authzid != "" {
+		if !plain {
+			ev.Reason = "authorization identity needs upstream.login: plain"
+			s.srv.opts.Auditor.Auth(s.id, ev)
+			return s.refuse("unsupported", "AUTH", "authorization identity not supported")
+		}
+		c.authzid = login
+	} else {
+		c.user = login
 	}
-	c.user = login
+	// The per-user limits are keyed on the names the upstream sees, however
+	// the client spelt them (alice@a.example, alice@b.example with
+	// strip_domain). Failures count against the name whose password is
+	// tried; sessions and LOGIN-DELAY against the mailbox.
+	tried, mailbox := lm.userKey(up.Name, c.user), lm.userKey(up.Name, login)
+	if r := s.userBlocked(tried); r != nil {
+		return s.refuseLogin(ev, r)
+	}
 	if !plain && strings.Contains(c.user, " ") {
 		ev.Reason = "space in username"
 		s.srv.opts.Auditor.Auth(s.id, ev)
@@ -246,7 +268,7 @@ func (s *session) login(c credentials) error {
 		}
 		s.srv.opts.Auditor.Auth(s.id, ev)
 		if ev.Code == "AUTH" {
-			s.loginFailed(clientUser)
+			s.loginFailed(tried)
 		}
 		s.badCommands++
 		if s.badCommands >= s.srv.opts.MaxBadCommands {
@@ -256,11 +278,9 @@ func (s *session) login(c credentials) error {
 	}
 	// The credentials are good: only now may the proxy say anything about the
 	// mailbox (in use, logged in too recently) without revealing that it exists.
-	if r := s.claimMailbox(clientUser); r != nil {
+	if r := s.claimMailbox(tried, mailbox); r != nil {
 		u.close() // no QUIT: nothing may be committed on this login's behalf
-		ev.OK, ev.Code, ev.Reason = false, r.code, r.Rule
-		s.srv.opts.Auditor.Auth(s.id, ev)
-		return s.refuseFor(r.PolicyEvent, r.reply())
+		return s.refuseLogin(ev, r)
 	}
 	s.srv.opts.Auditor.Auth(s.id, ev)
 	s.setUpstream(u)
@@ -269,6 +289,13 @@ func (s *session) login(c credentials) error {
 	s.user = clientUser
 	s.startTransactionLimits()
 	return s.reply(true, ev.Reason)
+}
+
+// refuseLogin audits a login that a limit refused and answers it.
+func (s *session) refuseLogin(ev AuthEvent, r *refusal) error {
+	ev.OK, ev.Code, ev.Reason = false, r.code, r.Rule
+	s.srv.opts.Auditor.Auth(s.id, ev)
+	return s.refuseFor(r.PolicyEvent, r.reply())
 }
 
 // cmdCapaBeforeLogin answers from what this proxy supports on this connection

@@ -4,17 +4,22 @@ import (
 	"io"
 	"net/netip"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
 
 	"github.com/popproxy/popproxy/internal/ratelimit"
+	"github.com/popproxy/popproxy/internal/route"
 )
 
 // Limits bound what clients may do. A zero field switches that limit off; the
 // zero Limits limits nothing. Server.SetLimits changes them while running.
+//
+// The per-user limits (FailuresPerUser, PerUserSessions, LoginDelay,
+// UserBandwidth) are keyed on the upstream and the login sent there, after
+// the route's rewriting: with strip_domain, alice@a.example and
+// alice@b.example are one user, "alice" on that upstream.
 type Limits struct {
 	// MaxSessions caps concurrent sessions in all.
 	MaxSessions int
@@ -46,6 +51,10 @@ type Limits struct {
 	SessionBandwidth, UserBandwidth int
 	// MaxRetrievals caps RETR and TOP commands per session.
 	MaxRetrievals int
+	// KeepUsernameCase keys the per-user limits on the login exactly as
+	// sent. By default ASCII case is folded, as most servers ignore it, so
+	// that ALICE gets no budget of its own next to alice.
+	KeepUsernameCase bool
 }
 
 // Table sizes: bounded, so that many source addresses or user names cannot
@@ -62,10 +71,10 @@ type limiter struct {
 	ipSessions    *ratelimit.Counter[netip.Prefix]
 	ipRate        *ratelimit.Buckets[netip.Prefix]
 	ipFailures    *ratelimit.Failures[netip.Prefix]
-	userFailures  *ratelimit.Failures[string]
-	userSessions  *ratelimit.Counter[string]
-	loginInterval *ratelimit.Interval[string]
-	userBandwidth *ratelimit.UserLimiters[string]
+	userFailures  *ratelimit.Failures[userKey]
+	userSessions  *ratelimit.Counter[userKey]
+	loginInterval *ratelimit.Interval[userKey]
+	userBandwidth *ratelimit.UserLimiters[userKey]
 }
 
 func newLimiter(l Limits) *limiter {
@@ -74,10 +83,10 @@ func newLimiter(l Limits) *limiter {
 		ipSessions:    ratelimit.NewCounter[netip.Prefix](0),
 		ipRate:        ratelimit.NewBuckets[netip.Prefix](rate.Inf, 1, maxLimiterKeys, limiterIdle),
 		ipFailures:    ratelimit.NewFailures[netip.Prefix](ratelimit.FailureConfig{}),
-		userFailures:  ratelimit.NewFailures[string](ratelimit.FailureConfig{}),
-		userSessions:  ratelimit.NewCounter[string](0),
-		loginInterval: ratelimit.NewInterval[string](0, maxLimiterKeys),
-		userBandwidth: ratelimit.NewUserLimiters[string](rate.Inf, 1, maxLimiterKeys, limiterIdle),
+		userFailures:  ratelimit.NewFailures[userKey](ratelimit.FailureConfig{}),
+		userSessions:  ratelimit.NewCounter[userKey](0),
+		loginInterval: ratelimit.NewInterval[userKey](0, maxLimiterKeys),
+		userBandwidth: ratelimit.NewUserLimiters[userKey](rate.Inf, 1, maxLimiterKeys, limiterIdle),
 	}
 	lm.update(l)
 	return lm
@@ -119,17 +128,45 @@ func bytesPerSecond(n int) rate.Limit {
 // beyond the rate.
 func burstFor(n int) int { return max(16<<10, n/10) }
 
-// userKey folds a username for limits, so that case variants of one mailbox
-// share a budget.
-func userKey(user string) string { return strings.ToLower(user) }
+// userKey is what the per-user limits are keyed on: the upstream and the login
+// sent there. The names a route rewrites to one login share a budget; one name
+// on two upstreams, two mailboxes, does not.
+type userKey struct {
+	upstream, login string
+}
+
+// String is the key as audited: "upstream/login", or the login alone when
+// no upstream was chosen.
+func (k userKey) String() string {
+	if k.upstream == "" {
+		return k.login
+	}
+	return k.upstream + "/" + k.login
+}
+
+// userKey returns the key of login on upstream, ASCII case folded unless the
+// limits keep case. Only ASCII, as case-insensitive servers do: Unicode
+// folding would merge names a server tells apart (the Kelvin sign lowers to k).
+func (lm *limiter) userKey(upstream, login string) userKey {
+	if !lm.limits().KeepUsernameCase {
+		login = route.LowerASCII(login)
+	}
+	return userKey{upstream, login}
+}
 
 // SetLimits replaces the limits; open sessions are not dropped and the state
 // (counts, penalties) is kept.
 func (srv *Server) SetLimits(l Limits) { srv.limits.update(l) }
 
-// admission is what a session holds against the connection limits.
+// admission is what a session holds against the limits, each slot with the
+// key it was taken under, so that release gives back exactly what was taken
+// whatever SetLimits has changed since (limits.ipv6_prefix regroups addresses).
 type admission struct {
-	global, perIP bool
+	global  bool
+	perIP   bool
+	ip      netip.Prefix // the per-address key, while perIP
+	perUser bool
+	user    userKey // the per-user key of the session slot and bandwidth, while perUser
 }
 
 // admit checks a new connection against the connection limits. It returns the
@@ -153,7 +190,7 @@ func (s *session) admit() (rule string, value int) {
 	if ok, n := lm.ipSessions.Acquire(key); !ok {
 		return "limit.ip_sessions", n
 	}
-	s.admitted.perIP = true
+	s.admitted.perIP, s.admitted.ip = true, key
 	return "", 0
 }
 
@@ -164,13 +201,13 @@ func (s *session) release() {
 		lm.sessions.Release()
 	}
 	if s.admitted.perIP {
-		lm.ipSessions.Release(s.ipKey())
+		lm.ipSessions.Release(s.admitted.ip)
 	}
-	if s.userSlot != "" {
-		lm.userSessions.Release(s.userSlot)
+	if s.admitted.perUser {
+		lm.userSessions.Release(s.admitted.user)
 	}
 	if s.userRate != nil {
-		lm.userBandwidth.Release(userKey(s.user), s.userRate)
+		lm.userBandwidth.Release(s.admitted.user, s.userRate)
 	}
 }
 
@@ -192,37 +229,44 @@ type refusal struct {
 
 func (r *refusal) reply() string { return "[" + r.code + "] " + r.text }
 
-// loginBlocked reports the block, if any, on the client's address or on user
-// after too many failed logins.
-// Blocks are answered [AUTH] (RFC 3206 §4): they follow failed credentials,
-// and a client should ask its user rather than retry on its own as it would
-// after [SYS/TEMP].
-func (s *session) loginBlocked(user string) *refusal {
+// Blocks after too many failed logins are answered [AUTH] (RFC 3206 §4): they
+// follow failed credentials, and a client should ask its user rather than
+// retry on its own as it would after [SYS/TEMP].
+const blockedText = "too many failed logins, try again later"
+
+// addressBlocked reports the block, if any, on the client's address.
+func (s *session) addressBlocked() *refusal {
 	if s.trusted() {
 		return nil
 	}
-	const text = "too many failed logins, try again later"
-	lm := s.srv.limits
-	if blocked, left := lm.ipFailures.Blocked(s.ipKey()); blocked {
-		return &refusal{PolicyEvent{Rule: "limit.failed_logins_ip", Key: s.ipKey().String(), Value: left.Seconds()}, "AUTH", text}
+	if blocked, left := s.srv.limits.ipFailures.Blocked(s.ipKey()); blocked {
+		return &refusal{PolicyEvent{Rule: "limit.failed_logins_ip", Key: s.ipKey().String(), Value: left.Seconds()}, "AUTH", blockedText}
 	}
-	if blocked, left := lm.userFailures.Blocked(userKey(user)); blocked {
-		return &refusal{PolicyEvent{Rule: "limit.failed_logins_user", Key: user, Value: left.Seconds()}, "AUTH", text}
+	return nil
+}
+
+// userBlocked reports the block, if any, on user.
+func (s *session) userBlocked(user userKey) *refusal {
+	if s.trusted() {
+		return nil
+	}
+	if blocked, left := s.srv.limits.userFailures.Blocked(user); blocked {
+		return &refusal{PolicyEvent{Rule: "limit.failed_logins_user", Key: user.String(), Value: left.Seconds()}, "AUTH", blockedText}
 	}
 	return nil
 }
 
 // loginFailed counts a refused login against the address and the user and
 // makes the client wait, progressively longer, before it hears so.
-func (s *session) loginFailed(user string) {
+func (s *session) loginFailed(user userKey) {
 	if s.trusted() {
 		return
 	}
 	lm := s.srv.limits
-	ip, u := s.ipKey(), userKey(user)
+	ip := s.ipKey()
 	lm.ipFailures.Fail(ip)
-	lm.userFailures.Fail(u)
-	s.sleep(max(lm.ipFailures.Delay(ip), lm.userFailures.Delay(u)))
+	lm.userFailures.Fail(user)
+	s.sleep(max(lm.ipFailures.Delay(ip), lm.userFailures.Delay(user)))
 }
 
 // sleep waits for d, or until the session is stopped.
@@ -238,23 +282,22 @@ func (s *session) sleep(d time.Duration) {
 	}
 }
 
-// claimMailbox takes the user's session slot and login interval after a
-// successful upstream login, or says which limit refuses.
-func (s *session) claimMailbox(user string) *refusal {
+// claimMailbox takes the mailbox's session slot and login interval after a
+// successful upstream login as tried, or says which limit refuses.
+func (s *session) claimMailbox(tried, mailbox userKey) *refusal {
 	lm := s.srv.limits
-	key := userKey(user)
 	// A success clears the user's failures but never the address's: one
 	// valid account must not reset a guesser's count (Mailu's lesson).
-	lm.userFailures.Reset(key)
-	if ok, n := lm.userSessions.Acquire(key); !ok {
-		return &refusal{PolicyEvent{Rule: "limit.user_sessions", Key: user, Value: float64(n)}, "IN-USE", "mailbox in use by another session"}
+	lm.userFailures.Reset(tried)
+	if ok, n := lm.userSessions.Acquire(mailbox); !ok {
+		return &refusal{PolicyEvent{Rule: "limit.user_sessions", Key: mailbox.String(), Value: float64(n)}, "IN-USE", "mailbox in use by another session"}
 	}
-	s.userSlot = key
-	if ok, wait := lm.loginInterval.Claim(key); !ok {
-		lm.userSessions.Release(key)
-		s.userSlot = ""
+	s.admitted.perUser, s.admitted.user = true, mailbox
+	if ok, wait := lm.loginInterval.Claim(mailbox); !ok {
+		lm.userSessions.Release(mailbox)
+		s.admitted.perUser = false
 		secs := int(wait.Seconds() + 0.999)
-		return &refusal{PolicyEvent{Rule: "limit.login_delay", Key: user, Value: float64(secs)},
+		return &refusal{PolicyEvent{Rule: "limit.login_delay", Key: mailbox.String(), Value: float64(secs)},
 			"LOGIN-DELAY", "wait " + strconv.Itoa(secs) + " seconds before logging in again"}
 	}
 	return nil
@@ -270,7 +313,7 @@ func (s *session) startTransactionLimits() {
 		s.sessRate = rate.NewLimiter(bytesPerSecond(l.SessionBandwidth), burstFor(l.SessionBandwidth))
 	}
 	if l.UserBandwidth > 0 {
-		s.userRate = s.srv.limits.userBandwidth.Acquire(userKey(s.user))
+		s.userRate = s.srv.limits.userBandwidth.Acquire(s.admitted.user)
 	}
 }
 

@@ -1,6 +1,10 @@
 package proxy_test
 
 import (
+	"bufio"
+	"io"
+	"log/slog"
+	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -8,7 +12,10 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/popproxy/popproxy/internal/pop3"
 	"github.com/popproxy/popproxy/internal/ratelimit"
+	"github.com/popproxy/popproxy/internal/route"
+	"github.com/popproxy/popproxy/internal/testdovecot"
 	"github.com/popproxy/popproxy/proxy"
 )
 
@@ -291,4 +298,325 @@ func TestSetLimits(t *testing.T) {
 		t.Fatalf("new session beyond the new limit got %q", line)
 	}
 	c.cmd("QUIT", "+OK*")
+}
+
+// dialAdmitted connects to addr until a session is admitted (the greeting is
+// +OK), for up to 5 seconds: a closed session gives its slots back only
+// after the client has seen it end.
+func dialAdmitted(t *testing.T, addr string) *client {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		conn := dialRaw(t, addr)
+		c := &client{t: t, conn: conn, r: bufio.NewReader(conn)}
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		line, err := c.r.ReadString('\n')
+		if strings.HasPrefix(line, "+OK ") {
+			return c
+		}
+		conn.Close()
+		if time.Now().After(deadline) {
+			t.Fatalf("no session admitted within 5s; last greeting %q (%v)", line, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestLimitPerIPAcrossPrefixChange changes limits.ipv6_prefix while a
+// session from ::1 is open. When it ends it gives back the slot it took, under
+// the key it took it: the old prefix's count does not leak (::1 refused until
+// a restart), and the new prefix's count, held by another session, does not
+// drop.
+func TestLimitPerIPAcrossPrefixChange(t *testing.T) {
+	l, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	srv := proxy.New(proxy.Options{
+		Upstream: proxy.Upstream{Addresses: []string{acceptingUpstream(t, "")}},
+		Limits:   proxy.Limits{PerIPSessions: 1, IPv6Prefix: 64},
+		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	go srv.Serve(l, proxy.Listener{Name: "v6"})
+	t.Cleanup(func() { srv.Close() })
+	addr := l.Addr().String()
+	refused := func(when string) {
+		t.Helper()
+		if line := readLine(t, dialRaw(t, addr)); !strings.HasPrefix(line, "-ERR [SYS/TEMP]") {
+			t.Fatalf("%s: got %q, want a refusal", when, line)
+		}
+	}
+
+	a := dial(t, addr) // holds ::/64
+	refused("second session in ::/64")
+	srv.SetLimits(proxy.Limits{PerIPSessions: 1, IPv6Prefix: 128})
+	dial(t, addr) // b holds ::1/128
+	a.cmd("QUIT", "+OK*")
+	srv.SetLimits(proxy.Limits{PerIPSessions: 1, IPv6Prefix: 64})
+	dialAdmitted(t, addr) // a gave back ::/64
+	srv.SetLimits(proxy.Limits{PerIPSessions: 1, IPv6Prefix: 128})
+	refused("b still holds ::1/128")
+}
+
+// passwordUpstream accepts any user name with password pass, by USER/PASS or
+// AUTH PLAIN (with any authorization identity), refuses every other password
+// with -ERR [AUTH], and answers every other command +OK. If logins is not
+// nil, it receives each accepted login as the upstream saw it: the user
+// name, or "authcid as authzid" with an authorization identity.
+func passwordUpstream(t testing.TB, pass string, logins chan<- string) string {
+	return fakeUpstream(t, func(c *fakeConn) {
+		c.send("+OK ready\r\n")
+		var user string
+		for line := c.line(); line != ""; line = c.line() {
+			verb, arg, _ := strings.Cut(line, " ")
+			var who, got string
+			switch verb {
+			case "USER":
+				user = arg
+				c.send("+OK\r\n")
+				continue
+			case "PASS":
+				who, got = user, arg
+			case "AUTH":
+				_, resp, _ := strings.Cut(arg, " ")
+				msg, _ := pop3.DecodeSASL(resp)
+				authzid, authcid, passwd, _ := pop3.ParsePlain(msg)
+				who, got = authcid, passwd
+				if authzid != "" {
+					who = authcid + " as " + authzid
+				}
+			case "QUIT":
+				c.send("+OK bye\r\n")
+				return
+			default:
+				c.send("+OK\r\n")
+				continue
+			}
+			if got != pass {
+				c.send("-ERR [AUTH] invalid credentials\r\n")
+				continue
+			}
+			if logins != nil {
+				logins <- who
+			}
+			c.send("+OK logged in\r\n")
+		}
+	})
+}
+
+// stripDomainRouter routes every user to the upstream "store" at addr, as
+// the name before the '@', except users at other.example, who go to the
+// upstream "other", also at addr.
+func stripDomainRouter(t *testing.T, addr string) func(*proxy.Options) {
+	t.Helper()
+	router, err := route.New(route.Config{
+		Upstreams:   []route.Upstream{{Name: "store", Addresses: []string{addr}}, {Name: "other", Addresses: []string{addr}}},
+		Domains:     map[string]string{"other.example": "other"},
+		Default:     "store",
+		StripDomain: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(o *proxy.Options) {
+		o.Router = router
+		o.Upstreams = map[string]proxy.Upstream{"store": {}, "other": {}}
+	}
+}
+
+// withRoutedLimits combines stripDomainRouter and withLimits.
+func withRoutedLimits(t *testing.T, addr string, l proxy.Limits) func(*proxy.Options) {
+	t.Helper()
+	routed := stripDomainRouter(t, addr)
+	return func(o *proxy.Options) {
+		routed(o)
+		o.Limits = l
+	}
+}
+
+// TestLimitFailedLoginsAcrossDomains guesses alice's password under several
+// domains that strip_domain sends upstream as "alice": they share one budget,
+// so the right password is then refused too. The same login on another
+// upstream is another user.
+func TestLimitFailedLoginsAcrossDomains(t *testing.T) {
+	up := passwordUpstream(t, "secret", nil)
+	addr, _, rec := startProxy(t, up, withRoutedLimits(t, up, proxy.Limits{
+		FailuresPerUser: ratelimit.FailureConfig{MaxFailures: 3, Window: time.Minute, Block: time.Minute},
+	}))
+	c := dial(t, addr)
+	for _, user := range []string{"alice@a.example", "alice@b.example", "Alice@c.example"} {
+		c.cmd("USER "+user, "+OK*")
+		c.cmd("PASS wrong", "-ERR [AUTH] invalid credentials")
+	}
+	c.cmd("USER alice@d.example", "+OK*")
+	c.cmd("PASS secret", "-ERR [AUTH] too many failed logins, try again later")
+	rec.mu.Lock()
+	p := rec.policy[len(rec.policy)-1]
+	rec.mu.Unlock()
+	if p.Rule != "limit.failed_logins_user" || p.Key != "store/alice" {
+		t.Errorf("policy event %+v, want limit.failed_logins_user on store/alice", p)
+	}
+	if ev := lastAuth(t, rec); ev.OK || ev.User != "alice@d.example" || ev.Route != "store" || ev.Upstream != "" {
+		t.Errorf("auth event %+v, want a refusal before the upstream", ev)
+	}
+	c.login("bob@a.example", "secret")
+	c.cmd("QUIT", "+OK*")
+	dial(t, addr).login("alice@other.example", "secret")
+}
+
+// TestLimitUsernameCase: by default ASCII case variants of a login share its
+// failure budget, but no other character is folded; with KeepUsernameCase
+// none are.
+func TestLimitUsernameCase(t *testing.T) {
+	up := passwordUpstream(t, "secret", nil)
+	failures := ratelimit.FailureConfig{MaxFailures: 2, Window: time.Minute, Block: time.Minute}
+	guess := func(addr string, users ...string) *client {
+		c := dial(t, addr)
+		for _, user := range users {
+			c.cmd("USER "+user, "+OK*")
+			c.cmd("PASS wrong", "-ERR [AUTH] invalid credentials")
+		}
+		return c
+	}
+
+	addr, _, _ := startProxy(t, up, withLimits(proxy.Limits{FailuresPerUser: failures}))
+	c := guess(addr, "KIM", "kIm")
+	c.cmd("USER kim", "+OK*")
+	c.cmd("PASS secret", "-ERR [AUTH] too many failed logins, try again later")
+	// U+212A KELVIN SIGN lowers to 'k' in Unicode, but it is not an ASCII letter.
+	c.login("\u212Aim", "secret")
+
+	addr, _, _ = startProxy(t, up, withLimits(proxy.Limits{FailuresPerUser: failures, KeepUsernameCase: true}))
+	c = guess(addr, "KIM", "KIM")
+	c.cmd("USER KIM", "+OK*")
+	c.cmd("PASS secret", "-ERR [AUTH] too many failed logins, try again later")
+	c.login("kim", "secret")
+}
+
+// TestLimitPerUserSessionsAcrossDomains logs in as alice under two domains
+// that strip_domain sends upstream as "alice": one mailbox, one session slot.
+func TestLimitPerUserSessionsAcrossDomains(t *testing.T) {
+	up := passwordUpstream(t, "secret", nil)
+	addr, _, rec := startProxy(t, up, withRoutedLimits(t, up, proxy.Limits{PerUserSessions: 1}))
+	first := dial(t, addr)
+	first.login("alice@a.example", "secret")
+	second := dial(t, addr)
+	second.cmd("USER ALICE@b.example", "+OK*")
+	second.cmd("PASS secret", "-ERR [IN-USE] mailbox in use by another session")
+	if !rec.hasPolicy("limit.user_sessions") {
+		t.Error("no policy event")
+	}
+	dial(t, addr).login("alice@other.example", "secret") // another upstream's alice
+	first.cmd("QUIT", "+OK*")
+}
+
+// TestLimitLoginDelayAcrossDomains: alice under two domains that
+// strip_domain sends upstream as "alice" has one LOGIN-DELAY interval.
+func TestLimitLoginDelayAcrossDomains(t *testing.T) {
+	up := passwordUpstream(t, "secret", nil)
+	addr, _, _ := startProxy(t, up, withRoutedLimits(t, up, proxy.Limits{LoginDelay: time.Minute}))
+	c := dial(t, addr)
+	c.login("alice@a.example", "secret")
+	c.cmd("QUIT", "+OK*")
+	c = dial(t, addr)
+	c.cmd("USER alice@b.example", "+OK*")
+	c.cmd("PASS secret", "-ERR [LOGIN-DELAY] wait * seconds before logging in again")
+}
+
+// authPlain sends AUTH PLAIN with an initial response and expects a status
+// matching pattern.
+func (c *client) authPlain(authzid, authcid, pass, pattern string) {
+	c.t.Helper()
+	c.cmd("AUTH PLAIN "+pop3.EncodeSASL([]byte(authzid+"\x00"+authcid+"\x00"+pass)), pattern)
+}
+
+// TestLimitAuthzid logs in with SASL authorization identities (master-user
+// logins): failures count against the authentication identity, whose
+// password is guessed; the login is routed, and sessions counted, on the
+// authorization identity, whose mailbox it is; the audit names both.
+func TestLimitAuthzid(t *testing.T) {
+	logins := make(chan string, 10)
+	up := passwordUpstream(t, "secret", logins)
+	routed := stripDomainRouter(t, up)
+	addr, _, rec := startProxy(t, up, func(o *proxy.Options) {
+		routed(o)
+		o.Upstreams["store"] = proxy.Upstream{LoginPlain: true}
+		o.Limits = proxy.Limits{
+			FailuresPerUser: ratelimit.FailureConfig{MaxFailures: 2, Window: time.Minute, Block: time.Minute},
+			PerUserSessions: 1,
+		}
+	})
+	upstreamSaw := func(want string) {
+		t.Helper()
+		select {
+		case got := <-logins:
+			if got != want {
+				t.Errorf("the upstream accepted %q, want %q", got, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("the upstream accepted no login, want %q", want)
+		}
+	}
+
+	// admin guesses while acting for alice: admin is blocked, for any mailbox...
+	c := dial(t, addr)
+	c.authPlain("alice@a.example", "admin", "wrong", "-ERR [AUTH] invalid credentials")
+	c.authPlain("alice@b.example", "admin", "wrong", "-ERR [AUTH] invalid credentials")
+	c.authPlain("carol@a.example", "admin", "secret", "-ERR [AUTH] too many failed logins, try again later")
+	if ev := authEvents(rec)[0]; ev.User != "admin" || ev.Authzid != "alice@a.example" || ev.Code != "AUTH" || ev.Route != "store" {
+		t.Errorf("first auth event %+v", ev)
+	}
+	// ... and alice is not.
+	alice := dial(t, addr)
+	alice.login("alice@c.example", "secret")
+	upstreamSaw("alice")
+
+	// bob, acting for alice, finds her mailbox in use: sessions count on alice.
+	c.authPlain("alice@d.example", "bob", "secret", "-ERR [IN-USE] mailbox in use by another session")
+	upstreamSaw("bob as alice")
+	if ev := lastAuth(t, rec); ev.OK || ev.User != "bob" || ev.Authzid != "alice@d.example" || ev.Code != "IN-USE" || ev.Route != "store" {
+		t.Errorf("auth event %+v, want bob acting for alice refused [IN-USE]", ev)
+	}
+
+	// Naming oneself as the authorization identity is an ordinary login.
+	c.authPlain("dave@a.example", "dave@a.example", "secret", "+OK*")
+	upstreamSaw("dave")
+	if ev := lastAuth(t, rec); !ev.OK || ev.User != "dave@a.example" || ev.Authzid != "" {
+		t.Errorf("auth event %+v", ev)
+	}
+}
+
+// TestLimitFailedLoginsAcrossDomainsDovecot is the strip_domain bypass
+// against a real Dovecot, which knows only "plain": wrong passwords under
+// three domains block the fourth login, right password or not, before it
+// reaches Dovecot.
+func TestLimitFailedLoginsAcrossDomainsDovecot(t *testing.T) {
+	d := newDovecot(t, testdovecot.Config{Users: map[string]string{"plain": "pw-plain"}}, nil)
+	relay, tap := relayTo(t, d.Addr())
+	router, err := route.New(route.Config{
+		Upstreams:   []route.Upstream{{Name: "store", Addresses: []string{relay}}},
+		Default:     "store",
+		StripDomain: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, _, _ := startProxy(t, "127.0.0.1:1", func(o *proxy.Options) {
+		o.Router = router
+		o.Upstreams = map[string]proxy.Upstream{"store": {}}
+		o.Limits = proxy.Limits{FailuresPerUser: ratelimit.FailureConfig{MaxFailures: 3, Window: time.Minute, Block: time.Minute}}
+	})
+	c := dial(t, addr)
+	for _, user := range []string{"plain@a.example", "plain@b.example", "PLAIN@c.example"} {
+		c.cmd("USER "+user, "+OK*")
+		c.cmd("PASS wrong", "-ERR [AUTH] *")
+	}
+	if n := tap.connections(); n != 3 {
+		t.Fatalf("Dovecot was asked %d times, want 3", n)
+	}
+	c.cmd("USER plain@d.example", "+OK*")
+	c.cmd("PASS pw-plain", "-ERR [AUTH] too many failed logins, try again later")
+	if n := tap.connections(); n != 3 {
+		t.Errorf("the blocked login reached Dovecot (%d connections)", n)
+	}
 }

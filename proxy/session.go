@@ -83,7 +83,6 @@ type session struct {
 	ctx       context.Context // cancelled by stop: ends waits on limits
 	cancel    context.CancelFunc
 	admitted  admission
-	userSlot  string        // the per-user session key held, if any
 	userRate  *rate.Limiter // the user's shared bandwidth, if limited
 	sessRate  *rate.Limiter // this session's bandwidth, if limited
 	cmdRate   *rate.Limiter // this session's command rate, if limited

@@ -30,6 +30,7 @@ func proxyLimits(l config.Limits) (proxy.Limits, error) {
 		SessionBandwidth: l.PerSession.DownloadRate,
 		UserBandwidth:    l.PerUser.DownloadRate,
 		MaxRetrievals:    l.PerSession.MaxRetrievals,
+		KeepUsernameCase: l.UsernameCase == "keep",
 	}, nil
 }
 

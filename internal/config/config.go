@@ -152,6 +152,9 @@ type Limits struct {
 	FailedLogins    FailedLogins `yaml:"failed_logins"`
 	PerUser         PerUser      `yaml:"per_user"`
 	PerSession      PerSession   `yaml:"per_session"`
+	// UsernameCase is how the per-user limits treat the case of the login
+	// sent upstream: "fold" (ASCII, for servers that ignore case) or "keep".
+	UsernameCase string `yaml:"username_case"`
 }
 
 // PerIP limits each client address (IPv6: each prefix).
@@ -243,8 +246,9 @@ func Default() Config {
 				PerIP:   Penalty{Max: 30, Window: 15 * time.Minute, Delay: 0, MaxDelay: 15 * time.Second, Block: 15 * time.Minute},
 				PerUser: Penalty{Max: 10, Window: 15 * time.Minute, Delay: time.Second, MaxDelay: 15 * time.Second, Block: 15 * time.Minute},
 			},
-			PerUser:    PerUser{MaxSessions: 4},
-			PerSession: PerSession{CommandRate: 1000, CommandBurst: 5000},
+			PerUser:      PerUser{MaxSessions: 4},
+			PerSession:   PerSession{CommandRate: 1000, CommandBurst: 5000},
+			UsernameCase: "fold",
 		},
 		Audit: Audit{Output: "stdout", Checkpoint: 5 * time.Minute, OnFailure: "close"},
 	}
@@ -452,6 +456,9 @@ func (c *Config) validateLimits(bad func(string, string, ...any)) {
 	}
 	if l.PerUser.LoginDelay%time.Second != 0 {
 		bad("limits.per_user.login_delay", "must be whole seconds (RFC 2449 LOGIN-DELAY), not %s", l.PerUser.LoginDelay)
+	}
+	if l.UsernameCase != "fold" && l.UsernameCase != "keep" {
+		bad("limits.username_case", "%q is not one of fold, keep", l.UsernameCase)
 	}
 }
 

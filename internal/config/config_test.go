@@ -109,6 +109,7 @@ func TestLimitsValidation(t *testing.T) {
 		"limits: {failed_logins: {per_user: {block: -1s}}}":              "limits.failed_logins.per_user.block: must not be negative",
 		"limits: {per_user: {login_delay: 1500ms}}":                      "limits.per_user.login_delay: must be whole seconds",
 		"limits: {per_session: {command_rate: -5}}":                      "limits.per_session.command_rate: must not be negative",
+		"limits: {username_case: lower}":                                 `limits.username_case: "lower" is not one of fold, keep`,
 		"limits: {per_session: {max_retrievals: 3}, per_user: {max: 1}}": "field max not found",
 	} {
 		_, err := Parse([]byte(base + yaml))
@@ -120,7 +121,7 @@ func TestLimitsValidation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Limits.PerIP.MaxSessions != 0 || cfg.Limits.PerIP.ConnectionRate != 10 || cfg.Limits.PerUser.LoginDelay != 30*time.Second {
+	if cfg.Limits.PerIP.MaxSessions != 0 || cfg.Limits.PerIP.ConnectionRate != 10 || cfg.Limits.PerUser.LoginDelay != 30*time.Second || cfg.Limits.UsernameCase != "fold" {
 		t.Errorf("limits %+v", cfg.Limits)
 	}
 }

@@ -93,7 +93,7 @@ func parseMap(r io.Reader, where string, upstreams []Upstream) (users, domains m
 				bad(n, "%v", err)
 				continue
 			}
-			key = "@" + lowerASCII(key[1:])
+			key = "@" + LowerASCII(key[1:])
 		default:
 			if why := badToken(key); why != "" {
 				bad(n, "bad user name: %s", why)

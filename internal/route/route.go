@@ -131,7 +131,7 @@ func (r *Router) Route(user string) (Target, error) {
 	t := r.t.Load()
 	name, ok := t.users[user]
 	if !ok && hasAt {
-		name, ok = t.domains[lowerASCII(domain)]
+		name, ok = t.domains[LowerASCII(domain)]
 	}
 	if !ok {
 		if t.def == "" {
@@ -202,8 +202,9 @@ func splitUser(s string) (local, domain string, ok bool) {
 	return s[:i], s[i+1:], true
 }
 
-// lowerASCII lowers A-Z only; see Config.Domains.
-func lowerASCII(s string) string {
+// LowerASCII lowers A-Z only and leaves every other byte as it is, so that
+// Unicode case folding cannot make two names one; see Config.Domains.
+func LowerASCII(s string) string {
 	for i := 0; i < len(s); i++ {
 		if 'A' <= s[i] && s[i] <= 'Z' {
 			b := []byte(s)
@@ -271,7 +272,7 @@ func compile(cfg Config) (*table, error) {
 		if err := checkDomain(domain); err != nil {
 			bad(field, "%v", err)
 		}
-		key := lowerASCII(domain)
+		key := LowerASCII(domain)
 		if _, dup := t.domains[key]; dup {
 			bad(field, "differs from another domain only in case")
 		}
