@@ -9,15 +9,19 @@ import (
 )
 
 // FuzzParseCommand checks that any accepted line re-serialises to a canonical
-// command that parses back to itself and that holds no control characters.
+// command that parses back to itself and that holds no control characters, and
+// that only SP separates arguments: every other byte of the tail is in one.
 func FuzzParseCommand(f *testing.F) {
-	for _, s := range []string{"STAT", "retr 1", "TOP 1 10", "PASS a b", "USER a\x00b", "", " x", "LIST  2 "} {
+	for _, s := range []string{"STAT", "retr 1", "TOP 1 10", "PASS a b", "USER a\x00b", "", " x", "LIST  2 ", "LIST 1\u3000"} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, line []byte) {
 		cmd, err := ParseCommand(line)
 		if err != nil {
 			return
+		}
+		if got, want := strings.Join(cmd.Args, ""), strings.ReplaceAll(cmd.Tail, " ", ""); got != want {
+			t.Fatalf("arguments %q of %q lose bytes of the tail", cmd.Args, line)
 		}
 		wire := cmd.AppendWire(nil)
 		body := bytes.TrimSuffix(wire, []byte("\r\n"))

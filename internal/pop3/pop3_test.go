@@ -33,6 +33,13 @@ func TestParseCommand(t *testing.T) {
 		{line: "USER \x7f", err: ErrBadChar},
 		{line: "ABCDEFGHIJKLMNOPQ", err: ErrBadKeyword},
 		{line: "USER j\u00f6rg", verb: "USER", args: []string{"j\u00f6rg"}, tail: "j\u00f6rg"},
+		// Only SP separates: other white space stays in the argument.
+		{line: "LIST 1\u3000", verb: "LIST", args: []string{"1\u3000"}, tail: "1\u3000"},
+		{line: "USER a\u00a0b", verb: "USER", args: []string{"a\u00a0b"}, tail: "a\u00a0b"},
+		{line: "DELE \u20281", verb: "DELE", args: []string{"\u20281"}, tail: "\u20281"},
+		{line: "USER a\u0085", verb: "USER", args: []string{"a\u0085"}, tail: "a\u0085"},
+		{line: "RETR\u3000 1", err: ErrBadKeyword},
+		{line: "RETR\t1", err: ErrBadChar},
 	}
 	for _, tt := range tests {
 		cmd, err := ParseCommand([]byte(tt.line))
