@@ -36,12 +36,15 @@ func FuzzParseCommand(f *testing.F) {
 }
 
 // FuzzCopyBody checks CopyBody against the obvious definition: the body ends
-// right after the first "\r\n.\r\n" of "\r\n"+input, whatever the read sizes.
+// right after the first "\r\n.\r\n" of "\r\n"+input, whatever the read sizes,
+// and the watcher sees every line before that end, and nothing after it, until
+// it says stop (after chunk/32 lines; 0 never stops).
 func FuzzCopyBody(f *testing.F) {
 	f.Add([]byte(".\r\n"), uint8(1))
 	f.Add([]byte("a\r\n..\r\n.\r\n+OK"), uint8(3))
 	f.Add([]byte("\r\r\n.\r\r\n.\r\n"), uint8(2))
 	f.Add([]byte("no terminator\r\n."), uint8(5))
+	f.Add([]byte("a\r\nb\r\nc\r\n.\r\n"), uint8(64+3))
 	f.Fuzz(func(t *testing.T, input []byte, chunk uint8) {
 		want := -1
 		if i := bytes.Index(append([]byte("\r\n"), input...), []byte(terminator)); i >= 0 {
@@ -50,30 +53,25 @@ func FuzzCopyBody(f *testing.F) {
 		src := bufio.NewReaderSize(&chunkReader{data: input, size: int(chunk%32) + 1}, 16)
 		var dst bytes.Buffer
 		var watched [][]byte
+		stop := int(chunk / 32)
 		n, err := CopyBody(&dst, src, func(line []byte) bool {
 			watched = append(watched, bytes.Clone(line))
-			return true
+			return len(watched) != stop
 		})
+		body := input
 		if want < 0 {
 			if err != ErrTruncated || !bytes.Equal(dst.Bytes(), input) {
 				t.Fatalf("unterminated input: err %v, wrote %q", err, dst.Bytes())
 			}
-			return
-		}
-		if err != nil || n != int64(want) || !bytes.Equal(dst.Bytes(), input[:want]) {
-			t.Fatalf("wrote %q (n=%d, err %v), want %q", dst.Bytes(), n, err, input[:want])
-		}
-		// The watcher saw every line before the terminator, unstuffed.
-		var lines [][]byte
-		for _, l := range bytes.SplitAfter(input[:want-3], []byte("\n")) {
-			if len(l) == 0 {
-				continue
+		} else {
+			if err != nil || n != int64(want) || !bytes.Equal(dst.Bytes(), input[:want]) {
+				t.Fatalf("wrote %q (n=%d, err %v), want %q", dst.Bytes(), n, err, input[:want])
 			}
-			l = bytes.TrimSuffix(bytes.TrimSuffix(l, []byte("\n")), []byte("\r"))
-			if len(l) > 0 && l[0] == '.' {
-				l = l[1:]
-			}
-			lines = append(lines, l[:min(len(l), MaxWatchedLine)])
+			body = input[:want-len(".\r\n")]
+		}
+		lines := bodyLines(body)
+		if stop > 0 && stop < len(lines) {
+			lines = lines[:stop]
 		}
 		if len(lines) != len(watched) {
 			t.Fatalf("watched %d lines %q, want %d %q", len(watched), watched, len(lines), lines)
@@ -84,6 +82,21 @@ func FuzzCopyBody(f *testing.F) {
 			}
 		}
 	})
+}
+
+// bodyLines returns the complete lines of body as a watcher should see them:
+// without CRLF or LF, unstuffed, cut to MaxWatchedLine.
+func bodyLines(body []byte) [][]byte {
+	var lines [][]byte
+	for _, l := range bytes.SplitAfter(body, []byte("\n")) {
+		if !bytes.HasSuffix(l, []byte("\n")) {
+			continue // empty, or a last line without its LF
+		}
+		l = bytes.TrimSuffix(bytes.TrimSuffix(l, []byte("\n")), []byte("\r"))
+		l = bytes.TrimPrefix(l, []byte("."))
+		lines = append(lines, l[:min(len(l), MaxWatchedLine)])
+	}
+	return lines
 }
 
 // FuzzReadLine checks the length bound and that no line ever holds an LF.

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -254,16 +255,34 @@ func TestSASL(t *testing.T) {
 }
 
 func TestCopyBodyWatch(t *testing.T) {
-	body := "a\r\n..b\r\n" + strings.Repeat("x", 1500) + "\r\n\r\nlast\r\n.\r\n"
-	var lines []string
-	src := bufio.NewReaderSize(iotest.HalfReader(strings.NewReader(body)), 16)
-	var dst bytes.Buffer
-	if _, err := CopyBody(&dst, src, func(l []byte) bool { lines = append(lines, string(l)); return true }); err != nil {
-		t.Fatal(err)
+	long := strings.Repeat("x", 1500)
+	tests := []struct {
+		name, body string
+		want       []string
+	}{
+		{"lines", "a\r\n..b\r\n" + long + "\r\n\r\nlast\r\n.\r\n", []string{"a", ".b", long[:MaxWatchedLine], "", "last"}},
+		{"empty", ".\r\n", nil},
+		// Found by FuzzCopyBody: after a bare LF, ".\r\n" is a body line, not
+		// the end, so the lines after it must still be watched.
+		{"dot after bare LF", "\n.\r\n.\r\n", []string{"", ""}},
+		{"UIDL line after bare LF", "1 a\n.\r\n2 hidden\r\n.\r\n", []string{"1 a", "", "2 hidden"}},
+		{"not past the end", "a\r\n.\r\nafter\r\n", []string{"a"}},
 	}
-	want := []string{"a", ".b", strings.Repeat("x", MaxWatchedLine), "", "last"}
-	if strings.Join(lines, "|") != strings.Join(want, "|") || dst.String() != body {
-		t.Fatalf("watched %q", lines)
+	for _, tt := range tests {
+		for _, r := range []io.Reader{
+			strings.NewReader(tt.body),
+			iotest.OneByteReader(strings.NewReader(tt.body)),
+			iotest.HalfReader(strings.NewReader(tt.body)),
+		} {
+			var lines []string
+			src := bufio.NewReaderSize(r, 16)
+			if _, err := CopyBody(io.Discard, src, func(l []byte) bool { lines = append(lines, string(l)); return true }); err != nil {
+				t.Fatalf("%s: %v", tt.name, err)
+			}
+			if !slices.Equal(lines, tt.want) {
+				t.Errorf("%s: watched %.40q, want %.40q", tt.name, lines, tt.want)
+			}
+		}
 	}
 }
 
