@@ -130,8 +130,10 @@ const MaxWatchedLine = 1000
 
 // lineSplitter reassembles lines across pieces for a watcher.
 type lineSplitter struct {
-	watch   func([]byte) bool
-	partial []byte // the current line so far, at most MaxWatchedLine
+	watch func([]byte) bool
+	// partial is the current line so far. It keeps two octets more than a
+	// watched line, for a stuffed dot and a CR, so that cutting happens last.
+	partial []byte
 }
 
 // feed passes every complete line in p to the watcher and reports whether it
@@ -150,7 +152,7 @@ func (ls *lineSplitter) feed(p []byte) bool {
 		if len(line) > 0 && line[0] == '.' {
 			line = line[1:] // RFC 1939 §3: remove the stuffed dot
 		}
-		if !ls.watch(line) {
+		if !ls.watch(line[:min(len(line), MaxWatchedLine)]) {
 			return false
 		}
 	}
@@ -158,7 +160,7 @@ func (ls *lineSplitter) feed(p []byte) bool {
 }
 
 func (ls *lineSplitter) keep(b []byte) {
-	if room := MaxWatchedLine - len(ls.partial); len(b) > room {
+	if room := MaxWatchedLine + 2 - len(ls.partial); len(b) > room {
 		b = b[:room]
 	}
 	ls.partial = append(ls.partial, b...)

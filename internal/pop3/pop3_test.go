@@ -266,6 +266,8 @@ func TestCopyBodyWatch(t *testing.T) {
 		// the end, so the lines after it must still be watched.
 		{"dot after bare LF", "\n.\r\n.\r\n", []string{"", ""}},
 		{"UIDL line after bare LF", "1 a\n.\r\n2 hidden\r\n.\r\n", []string{"1 a", "", "2 hidden"}},
+		{"stuffed long line", "." + long[:MaxWatchedLine] + "\r\n.\r\n", []string{long[:MaxWatchedLine]}},
+		{"long line ending in CR", long[:MaxWatchedLine-1] + "\r\r\n.\r\n", []string{long[:MaxWatchedLine-1] + "\r"}},
 		{"not past the end", "a\r\n.\r\nafter\r\n", []string{"a"}},
 	}
 	for _, tt := range tests {
