@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"io"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -117,6 +118,46 @@ func FuzzReadLine(f *testing.F) {
 			if len(line)+1 > limit || bytes.IndexByte(line, '\n') >= 0 {
 				t.Fatalf("line %q breaks limit %d", line, limit)
 			}
+		}
+	})
+}
+
+// codeSyntax is what a relayed response code may look like.
+var codeSyntax = regexp.MustCompile(`^[A-Z0-9-]+(/[A-Z0-9-]+)*$`)
+
+// FuzzParseStatus checks that a relayed status line is printable ASCII, that
+// whatever a client would read as its response code is a valid one, and that
+// the line parses back to the same status.
+func FuzzParseStatus(f *testing.F) {
+	for _, s := range []string{"+OK", "-ERR [AUTH] no", "-ERR [SYS/TEMP] x", "+OK [XCLIENT]x", "-ERR [bad] [AUTH] y", "-ERR [x", "-ERR  [A] z"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, input []byte) {
+		st, err := ParseStatus(input)
+		if err != nil {
+			return
+		}
+		if st.Code != "" && (len(st.Code) > MaxCode || !codeSyntax.MatchString(st.Code)) {
+			t.Fatalf("ParseStatus(%q) kept code %q", input, st.Code)
+		}
+		line := st.Line()
+		for i := 0; i < len(line); i++ {
+			if line[i] < ' ' || line[i] > '~' {
+				t.Fatalf("Line of %q = %q holds %#x", input, line, line[i])
+			}
+		}
+		if len(line) > len(input)+1 {
+			t.Fatalf("Line of %q = %q grew", input, line)
+		}
+		_, rest, _ := strings.Cut(line, " ")
+		if code, _, ok := strings.Cut(strings.TrimPrefix(rest, "["), "]"); ok && strings.HasPrefix(rest, "[") {
+			if code != st.Code || len(code) > MaxCode || !codeSyntax.MatchString(code) {
+				t.Fatalf("Line of %q = %q shows code %q", input, line, code)
+			}
+		}
+		again, err := ParseStatus([]byte(line))
+		if want := (Status{OK: st.OK, Code: st.Code, Text: Sanitize(st.Text)}); err != nil || again != want {
+			t.Fatalf("Line of %q = %q parses as %+v, %v; want %+v", input, line, again, err, want)
 		}
 	})
 }

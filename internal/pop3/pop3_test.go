@@ -125,7 +125,20 @@ func TestParseStatus(t *testing.T) {
 		{line: "+OK Logged in.", want: Status{OK: true, Text: "Logged in."}},
 		{line: "-ERR [AUTH] Authentication failed.", want: Status{Code: "AUTH", Text: "Authentication failed."}},
 		{line: "-ERR [SYS/TEMP]", want: Status{Code: "SYS/TEMP"}},
-		{line: "-ERR [not a code] x", want: Status{Text: "[not a code] x"}},
+		{line: "+OK [XCLIENT] ready", want: Status{OK: true, Code: "XCLIENT", Text: "ready"}},
+		{line: "-ERR [IN-USE]x", want: Status{Code: "IN-USE", Text: "x"}},
+		// An invalid code is dropped, whatever it holds.
+		{line: "-ERR [not a code] x", want: Status{Text: "x"}},
+		{line: "-ERR [SYS/TEMP\x1b[2J] x", want: Status{Text: "x"}},
+		{line: "-ERR [sys/temp] x", want: Status{Text: "x"}},
+		{line: "-ERR [SYS/] x", want: Status{Text: "x"}},
+		{line: "-ERR [/AUTH] x", want: Status{Text: "x"}},
+		{line: "-ERR [] x", want: Status{Text: "x"}},
+		{line: "-ERR [" + strings.Repeat("A", MaxCode+1) + "] x", want: Status{Text: "x"}},
+		{line: "-ERR [" + strings.Repeat("A", MaxCode) + "] x", want: Status{Code: strings.Repeat("A", MaxCode), Text: "x"}},
+		{line: "-ERR [bad] [x\x00] [AUTH] no", want: Status{Code: "AUTH", Text: "no"}},
+		{line: "-ERR [AUTH] [bad] x", want: Status{Code: "AUTH", Text: "[bad] x"}},
+		{line: "-ERR [no closing bracket", want: Status{Text: "[no closing bracket"}},
 		{line: "+OKAY", err: ErrBadStatus},
 		{line: "+ok", err: ErrBadStatus},
 		{line: "* OK", err: ErrBadStatus},
@@ -134,6 +147,27 @@ func TestParseStatus(t *testing.T) {
 		st, err := ParseStatus([]byte(tt.line))
 		if err != tt.err || st != tt.want {
 			t.Errorf("ParseStatus(%q) = %+v, %v; want %+v, %v", tt.line, st, err, tt.want, tt.err)
+		}
+	}
+}
+
+func TestStatusLine(t *testing.T) {
+	tests := map[string]string{
+		"+OK":                              "+OK",
+		"+OK 2 320":                        "+OK 2 320",
+		"-ERR [IN-USE]  locked":            "-ERR [IN-USE]  locked",
+		"-ERR [AUTH]":                      "-ERR [AUTH]",
+		"-ERR [SYS/TEMP\r\n+OK] x\x1b[31m": "-ERR x?[31m",
+		"-ERR [sys\x00] [LOGIN-DELAY] y":   "-ERR [LOGIN-DELAY] y",
+		"-ERR [\xff":                       "-ERR [?",
+	}
+	for in, want := range tests {
+		st, err := ParseStatus([]byte(in))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := st.Line(); got != want {
+			t.Errorf("Line of %q = %q, want %q", in, got, want)
 		}
 	}
 }
