@@ -162,6 +162,37 @@ func FuzzParseStatus(f *testing.F) {
 	})
 }
 
+// FuzzCheckCredentials checks that accepted credentials mean the same on every
+// login path: USER and PASS lines carry them whole, as one line each, and so
+// does a PLAIN message.
+func FuzzCheckCredentials(f *testing.F) {
+	f.Add("", "alice", "secret")
+	f.Add("admin", "j\u00f6rg@example.org", "pass word")
+	f.Add("", "al\u3000ice", "p\u00a0w")
+	f.Add("", "a", "p\r\nQUIT")
+	f.Fuzz(func(t *testing.T, authzid, user, pass string) {
+		if CheckCredentials(authzid, user, pass) != nil {
+			return
+		}
+		if len("USER "+user+"\r\n") <= MaxCommandLine {
+			cmd, err := ParseCommand([]byte("USER " + user))
+			if err != nil || len(cmd.Args) != 1 || cmd.Args[0] != user {
+				t.Fatalf("user %q reads as %q, %v", user, cmd.Args, err)
+			}
+		}
+		if len("PASS "+pass+"\r\n") <= MaxCommandLine {
+			cmd, err := ParseCommand([]byte("PASS " + pass))
+			if err != nil || cmd.Tail != pass {
+				t.Fatalf("password %q reads as %q, %v", pass, cmd.Tail, err)
+			}
+		}
+		z, u, p, err := ParsePlain([]byte(authzid + "\x00" + user + "\x00" + pass))
+		if err != nil || z != authzid || u != user || p != pass {
+			t.Fatalf("PLAIN of %q %q %q reads as %q %q %q, %v", authzid, user, pass, z, u, p, err)
+		}
+	})
+}
+
 // chunkReader returns at most size bytes per Read.
 type chunkReader struct {
 	data []byte
