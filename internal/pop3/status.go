@@ -28,10 +28,9 @@ const MaxCode = 64
 //
 // A response code is kept only if it is valid: at most MaxCode octets of
 // A-Z, 0-9 and '-', in levels separated by '/' (RFC 2449 §8, restricted to
-// the characters codes use in practice). An invalid bracketed group at the
-// start of the text is dropped, and so is the next, until a valid code or
-// text that cannot hold one: a code is what a client will read there, so none
-// but a valid one may reach it.
+// the characters codes use in practice). Invalid bracketed groups at the
+// start of the text are dropped until a valid code, or text that cannot start
+// with one: a client reads a code there, so only a valid one may be left.
 func ParseStatus(line []byte) (Status, error) {
 	s := string(line)
 	var st Status
