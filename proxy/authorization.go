@@ -133,9 +133,6 @@ func (s *session) cmdAuth(cmd pop3.Command) error {
 		if err != nil || pass == nil {
 			return err
 		}
-		if !validLoginField(user) || !validLoginField(pass) {
-			return s.refuse("syntax", cmd.Verb, pop3.ErrBadSASL.Error())
-		}
 		return s.login(credentials{user: string(user), pass: string(pass), mech: mech})
 	default:
 		return s.refuse("unsupported", cmd.Verb, "unsupported authentication mechanism")
@@ -172,22 +169,13 @@ func (s *session) saslStep(challenge string, initial *string) ([]byte, error) {
 	return msg, nil
 }
 
-// validLoginField rejects what cannot go into a USER or PASS line.
-func validLoginField(b []byte) bool {
-	if len(b) == 0 {
-		return false
-	}
-	for _, c := range b {
-		if c < ' ' || c == 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
 // login relays credentials upstream. The client stays in AUTHORIZATION on any
 // failure and may try again.
 func (s *session) login(c credentials) error {
+	// Every login path comes here: one rule for all, before anything else.
+	if err := pop3.CheckCredentials(c.authzid, c.user, c.pass); err != nil {
+		return s.refuse("syntax", "AUTH", err.Error())
+	}
 	if c.authzid == c.user {
 		c.authzid = "" // acting as oneself is an ordinary login
 	}

@@ -85,7 +85,7 @@ func TestRefusedWithoutUpstream(t *testing.T) {
 	before := up.received()
 	for _, cmd := range []string{
 		"RETR", "RETR x", "RETR 0", "RETR -1", "RETR 1 2", "RETR 99999999999", "TOP 1", "TOP 1 x",
-		"LIST 1 2", "DELE", "STAT 1", "NOOP x", "UIDL a", "USER bob", "PASS x", "AUTH PLAIN", "XTND", "LAST",
+		"LIST 1 2", "LIST 1\u3000", "DELE", "STAT 1", "NOOP x", "UIDL a", "USER bob", "PASS x", "AUTH PLAIN", "XTND", "LAST",
 	} {
 		c.cmd(cmd, "-ERR *")
 	}

@@ -124,12 +124,13 @@ func (s *session) relay(cmd pop3.Command, multi bool) error {
 			}
 		}
 	}
-	status, st, err := s.roundTrip(cmd)
+	_, st, err := s.roundTrip(cmd)
 	if err != nil {
 		return err
 	}
 	w := s.writer()
-	w.WriteString(pop3.Sanitize(string(status)))
+	status := st.Line()
+	w.WriteString(status)
 	_, err = w.WriteString("\r\n")
 	ev.Octets = int64(len(status) + 2)
 	if st.OK {
@@ -292,5 +293,5 @@ func (s *session) cmdQuit() error {
 	}
 	s.committed = st.OK && len(s.marked) > 0
 	s.account(pop3.Command{Verb: "QUIT"}, CommandEvent{Verb: "QUIT", OK: st.OK, Octets: int64(len(status) + 2), Duration: time.Since(start), Size: -1})
-	return &endError{reason: "quit", farewell: pop3.Sanitize(string(status))}
+	return &endError{reason: "quit", farewell: st.Line()}
 }

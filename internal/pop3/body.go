@@ -74,9 +74,10 @@ func (s *bodyScanner) scan(p []byte) int {
 // lacks the terminator, so the caller must close the client connection rather
 // than let a truncated message look complete.
 //
-// If watch is not nil it sees each line of the body as it passes, without its
-// CRLF and with dot-stuffing removed, until it returns false; lines longer than
-// MaxWatchedLine are cut to that length. The terminator is not shown.
+// If watch is not nil it sees each line of the body as it passes, up to the
+// terminator (not shown) and not beyond, without its CRLF (or bare LF) and with
+// dot-stuffing removed, until it returns false; lines longer than
+// MaxWatchedLine are cut to that length.
 func CopyBody(dst io.Writer, src *bufio.Reader, watch func(line []byte) bool) (int64, error) {
 	sc := newBodyScanner()
 	var lines *lineSplitter
@@ -96,7 +97,7 @@ func CopyBody(dst io.Writer, src *bufio.Reader, watch func(line []byte) bool) (i
 		if end >= 0 {
 			piece = piece[:end]
 		}
-		if lines != nil && !lines.feed(piece) {
+		if lines != nil && !lines.feed(watched(piece, end)) {
 			lines = nil
 		}
 		w, err := dst.Write(piece)
@@ -111,14 +112,28 @@ func CopyBody(dst io.Writer, src *bufio.Reader, watch func(line []byte) bool) (i
 	}
 }
 
+// watched is the part of piece the watcher may see. The scanner alone decides
+// where the body ends: the splitter shows a line only when its LF arrives, so
+// holding back the terminator's final LF keeps the "." line from ever being
+// shown, and nothing after it is fed. A second parser looking for the end
+// itself would disagree with the scanner after a bare LF ("\n.\r\n" is body).
+func watched(piece []byte, end int) []byte {
+	if end < 0 {
+		return piece
+	}
+	return piece[:end-1]
+}
+
 // MaxWatchedLine bounds the lines CopyBody shows its watcher (RFC 5322 §2.1.1
 // allows 998 characters).
 const MaxWatchedLine = 1000
 
 // lineSplitter reassembles lines across pieces for a watcher.
 type lineSplitter struct {
-	watch   func([]byte) bool
-	partial []byte // the current line so far, at most MaxWatchedLine
+	watch func([]byte) bool
+	// partial is the current line so far. It keeps two octets more than a
+	// watched line, for a stuffed dot and a CR, so that cutting happens last.
+	partial []byte
 }
 
 // feed passes every complete line in p to the watcher and reports whether it
@@ -132,15 +147,12 @@ func (ls *lineSplitter) feed(p []byte) bool {
 		}
 		ls.keep(p[:i])
 		p = p[i+1:]
-		line, crlf := bytes.CutSuffix(ls.partial, []byte("\r"))
+		line := bytes.TrimSuffix(ls.partial, []byte("\r"))
 		ls.partial = ls.partial[:0]
-		if crlf && string(line) == "." {
-			return false // the terminator: the body is over
-		}
 		if len(line) > 0 && line[0] == '.' {
 			line = line[1:] // RFC 1939 §3: remove the stuffed dot
 		}
-		if !ls.watch(line) {
+		if !ls.watch(line[:min(len(line), MaxWatchedLine)]) {
 			return false
 		}
 	}
@@ -148,7 +160,7 @@ func (ls *lineSplitter) feed(p []byte) bool {
 }
 
 func (ls *lineSplitter) keep(b []byte) {
-	if room := MaxWatchedLine - len(ls.partial); len(b) > room {
+	if room := MaxWatchedLine + 2 - len(ls.partial); len(b) > room {
 		b = b[:room]
 	}
 	ls.partial = append(ls.partial, b...)

@@ -22,7 +22,8 @@ const maxKeyword = 16
 type Command struct {
 	// Verb is the keyword, upper-cased (keywords are case-insensitive, RFC 1939 §3).
 	Verb string
-	// Args are the space-separated arguments; runs of spaces count as one.
+	// Args are the arguments, separated by SP; runs of SP count as one. Any
+	// other byte, Unicode white space included, belongs to an argument.
 	Args []string
 	// Tail is everything after the keyword and one space, unchanged: PASS takes
 	// it whole because a password may contain spaces (RFC 1939 §7).
@@ -49,8 +50,13 @@ func ParseCommand(line []byte) (Command, error) {
 	if !IsKeyword(keyword) {
 		return Command{}, ErrBadKeyword
 	}
-	return Command{Verb: strings.ToUpper(keyword), Args: strings.Fields(tail), Tail: tail}, nil
+	return Command{Verb: strings.ToUpper(keyword), Args: strings.FieldsFunc(tail, isSP), Tail: tail}, nil
 }
+
+// isSP is the only argument separator (RFC 1939 §3). strings.Fields would also
+// split at Unicode white space, so "LIST 1\u3000" would reach the server as
+// "LIST 1", and the proxy would check one command and forward another.
+func isSP(r rune) bool { return r == ' ' }
 
 // IsKeyword reports whether s can be a command keyword: 1 to 16 ASCII letters
 // and digits, in any case.

@@ -1,7 +1,7 @@
 // Package pop3 is popproxy's wire level: it reads bounded command lines, parses
-// commands and status lines, relays multi-line bodies unchanged and filters CAPA
-// lists. It touches no sockets and does no logging, so every function here can be
-// fuzzed in isolation.
+// commands and status lines, checks login credentials, relays multi-line
+// bodies unchanged and filters CAPA lists. It touches no sockets and does no
+// logging, so every function here can be fuzzed in isolation.
 //
 // Typical usage, in a proxy session:
 //
@@ -9,9 +9,10 @@
 //	cmd, err := pop3.ParseCommand(line)
 //	backend.Write(cmd.AppendWire(nil))
 //	status, err := pop3.ReadLine(backendReader, pop3.MaxResponseLine)
-//	st := pop3.ParseStatus(status)
+//	st, err := pop3.ParseStatus(status)
+//	client.WriteString(st.Line() + "\r\n")
 //	if st.OK && multiLine {
-//		n, err := pop3.CopyBody(client, backendReader)
+//		n, err := pop3.CopyBody(client, backendReader, nil)
 //	}
 package pop3
 

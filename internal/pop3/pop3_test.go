@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -33,6 +34,13 @@ func TestParseCommand(t *testing.T) {
 		{line: "USER \x7f", err: ErrBadChar},
 		{line: "ABCDEFGHIJKLMNOPQ", err: ErrBadKeyword},
 		{line: "USER j\u00f6rg", verb: "USER", args: []string{"j\u00f6rg"}, tail: "j\u00f6rg"},
+		// Only SP separates: other white space stays in the argument.
+		{line: "LIST 1\u3000", verb: "LIST", args: []string{"1\u3000"}, tail: "1\u3000"},
+		{line: "USER a\u00a0b", verb: "USER", args: []string{"a\u00a0b"}, tail: "a\u00a0b"},
+		{line: "DELE \u20281", verb: "DELE", args: []string{"\u20281"}, tail: "\u20281"},
+		{line: "USER a\u0085", verb: "USER", args: []string{"a\u0085"}, tail: "a\u0085"},
+		{line: "RETR\u3000 1", err: ErrBadKeyword},
+		{line: "RETR\t1", err: ErrBadChar},
 	}
 	for _, tt := range tests {
 		cmd, err := ParseCommand([]byte(tt.line))
@@ -117,7 +125,20 @@ func TestParseStatus(t *testing.T) {
 		{line: "+OK Logged in.", want: Status{OK: true, Text: "Logged in."}},
 		{line: "-ERR [AUTH] Authentication failed.", want: Status{Code: "AUTH", Text: "Authentication failed."}},
 		{line: "-ERR [SYS/TEMP]", want: Status{Code: "SYS/TEMP"}},
-		{line: "-ERR [not a code] x", want: Status{Text: "[not a code] x"}},
+		{line: "+OK [XCLIENT] ready", want: Status{OK: true, Code: "XCLIENT", Text: "ready"}},
+		{line: "-ERR [IN-USE]x", want: Status{Code: "IN-USE", Text: "x"}},
+		// An invalid code is dropped, whatever it holds.
+		{line: "-ERR [not a code] x", want: Status{Text: "x"}},
+		{line: "-ERR [SYS/TEMP\x1b[2J] x", want: Status{Text: "x"}},
+		{line: "-ERR [sys/temp] x", want: Status{Text: "x"}},
+		{line: "-ERR [SYS/] x", want: Status{Text: "x"}},
+		{line: "-ERR [/AUTH] x", want: Status{Text: "x"}},
+		{line: "-ERR [] x", want: Status{Text: "x"}},
+		{line: "-ERR [" + strings.Repeat("A", MaxCode+1) + "] x", want: Status{Text: "x"}},
+		{line: "-ERR [" + strings.Repeat("A", MaxCode) + "] x", want: Status{Code: strings.Repeat("A", MaxCode), Text: "x"}},
+		{line: "-ERR [bad] [x\x00] [AUTH] no", want: Status{Code: "AUTH", Text: "no"}},
+		{line: "-ERR [AUTH] [bad] x", want: Status{Code: "AUTH", Text: "[bad] x"}},
+		{line: "-ERR [no closing bracket", want: Status{Text: "[no closing bracket"}},
 		{line: "+OKAY", err: ErrBadStatus},
 		{line: "+ok", err: ErrBadStatus},
 		{line: "* OK", err: ErrBadStatus},
@@ -126,6 +147,27 @@ func TestParseStatus(t *testing.T) {
 		st, err := ParseStatus([]byte(tt.line))
 		if err != tt.err || st != tt.want {
 			t.Errorf("ParseStatus(%q) = %+v, %v; want %+v, %v", tt.line, st, err, tt.want, tt.err)
+		}
+	}
+}
+
+func TestStatusLine(t *testing.T) {
+	tests := map[string]string{
+		"+OK":                              "+OK",
+		"+OK 2 320":                        "+OK 2 320",
+		"-ERR [IN-USE]  locked":            "-ERR [IN-USE]  locked",
+		"-ERR [AUTH]":                      "-ERR [AUTH]",
+		"-ERR [SYS/TEMP\r\n+OK] x\x1b[31m": "-ERR x?[31m",
+		"-ERR [sys\x00] [LOGIN-DELAY] y":   "-ERR [LOGIN-DELAY] y",
+		"-ERR [\xff":                       "-ERR [?",
+	}
+	for in, want := range tests {
+		st, err := ParseStatus([]byte(in))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := st.Line(); got != want {
+			t.Errorf("Line of %q = %q, want %q", in, got, want)
 		}
 	}
 }
@@ -239,7 +281,7 @@ func TestSASL(t *testing.T) {
 			t.Errorf("DecodeSASL(%q) error = %v", bad, err)
 		}
 	}
-	for _, bad := range []string{"alice\x00pw", "\x00\x00pw", "\x00alice\x00", "\x00al\nice\x00pw", "a\x00b\x00c\x00d"} {
+	for _, bad := range []string{"alice\x00pw", "\x00\x00pw", "\x00alice\x00", "a\x00b\x00c\x00d"} {
 		if _, _, _, err := ParsePlain([]byte(bad)); err != ErrBadSASL {
 			t.Errorf("ParsePlain(%q) error = %v", bad, err)
 		}
@@ -247,16 +289,36 @@ func TestSASL(t *testing.T) {
 }
 
 func TestCopyBodyWatch(t *testing.T) {
-	body := "a\r\n..b\r\n" + strings.Repeat("x", 1500) + "\r\n\r\nlast\r\n.\r\n"
-	var lines []string
-	src := bufio.NewReaderSize(iotest.HalfReader(strings.NewReader(body)), 16)
-	var dst bytes.Buffer
-	if _, err := CopyBody(&dst, src, func(l []byte) bool { lines = append(lines, string(l)); return true }); err != nil {
-		t.Fatal(err)
+	long := strings.Repeat("x", 1500)
+	tests := []struct {
+		name, body string
+		want       []string
+	}{
+		{"lines", "a\r\n..b\r\n" + long + "\r\n\r\nlast\r\n.\r\n", []string{"a", ".b", long[:MaxWatchedLine], "", "last"}},
+		{"empty", ".\r\n", nil},
+		// Found by FuzzCopyBody: after a bare LF, ".\r\n" is a body line, not
+		// the end, so the lines after it must still be watched.
+		{"dot after bare LF", "\n.\r\n.\r\n", []string{"", ""}},
+		{"UIDL line after bare LF", "1 a\n.\r\n2 hidden\r\n.\r\n", []string{"1 a", "", "2 hidden"}},
+		{"stuffed long line", "." + long[:MaxWatchedLine] + "\r\n.\r\n", []string{long[:MaxWatchedLine]}},
+		{"long line ending in CR", long[:MaxWatchedLine-1] + "\r\r\n.\r\n", []string{long[:MaxWatchedLine-1] + "\r"}},
+		{"not past the end", "a\r\n.\r\nafter\r\n", []string{"a"}},
 	}
-	want := []string{"a", ".b", strings.Repeat("x", MaxWatchedLine), "", "last"}
-	if strings.Join(lines, "|") != strings.Join(want, "|") || dst.String() != body {
-		t.Fatalf("watched %q", lines)
+	for _, tt := range tests {
+		for _, r := range []io.Reader{
+			strings.NewReader(tt.body),
+			iotest.OneByteReader(strings.NewReader(tt.body)),
+			iotest.HalfReader(strings.NewReader(tt.body)),
+		} {
+			var lines []string
+			src := bufio.NewReaderSize(r, 16)
+			if _, err := CopyBody(io.Discard, src, func(l []byte) bool { lines = append(lines, string(l)); return true }); err != nil {
+				t.Fatalf("%s: %v", tt.name, err)
+			}
+			if !slices.Equal(lines, tt.want) {
+				t.Errorf("%s: watched %.40q, want %.40q", tt.name, lines, tt.want)
+			}
+		}
 	}
 }
 

@@ -32,17 +32,13 @@ func EncodeSASL(b []byte) string {
 }
 
 // ParsePlain splits a SASL PLAIN message (RFC 4616 §2):
-// [authzid] NUL authcid NUL passwd. Empty authcid or passwd, or NUL, CR or LF
-// inside a field, is an error.
+// [authzid] NUL authcid NUL passwd. Empty authcid or passwd, or another NUL,
+// is an error. What the fields may hold is CheckCredentials' business, as for
+// every other login.
 func ParsePlain(msg []byte) (authzid, authcid, passwd string, err error) {
 	parts := bytes.Split(msg, []byte{0})
 	if len(parts) != 3 || len(parts[1]) == 0 || len(parts[2]) == 0 {
 		return "", "", "", ErrBadSASL
-	}
-	for _, p := range parts {
-		if bytes.ContainsAny(p, "\r\n") {
-			return "", "", "", ErrBadSASL
-		}
 	}
 	return string(parts[0]), string(parts[1]), string(parts[2]), nil
 }
