@@ -54,7 +54,7 @@ func TestCheck(t *testing.T) {
 	if err == nil {
 		t.Fatal("-check accepted a bad config")
 	}
-	for _, want := range []string{`listeners[0].address: "x" is not host:port`, "upstream.address: is required", "timeouts.idle: 1m0s is below"} {
+	for _, want := range []string{`listeners[0].address (line 1): "x" is not host:port`, "upstream.address: is required", "timeouts.idle (line 2): 1m0s is below"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("-check output lacks %q:\n%s", want, out)
 		}
