@@ -129,14 +129,15 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	logger := operationalLog(stderr)
 	if *check {
-		if err := checkFiles(cfg); err != nil {
-			return err
+		if err := checkConfig(cfg, logger); err != nil {
+			return fmt.Errorf("%s: %w", *configPath, err)
 		}
 		fmt.Fprintln(stdout, "configuration OK")
 		return nil
 	}
-	return run(cfg, *configPath, operationalLog(stderr), nil)
+	return run(cfg, *configPath, logger, nil)
 }
 
 // auditSubcommands are the commands under `popproxy audit`.
