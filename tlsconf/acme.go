@@ -75,6 +75,26 @@ type ACME struct {
 // defaultStartTimeout is ACME.StartTimeout's default.
 const defaultStartTimeout = 2 * time.Minute
 
+// trustedRoots reads ACME.TrustedRootsFile; nil for "" (the system roots).
+func trustedRoots(file string) (*x509.CertPool, error) {
+	if file == "" {
+		return nil, nil
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("tlsconf: read ACME trusted roots: %w", err)
+	}
+	certs, err := parseCertsPEM(data)
+	if err != nil {
+		return nil, fmt.Errorf("tlsconf: ACME trusted roots %s: %w", file, err)
+	}
+	roots := x509.NewCertPool()
+	for _, c := range certs {
+		roots.AddCert(c)
+	}
+	return roots, nil
+}
+
 // acmeState is the certmagic side of a Manager.
 type acmeState struct {
 	tlsALPN  bool
@@ -109,20 +129,9 @@ func startACME(cfg ACME, defaultCert bool, log *slog.Logger) (*acmeState, error)
 	if cfg.HTTPPort == 0 && !cfg.TLSALPN {
 		return nil, errors.New("tlsconf: ACME needs a challenge: set HTTPPort (HTTP-01) or TLSALPN (TLS-ALPN-01)")
 	}
-	var roots *x509.CertPool
-	if cfg.TrustedRootsFile != "" {
-		data, err := os.ReadFile(cfg.TrustedRootsFile)
-		if err != nil {
-			return nil, fmt.Errorf("tlsconf: read ACME trusted roots: %w", err)
-		}
-		certs, err := parseCertsPEM(data)
-		if err != nil {
-			return nil, fmt.Errorf("tlsconf: ACME trusted roots %s: %w", cfg.TrustedRootsFile, err)
-		}
-		roots = x509.NewCertPool()
-		for _, c := range certs {
-			roots.AddCert(c)
-		}
+	roots, err := trustedRoots(cfg.TrustedRootsFile)
+	if err != nil {
+		return nil, err
 	}
 	ca := cfg.CA
 	if ca == "" {

@@ -3,9 +3,9 @@ package main
 import (
 	"flag"
 	"fmt"
-	"log/slog"
+	"io"
 	"net"
-	"os"
+	"time"
 
 	"github.com/popproxy/popproxy/examples/maildrop"
 	"github.com/popproxy/popproxy/internal/config"
@@ -17,15 +17,29 @@ const (
 	demoPassword = "demo"
 )
 
-// demo starts the embedded sample mail drop on loopback and the proxy in front
-// of it, with a plain/STLS listener and an implicit-TLS one using a generated
-// self-signed certificate, prints how to connect, and writes audit events to
-// stdout.
-func demo(args []string, logger *slog.Logger) error {
-	fs := flag.NewFlagSet("demo", flag.ExitOnError)
-	listen := fs.String("listen", "127.0.0.1:1110", "POP3 (STLS offered) `address`; if busy, a free loopback port is used")
-	listenTLS := fs.String("listen-tls", "127.0.0.1:1995", "POP3S (implicit TLS) `address`; if busy, a free loopback port is used")
-	fs.Parse(args)
+// demoGrace is the demo's shutdown grace: nobody waits 30 s for a demo.
+const demoGrace = 2 * time.Second
+
+// demoCommand starts the embedded sample mail drop on loopback and the proxy
+// in front of it, with a plain/STLS listener and an implicit-TLS one using a
+// generated self-signed certificate, prints how to connect, and writes audit
+// events to stdout. An address given on the command line is used or the demo
+// fails; a default one that is busy is replaced by a free port.
+func demoCommand(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	listen := fs.String("listen", "127.0.0.1:1110", "POP3 (STLS offered) `ADDR`; by default a free port if 1110 is busy")
+	listenTLS := fs.String("listen-tls", "127.0.0.1:1995", "POP3S (implicit TLS) `ADDR`; by default a free port if 1995 is busy")
+	if err := parseFlags(fs, args, "usage: popproxy demo [-listen ADDR] [-listen-tls ADDR]\n", stdout); err != nil {
+		return err
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	if !given["listen"] {
+		*listen = freeOr(*listen)
+	}
+	if !given["listen-tls"] {
+		*listenTLS = freeOr(*listenTLS)
+	}
 
 	dropListener, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -38,18 +52,19 @@ func demo(args []string, logger *slog.Logger) error {
 	optional := false
 	cfg := config.Default()
 	cfg.Listeners = []config.Listener{
-		{Name: "pop3", Address: freeOr(*listen), TLS: config.TLSStartTLS, RequireTLS: &optional},
-		{Name: "pop3s", Address: freeOr(*listenTLS), TLS: config.TLSImplicit, RequireTLS: &optional},
+		{Name: "pop3", Address: *listen, TLS: config.TLSStartTLS, RequireTLS: &optional},
+		{Name: "pop3s", Address: *listenTLS, TLS: config.TLSImplicit, RequireTLS: &optional},
 	}
+	cfg.Timeouts.ShutdownGrace = demoGrace
 	cfg.TLS.SelfSigned = []string{"localhost", "127.0.0.1"}
 	cfg.Upstream.Address = dropListener.Addr().String()
 	cfg.Upstream.AllowPlaintextUpstream = true // the mail drop is on loopback
 	if err := cfg.Complete(); err != nil {
 		return err
 	}
-	return run(&cfg, "", logger, func(ls []net.Listener) {
+	err = run(&cfg, "", operationalLog(stderr), func(ls []net.Listener) {
 		plain, implicit := ls[0].Addr().String(), ls[1].Addr().String()
-		fmt.Fprintf(os.Stderr, `
+		fmt.Fprintf(stderr, `
 popproxy demo: a sample mail drop at %[1]s, popproxy in front of it at %[2]s.
 Implicit TLS (self-signed certificate) at %[3]s.
 Audit events are printed below as JSON lines. Try:
@@ -64,6 +79,10 @@ Press Ctrl-C to stop.
 
 `, dropListener.Addr().String(), plain, implicit, demoUser, demoPassword, hostOf(plain), portOf(plain))
 	})
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	return nil
 }
 
 // freeOr returns addr if it can be bound now, else a free loopback port.

@@ -13,11 +13,12 @@ import (
 	"github.com/popproxy/popproxy/examples/maildrop"
 )
 
-// buildBinary compiles popproxy once for the tests that run it as a process.
-func buildBinary(t *testing.T) string {
+// buildBinary compiles popproxy once for the tests that run it as a process,
+// with extra go build flags if given.
+func buildBinary(t *testing.T, flags ...string) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "popproxy")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	out, err := exec.Command("go", append(append([]string{"build", "-o", bin}, flags...), ".")...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}

@@ -4,17 +4,17 @@
 //
 // Usage:
 //
-//	popproxy -config FILE          run
-//	popproxy -config FILE -check   validate the configuration and exit
-//	popproxy demo                  run against an embedded sample mail drop
-//	popproxy audit verify FILE     check an audit file's hash chain
-//	popproxy audit report FILE     summarise an audit file per user
+//	popproxy [run] -config FILE          run
+//	popproxy [run] -config FILE -check   check the configuration and every file it names, and exit
+//	popproxy demo                        run against an embedded sample mail drop
+//	popproxy audit verify FILE           check an audit file's hash chain
+//	popproxy audit report FILE           summarise an audit file per user
+//	popproxy version                     print the version and build information
+//	popproxy help [COMMAND]              print the usage
 package main
 
 import (
-	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"net"
@@ -24,8 +24,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"github.com/rs/zerolog"
 
 	"github.com/popproxy/popproxy/audit"
 	"github.com/popproxy/popproxy/internal/config"
@@ -41,44 +39,10 @@ var _ proxy.Auditor = (*audit.Log)(nil)
 
 func main() {
 	audit.SetGlobals()
-	logger := slog.New(zerolog.NewSlogHandler(zerolog.New(os.Stderr).With().Timestamp().Logger()))
-	if len(os.Args) > 1 && os.Args[1] == "audit" {
-		os.Exit(auditCommand(os.Args[2:], os.Stdout, os.Stderr))
-	}
-	if len(os.Args) > 1 && os.Args[1] == "demo" {
-		if err := demo(os.Args[2:], logger); err != nil {
-			fmt.Fprintln(os.Stderr, "popproxy demo:", err)
-			os.Exit(1)
-		}
-		return
-	}
-	configPath := flag.String("config", "", "configuration `file` (YAML)")
-	check := flag.Bool("check", false, "validate the configuration and exit")
-	flag.Parse()
-	if *configPath == "" || flag.NArg() > 0 {
-		flag.Usage()
-		os.Exit(2)
-	}
-	cfg, err := config.Load(*configPath)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "popproxy:", err)
-		os.Exit(1)
-	}
-	if *check {
-		if err := checkFiles(cfg); err != nil {
-			fmt.Fprintln(os.Stderr, "popproxy:", err)
-			os.Exit(1)
-		}
-		fmt.Println("configuration OK")
-		return
-	}
-	if err := run(cfg, *configPath, logger, nil); err != nil {
-		fmt.Fprintln(os.Stderr, "popproxy:", err)
-		os.Exit(1)
-	}
+	os.Exit(cli(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// run serves cfg until SIGINT or SIGTERM, then shuts down gracefully. On
+// run serves cfg until SIGINT or SIGTERM, then shuts down (see shutdown). On
 // SIGHUP it re-reads configPath (if set) for new limits. ready, if not nil, is
 // called with the bound listeners once they accept.
 func run(cfg *config.Config, configPath string, logger *slog.Logger, ready func([]net.Listener)) error {
@@ -129,8 +93,9 @@ func run(cfg *config.Config, configPath string, logger *slog.Logger, ready func(
 		}
 		defer admin.Close()
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
+	stopSignals := make(chan os.Signal, 2)
+	signal.Notify(stopSignals, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(stopSignals)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -147,8 +112,8 @@ func run(cfg *config.Config, configPath string, logger *slog.Logger, ready func(
 wait:
 	for {
 		select {
-		case <-ctx.Done():
-			logger.Info("shutting down", "grace", cfg.Timeouts.ShutdownGrace.String())
+		case sig := <-stopSignals:
+			logger.Info("shutting down", "signal", sig.String())
 			break wait
 		case serveErr = <-errc:
 			logger.Error("listener failed", "err", serveErr)
@@ -157,12 +122,7 @@ wait:
 			reload(configPath, srv, opts.Router, certs, auditLog, logger)
 		}
 	}
-	stop()
-	grace, cancel := context.WithTimeout(context.Background(), cfg.Timeouts.ShutdownGrace)
-	defer cancel()
-	if err := srv.Shutdown(grace); err != nil {
-		logger.Warn("grace period over; remaining sessions closed", "err", err)
-	}
+	shutdown(srv, cfg.Timeouts.ShutdownGrace, stopSignals, logger)
 	if errors.Is(serveErr, proxy.ErrServerClosed) {
 		serveErr = nil
 	}

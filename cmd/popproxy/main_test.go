@@ -10,56 +10,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/popproxy/popproxy/tlsconf"
 )
-
-func TestCheck(t *testing.T) {
-	bin := buildBinary(t)
-	examples, _ := filepath.Glob("../../examples/*.yaml")
-	if len(examples) < 3 {
-		t.Fatalf("examples: %v", examples)
-	}
-	// The examples name their files relative to themselves, as they would sit
-	// in /etc/popproxy: copy them with the map and certificates they name.
-	dir := t.TempDir()
-	for _, f := range append(examples, "../../examples/routes.map") {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		os.WriteFile(filepath.Join(dir, filepath.Base(f)), data, 0o644)
-	}
-	for _, name := range []string{"mail.example.com", "mail.example.org"} {
-		certPEM, keyPEM, err := tlsconf.SelfSignedPEM(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		os.WriteFile(filepath.Join(dir, name+".crt"), certPEM, 0o644)
-		os.WriteFile(filepath.Join(dir, name+".key"), keyPEM, 0o600)
-	}
-	for _, example := range examples {
-		out, err := exec.Command(bin, "-config", filepath.Join(dir, filepath.Base(example)), "-check").CombinedOutput()
-		if err != nil || !strings.Contains(string(out), "configuration OK") {
-			t.Errorf("%s: %v\n%s", example, err, out)
-		}
-	}
-	// Where the files it names are missing, -check says which.
-	out, err := exec.Command(bin, "-config", "../../examples/tls-legacy.yaml", "-check").CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "tls.certificates[0]") {
-		t.Errorf("-check with a missing certificate: %v\n%s", err, out)
-	}
-	bad := writeConfig(t, "listeners: [{name: a, address: x}]\ntimeouts: {idle: 1m}\n")
-	out, err = exec.Command(bin, "-config", bad, "-check").CombinedOutput()
-	if err == nil {
-		t.Fatal("-check accepted a bad config")
-	}
-	for _, want := range []string{`listeners[0].address: "x" is not host:port`, "upstream.address: is required", "timeouts.idle: 1m0s is below"} {
-		if !strings.Contains(string(out), want) {
-			t.Errorf("-check output lacks %q:\n%s", want, out)
-		}
-	}
-}
 
 // TestRunAndGracefulShutdown runs the binary, logs in through it, and checks
 // that SIGTERM waits for the open session up to the grace period, writing its

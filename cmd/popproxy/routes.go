@@ -1,7 +1,6 @@
 package main
 
 import (
-	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -93,20 +92,6 @@ func circuits(cfg *config.Config, b *route.Breaker) func() []metrics.CircuitStat
 		}
 		return out
 	}
-}
-
-// checkFiles loads what the configuration names beyond itself, for -check:
-// the routing map file and the static certificates.
-func checkFiles(cfg *config.Config) error {
-	if _, err := router(cfg); err != nil {
-		return err
-	}
-	for i, c := range cfg.TLS.Certificates {
-		if _, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile); err != nil {
-			return fmt.Errorf("tls.certificates[%d]: %w", i, err)
-		}
-	}
-	return nil
 }
 
 func router(cfg *config.Config) (*route.Router, error) {

@@ -1,9 +1,9 @@
 // Package config is popproxy's configuration file: its shape, its defaults and
-// its validation. Errors name the field and say what is wrong with it.
+// its validation. Errors name the field and its line, and say what is wrong
+// with it; one run reports every problem.
 package config
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -12,8 +12,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-
-	"go.yaml.in/yaml/v3"
 
 	"github.com/popproxy/popproxy/internal/pop3"
 	"github.com/popproxy/popproxy/internal/ratelimit"
@@ -262,6 +260,9 @@ func Load(path string) (*Config, error) {
 		return nil, err
 	}
 	cfg, err := Parse(data)
+	if errors.Is(err, errEmpty) {
+		return nil, fmt.Errorf("%s is empty", path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -298,24 +299,30 @@ func (c *Config) resolvePaths(dir string) {
 	}
 }
 
-// Parse is Load without the file. Unknown keys are errors, so that a misspelt
-// option is not silently ignored.
+// Parse is Load without the file. It reports every problem at once, each
+// with its field and line: unknown keys (so that a misspelt option is not
+// silently ignored), values of the wrong type, and what Validate finds.
 func Parse(data []byte) (*Config, error) {
 	cfg := Default()
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&cfg); err != nil {
-		return nil, fmt.Errorf("parse: %w", err)
-	}
-	if err := cfg.Complete(); err != nil {
+	lines, found, err := decode(data, &cfg)
+	if err != nil {
 		return nil, err
+	}
+	cfg.complete()
+	if all := locate(cfg.problems(), lines, found); len(all) > 0 {
+		return nil, all
 	}
 	return &cfg, nil
 }
 
 // Complete fills the defaults that depend on other fields and validates.
-// Parse calls it; a Config built in code calls it too.
+// A Config built in code calls it; Parse does the same.
 func (c *Config) Complete() error {
+	c.complete()
+	return c.Validate()
+}
+
+func (c *Config) complete() {
 	c.normalizeUpstreams()
 	if c.TLS.SessionTickets == nil {
 		on := true
@@ -331,14 +338,20 @@ func (c *Config) Complete() error {
 			l.RequireTLS = &required
 		}
 	}
-	return c.Validate()
 }
 
-// Validate reports every problem it finds, one per line.
+// Validate reports every problem it finds, one per line, each with its field.
 func (c *Config) Validate() error {
-	var errs []error
+	if ps := c.problems(); len(ps) > 0 {
+		return ps
+	}
+	return nil
+}
+
+func (c *Config) problems() problems {
+	var ps problems
 	bad := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+		ps = append(ps, problem{field: field, msg: fmt.Sprintf(format, args...)})
 	}
 	if len(c.Listeners) == 0 {
 		bad("listeners", "at least one listener is required")
@@ -412,7 +425,7 @@ func (c *Config) Validate() error {
 	if c.Audit.Checkpoint < 0 {
 		bad("audit.checkpoint", "must not be negative")
 	}
-	return errors.Join(errs...)
+	return ps
 }
 
 func (c *Config) validateLimits(bad func(string, string, ...any)) {
