@@ -199,7 +199,7 @@ func (s *session) login(c credentials) error {
 		// client's name is the user's key.
 		ev.Code, ev.Reason = "AUTH", err.Error()
 		s.srv.opts.Auditor.Auth(s.id, ev)
-		s.loginFailed(lm.userKey("", clientUser))
+		s.loginFailed(lm.userKey("", clientUser), c.pass)
 		return s.refuse("route", "AUTH", "[AUTH] authentication failed")
 	}
 	ev.Route = up.Name
@@ -256,7 +256,7 @@ func (s *session) login(c credentials) error {
 		}
 		s.srv.opts.Auditor.Auth(s.id, ev)
 		if ev.Code == "AUTH" {
-			s.loginFailed(tried)
+			s.loginFailed(tried, c.pass)
 		}
 		s.badCommands++
 		if s.badCommands >= s.srv.opts.MaxBadCommands {
