@@ -187,6 +187,57 @@ func TestLimitRepeatedPassword(t *testing.T) {
 	}
 }
 
+// TestLimitServerCodes: which of a server's login -ERRs count as failed
+// logins. [SYS/TEMP], [SYS/PERM], [IN-USE] and [LOGIN-DELAY] never do, however
+// many passwords; [AUTH], no code and an unknown code count, each relayed as
+// the server gave it.
+func TestLimitServerCodes(t *testing.T) {
+	// The password is "<code> <n>"; "-" stands for no code.
+	up := fakeUpstream(t, func(c *fakeConn) {
+		c.send("+OK ready\r\n")
+		for line := c.line(); line != ""; line = c.line() {
+			code, isPass := strings.CutPrefix(line, "PASS ")
+			code, _, _ = strings.Cut(code, " ")
+			switch {
+			case !isPass:
+				c.send("+OK\r\n")
+			case code == "-":
+				c.send("-ERR refused\r\n")
+			default:
+				c.send("-ERR [" + code + "] refused\r\n")
+			}
+		}
+	})
+	addr, _, rec := startProxy(t, up, withLimits(proxy.Limits{
+		FailuresPerUser: ratelimit.FailureConfig{MaxFailures: 2, Window: time.Minute, Block: time.Minute},
+	}))
+	for i, tc := range []struct {
+		code   string
+		counts bool
+	}{
+		{"SYS/TEMP", false}, {"SYS/PERM", false}, {"SYS/TEMP/QUOTA", false}, {"IN-USE", false}, {"LOGIN-DELAY", false},
+		{"AUTH", true}, {"-", true}, {"X-VENDOR", true},
+	} {
+		user := "user" + strconv.Itoa(i)
+		audited, reply := tc.code, "-ERR ["+tc.code+"] refused"
+		if tc.code == "-" {
+			audited, reply = "", "-ERR refused"
+		}
+		c := dial(t, addr)
+		for n := range 3 {
+			c.cmd("USER "+user, "+OK*")
+			want := reply
+			if tc.counts && n == 2 {
+				want = "-ERR [AUTH] too many failed logins, try again later"
+			}
+			c.cmd("PASS "+tc.code+" "+strconv.Itoa(n), want)
+			if ev := lastAuth(t, rec); n == 0 && ev.Code != audited {
+				t.Errorf("%s: audited code %q", tc.code, ev.Code)
+			}
+		}
+	}
+}
+
 func TestLimitFailedLoginDelay(t *testing.T) {
 	up := startMaildrop(t)
 	addr, _, _ := startProxy(t, up.Addr().String(), withLimits(proxy.Limits{

@@ -399,7 +399,8 @@ func (in *Instance) writeMailbox(p []byte, flag int) error {
 
 // SetMailboxReadable makes the mailbox readable by its owner again (mode
 // 0600), or unreadable (mode 0000), a server-side fault: the servers then
-// refuse the right password, popa3d with a bare "-ERR".
+// refuse the right password, popa3d with a bare "-ERR". popa3d does not open
+// an empty mailbox, so it shows the fault only once a message was added.
 func (in *Instance) SetMailboxReadable(readable bool) error {
 	mode := os.FileMode(0)
 	if readable {
