@@ -1,6 +1,9 @@
 package proxy_test
 
 import (
+	"bufio"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -89,5 +92,65 @@ func TestLegacyGuesserBlocked(t *testing.T) {
 	c.cmd("PASS "+srv.Password(), "-ERR [AUTH] too many failed logins, try again later")
 	if !rec.hasPolicy("limit.failed_logins_user") {
 		t.Errorf("policy events %q, want limit.failed_logins_user", rec.policyRules())
+	}
+}
+
+// TestLegacyAuditSizes: popa3d answers RETR with a bare +OK, so the record's
+// size is measured from the relayed body, and equals popa3d's own LIST.
+// TOP has a size only with ResolveUIDs, which asks LIST n (and UIDL n).
+func TestLegacyAuditSizes(t *testing.T) {
+	srv := testlegacy.StartPopa3d(t)
+	for _, m := range []string{
+		"Subject: dots\r\n\r\n.\r\n..\r\n.leading\r\nend.\r\n",
+		"Subject: plain\r\nMessage-ID: <plain@test>\r\n\r\nHello.\r\n",
+	} {
+		if err := srv.AddMessage([]byte(m)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// dial wants a greeting with text; popa3d's is a bare +OK.
+	conn := dialRaw(t, srv.Addr())
+	direct := &client{t: t, conn: conn, r: bufio.NewReader(conn)}
+	direct.expect("+OK")
+	direct.login(srv.User(), srv.Password())
+	direct.cmd("LIST", "+OK")
+	list := direct.body()
+	direct.cmd("UIDL", "+OK")
+	uidl := direct.body()
+	direct.cmd("QUIT", "+OK")
+	sizes, uids := map[string]int64{}, map[string]string{}
+	for _, l := range strings.Split(strings.TrimSuffix(list, "\r\n"), "\r\n") {
+		n, size, _ := strings.Cut(l, " ")
+		sizes[n], _ = strconv.ParseInt(size, 10, 64)
+	}
+	for _, l := range strings.Split(strings.TrimSuffix(uidl, "\r\n"), "\r\n") {
+		n, uid, _ := strings.Cut(l, " ")
+		uids[n] = uid
+	}
+
+	for _, resolve := range []bool{false, true} {
+		t.Run("resolve_uids="+strconv.FormatBool(resolve), func(t *testing.T) {
+			addr, _, rec := startProxy(t, srv.Addr(), func(o *proxy.Options) { o.ResolveUIDs = resolve })
+			c := dial(t, addr)
+			c.login(srv.User(), srv.Password())
+			c.cmd("RETR 1", "+OK")
+			c.body()
+			c.cmd("TOP 2 0", "+OK")
+			c.body()
+			c.cmd("QUIT", "+OK")
+			rec.waitClose(t)
+
+			retr, top := rec.commands("RETR"), rec.commands("TOP")
+			if len(retr) != 1 || retr[0].Size != sizes["1"] {
+				t.Errorf("RETR events %+v, want size %d as popa3d lists it", retr, sizes["1"])
+			}
+			wantTop, wantUID := int64(-1), ""
+			if resolve {
+				wantTop, wantUID = sizes["2"], uids["2"]
+			}
+			if len(top) != 1 || top[0].Size != wantTop || top[0].UIDL != wantUID {
+				t.Errorf("TOP events %+v, want size %d and uidl %q", top, wantTop, wantUID)
+			}
+		})
 	}
 }
