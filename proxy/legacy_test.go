@@ -97,7 +97,8 @@ func TestLegacyGuesserBlocked(t *testing.T) {
 
 // TestLegacyAuditSizes: popa3d answers RETR with a bare +OK, so the record's
 // size is measured from the relayed body, and equals popa3d's own LIST.
-// TOP has a size only with ResolveUIDs, which asks LIST n (and UIDL n).
+// TOP has a size only with ResolveUIDs, which asks LIST n (and UIDL n). The
+// body reaches the client as popa3d sent it.
 func TestLegacyAuditSizes(t *testing.T) {
 	srv := testlegacy.StartPopa3d(t)
 	for _, m := range []string{
@@ -117,6 +118,8 @@ func TestLegacyAuditSizes(t *testing.T) {
 	list := direct.body()
 	direct.cmd("UIDL", "+OK")
 	uidl := direct.body()
+	direct.cmd("RETR 1", "+OK")
+	message := direct.body()
 	direct.cmd("QUIT", "+OK")
 	sizes, uids := map[string]int64{}, map[string]string{}
 	for _, l := range strings.Split(strings.TrimSuffix(list, "\r\n"), "\r\n") {
@@ -134,7 +137,9 @@ func TestLegacyAuditSizes(t *testing.T) {
 			c := dial(t, addr)
 			c.login(srv.User(), srv.Password())
 			c.cmd("RETR 1", "+OK")
-			c.body()
+			if got := c.body(); got != message {
+				t.Errorf("RETR 1 through the proxy %q, directly %q", got, message)
+			}
 			c.cmd("TOP 2 0", "+OK")
 			c.body()
 			c.cmd("QUIT", "+OK")
