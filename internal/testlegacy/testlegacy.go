@@ -87,9 +87,8 @@ const (
 	popa3dSpool = "/var/mail"
 )
 
-// Instance is a running legacy server with one user and its mailbox. Its
-// methods are safe for concurrent use, except that messages must not be
-// added while a session is open.
+// Instance is a running legacy server with one user and its mailbox. Add
+// messages, or change the mailbox, only while no session is open.
 type Instance struct {
 	server   string // "popa3d" or "solid-pop3d"
 	addr     string
@@ -172,9 +171,6 @@ func start(t testing.TB, server string, configure func(*Instance) ([]string, err
 		t.Fatalf("testlegacy: %s must be started as root: it checks system passwords and changes to the mailbox owner", server)
 	}
 	in := &Instance{server: server}
-	if err := in.takeUser(); err != nil {
-		t.Fatalf("testlegacy: %v", err)
-	}
 	t.Cleanup(func() {
 		if t.Failed() && in.logPath != "" {
 			b, _ := os.ReadFile(in.logPath)
@@ -184,6 +180,9 @@ func start(t testing.TB, server string, configure func(*Instance) ([]string, err
 			t.Errorf("testlegacy: stop %s: %v", server, err)
 		}
 	})
+	if err := in.takeUser(); err != nil {
+		t.Fatalf("testlegacy: %v", err)
+	}
 	if err := in.prepare(); err != nil {
 		t.Fatalf("testlegacy: %v", err)
 	}
