@@ -50,6 +50,8 @@ func sampleSession(l *Log) {
 		Code: "AUTH", Reason: "invalid credentials"})
 	l.Auth(sid, proxy.AuthEvent{User: "admin", Authzid: "alice", Mechanism: "PLAIN", Upstream: "10.0.0.5:110",
 		Code: "AUTH", Reason: "invalid credentials"})
+	// A legacy server's bare -ERR (popa3d, mailbox unreadable): no code.
+	l.Auth(sid, proxy.AuthEvent{User: "alice", Mechanism: "USER", Upstream: "10.0.0.5:110"})
 	l.Auth(sid, proxy.AuthEvent{User: "alice", Mechanism: "PLAIN", OK: true, Upstream: "10.0.0.5:110"})
 	l.Command(sid, proxy.CommandEvent{Verb: "STAT", OK: true, Octets: 14, Duration: 1500 * time.Microsecond, Size: -1})
 	l.Command(sid, proxy.CommandEvent{Verb: "RETR", Args: []string{"1"}, OK: true, Octets: 2716,
@@ -128,8 +130,8 @@ func TestChainedGolden(t *testing.T) {
 	l := New(&buf, Options{Chain: true})
 	sampleSession(l)
 	golden(t, "chained.golden", buf.Bytes())
-	if n, err := Verify(bytes.NewReader(buf.Bytes())); err != nil || n != 17 {
-		t.Errorf("Verify = %d, %v; want 17 records", n, err)
+	if n, err := Verify(bytes.NewReader(buf.Bytes())); err != nil || n != 18 {
+		t.Errorf("Verify = %d, %v; want 18 records", n, err)
 	}
 }
 

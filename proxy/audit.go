@@ -70,7 +70,9 @@ type CommandEvent struct {
 	Octets   int64 // response octets relayed to the client, status line included
 	Duration time.Duration
 	// For RETR and TOP: the message's size in octets as the server reported
-	// it (in the +OK line or an earlier LIST), or -1 if unknown; its unique id,
+	// it (in the +OK line, an earlier LIST or, with Options.ResolveUIDs, LIST
+	// n asked of the server), else for a RETR relayed whole as measured from
+	// the body without dot-stuffing, or -1 if unknown; its unique id,
 	// if known (from the client's own UIDL or, with Options.ResolveUIDs, asked
 	// of the server); and its Message-ID header, read from the stream as it
 	// passed. Empty when unknown.

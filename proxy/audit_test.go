@@ -38,26 +38,53 @@ func TestAuditMessageFacts(t *testing.T) {
 	}
 }
 
-// TestResolveUIDs checks that with ResolveUIDs the proxy asks UIDL n itself
-// before a RETR of a message the client never listed.
+// TestResolveUIDs checks that with ResolveUIDs the proxy asks UIDL n and
+// LIST n itself before a RETR or TOP of a message the client never listed,
+// and only what it does not know yet.
 func TestResolveUIDs(t *testing.T) {
 	up := startMaildrop(t)
 	addr, _, rec := startProxy(t, up.Addr().String(), func(o *proxy.Options) { o.ResolveUIDs = true })
 	c := dial(t, addr)
 	c.login("alice", "secret")
-	c.cmd("RETR 3", "+OK*")
+	c.cmd("TOP 3 0", "+OK*")
+	c.body()
+	c.cmd("RETR 3", "+OK*") // known now: no second UIDL or LIST
 	if got := c.body(); got != string(sampleMessages[2].Data) {
 		t.Fatalf("RETR 3 = %q", got)
 	}
-	c.cmd("RETR 3", "+OK*") // known now: no second UIDL
+	c.cmd("UIDL", "+OK*")
+	c.body()
+	c.cmd("RETR 2", "+OK*") // its UIDL listed, its size not
 	c.body()
 	c.cmd("QUIT", "+OK*")
 	rec.waitClose(t)
-	if got := up.received(); !strings.Contains(got, "UIDL 3\r\nRETR 3\r\nRETR 3\r\n") {
+	if got := up.received(); !strings.Contains(got, "UIDL 3\r\nLIST 3\r\nTOP 3 0\r\nRETR 3\r\nUIDL\r\nLIST 2\r\nRETR 2\r\n") {
 		t.Errorf("upstream received %q", got)
 	}
-	if retr := rec.commands("RETR"); len(retr) != 2 || retr[0].UIDL == "" || retr[0].UIDL != retr[1].UIDL {
-		t.Errorf("RETR events %+v", retr)
+	events := append(rec.commands("TOP"), rec.commands("RETR")...)
+	for i, size := range []int{len(sampleMessages[2].Data), len(sampleMessages[2].Data), len(sampleMessages[1].Data)} {
+		if len(events) != 3 || events[i].UIDL == "" || events[i].Size != int64(size) {
+			t.Fatalf("TOP and RETR events %+v, want each with its UIDL and size", events)
+		}
+	}
+}
+
+// TestAuditSizeOfCutRetr: a RETR answered without a size and cut short has
+// no size in its record, not the octets that happened to pass.
+func TestAuditSizeOfCutRetr(t *testing.T) {
+	up := fakeUpstream(t, func(c *fakeConn) {
+		c.login()
+		if c.line() == "RETR 1" {
+			c.send("+OK\r\nSubject: cut\r\n\r\nhalf a mess")
+		}
+	})
+	addr, _, rec := startProxy(t, up, nil)
+	c := dial(t, addr)
+	c.login("u", "p")
+	c.cmd("RETR 1", "+OK")
+	rec.waitClose(t)
+	if retr := rec.commands("RETR"); len(retr) != 1 || !retr[0].Incomplete || retr[0].Size != -1 {
+		t.Errorf("RETR events %+v, want one incomplete without size", retr)
 	}
 }
 

@@ -199,7 +199,7 @@ func (s *session) login(c credentials) error {
 		// client's name is the user's key.
 		ev.Code, ev.Reason = "AUTH", err.Error()
 		s.srv.opts.Auditor.Auth(s.id, ev)
-		s.loginFailed(lm.userKey("", clientUser))
+		s.loginFailed(lm.userKey("", clientUser), c.pass)
 		return s.refuse("route", "AUTH", "[AUTH] authentication failed")
 	}
 	ev.Route = up.Name
@@ -250,19 +250,18 @@ func (s *session) login(c credentials) error {
 	if !st.OK {
 		u.exchange("QUIT\r\n") // harmless in AUTHORIZATION: no UPDATE state
 		u.close()
-		if ev.Code == "" {
-			// The exchange worked, so the credentials were refused (RFC 3206 §4).
-			ev.Code = "AUTH"
-		}
 		s.srv.opts.Auditor.Auth(s.id, ev)
-		if ev.Code == "AUTH" {
-			s.loginFailed(tried)
+		if countsAsFailedLogin(st.Code) {
+			s.loginFailed(tried, c.pass)
 		}
 		s.badCommands++
+		// The server's own verdict, code and all or none: a client drops
+		// the saved password on [AUTH] (RFC 3206 §4), so the proxy never
+		// adds one the server did not give.
 		if s.badCommands >= s.srv.opts.MaxBadCommands {
-			return &endError{reason: "too_many_errors", farewell: "-ERR [" + ev.Code + "] " + ev.Reason}
+			return &endError{reason: "too_many_errors", farewell: st.Line()}
 		}
-		return s.reply(false, "["+ev.Code+"] "+ev.Reason)
+		return s.writeLine(st.Line())
 	}
 	// The credentials are good: only now may the proxy say anything about the
 	// mailbox (in use, logged in too recently) without revealing that it exists.
@@ -277,6 +276,27 @@ func (s *session) login(c credentials) error {
 	s.user = clientUser
 	s.startTransactionLimits()
 	return s.reply(true, ev.Reason)
+}
+
+// countsAsFailedLogin reports whether a server's -ERR to a login, with
+// response code code, counts as a failed login against the user and the
+// address (see loginFailed).
+//
+// [AUTH] does (RFC 3206 §4), and so does -ERR without a code, or with one the
+// proxy does not know (RFC 2449 §8: a client ignores it): RFC 1939 servers
+// such as popa3d answer every refusal so, a wrong password or a mailbox they
+// cannot open, and only distinct passwords count, so the right one refused
+// during a server fault counts once and never blocks. [SYS/TEMP],
+// [SYS/PERM] (any SYS/...), [IN-USE] and [LOGIN-DELAY] say the server would
+// not serve the mailbox whatever the password (RFC 2449 §8, RFC 3206 §5), so
+// they do not count.
+func countsAsFailedLogin(code string) bool {
+	top, _, _ := strings.Cut(code, "/")
+	switch top {
+	case "SYS", "IN-USE", "LOGIN-DELAY":
+		return false
+	}
+	return true
 }
 
 // refuseLogin audits a login that a limit refused and answers it.

@@ -75,6 +75,9 @@ type limiter struct {
 	userSessions  *ratelimit.Counter[userKey]
 	loginInterval *ratelimit.Interval[userKey]
 	userBandwidth *ratelimit.UserLimiters[userKey]
+	// fingerprints tell a password tried again from a new one, so that only
+	// distinct wrong passwords count as failed logins.
+	fingerprints *ratelimit.Fingerprinter
 }
 
 func newLimiter(l Limits) *limiter {
@@ -87,6 +90,7 @@ func newLimiter(l Limits) *limiter {
 		userSessions:  ratelimit.NewCounter[userKey](0),
 		loginInterval: ratelimit.NewInterval[userKey](0, maxLimiterKeys),
 		userBandwidth: ratelimit.NewUserLimiters[userKey](rate.Inf, 1, maxLimiterKeys, limiterIdle),
+		fingerprints:  ratelimit.NewFingerprinter(),
 	}
 	lm.update(l)
 	return lm
@@ -256,16 +260,20 @@ func (s *session) userBlocked(user userKey) *refusal {
 	return nil
 }
 
-// loginFailed counts a refused login against the address and the user and
-// makes the client wait, progressively longer, before it hears so.
-func (s *session) loginFailed(user userKey) {
+// loginFailed counts a refused login with password against the address and
+// the user, and makes the client wait, progressively longer, before it hears
+// so. Only distinct passwords count: per user, a password tried again adds
+// nothing; per address, each user and password pair counts once, so that
+// trying one password on many users (spraying) counts for each user.
+func (s *session) loginFailed(user userKey, password string) {
 	if s.trusted() {
 		return
 	}
 	lm := s.srv.limits
 	ip := s.ipKey()
-	lm.ipFailures.Fail(ip)
-	lm.userFailures.Fail(user)
+	secret := lm.fingerprints.Of(user.upstream, user.login, password)
+	lm.ipFailures.Fail(ip, secret)
+	lm.userFailures.Fail(user, secret)
 	s.sleep(max(lm.ipFailures.Delay(ip), lm.userFailures.Delay(user)))
 }
 

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -153,6 +154,90 @@ func TestLimitFailedLogins(t *testing.T) {
 	c.login("alice", "secret")
 }
 
+// TestLimitRepeatedPassword: a client retrying one stale password is counted
+// once and never blocked, while one password sprayed over several users from
+// one address counts for each user there.
+func TestLimitRepeatedPassword(t *testing.T) {
+	up := passwordUpstream(t, "secret", nil)
+	addr, _, rec := startProxy(t, up, withLimits(proxy.Limits{
+		FailuresPerIP:   ratelimit.FailureConfig{MaxFailures: 3, Window: time.Minute, Block: time.Minute},
+		FailuresPerUser: ratelimit.FailureConfig{MaxFailures: 2, Window: time.Minute, Block: time.Minute},
+	}))
+	for range 5 {
+		c := dial(t, addr)
+		c.cmd("USER alice", "+OK*")
+		c.cmd("PASS stale", "-ERR [AUTH] invalid credentials")
+	}
+	c := dial(t, addr)
+	c.login("alice", "secret")
+	c.cmd("QUIT", "+OK*")
+	if rules := rec.policyRules(); len(rules) != 0 {
+		t.Errorf("policy events %q after one password tried five times", rules)
+	}
+
+	c = dial(t, addr)
+	for _, user := range []string{"bob", "carol"} {
+		c.cmd("USER "+user, "+OK*")
+		c.cmd("PASS 123456", "-ERR [AUTH] invalid credentials")
+	}
+	c.cmd("USER dave", "+OK*")
+	c.cmd("PASS secret", "-ERR [AUTH] too many failed logins, try again later")
+	if !rec.hasPolicy("limit.failed_logins_ip") {
+		t.Error("no per-address block after alice's and two sprayed failures")
+	}
+}
+
+// TestLimitServerCodes: which of a server's login -ERRs count as failed
+// logins. [SYS/TEMP], [SYS/PERM], [IN-USE] and [LOGIN-DELAY] never do, however
+// many passwords; [AUTH], no code and an unknown code count, each relayed as
+// the server gave it.
+func TestLimitServerCodes(t *testing.T) {
+	// The password is "<code> <n>"; "-" stands for no code.
+	up := fakeUpstream(t, func(c *fakeConn) {
+		c.send("+OK ready\r\n")
+		for line := c.line(); line != ""; line = c.line() {
+			code, isPass := strings.CutPrefix(line, "PASS ")
+			code, _, _ = strings.Cut(code, " ")
+			switch {
+			case !isPass:
+				c.send("+OK\r\n")
+			case code == "-":
+				c.send("-ERR refused\r\n")
+			default:
+				c.send("-ERR [" + code + "] refused\r\n")
+			}
+		}
+	})
+	addr, _, rec := startProxy(t, up, withLimits(proxy.Limits{
+		FailuresPerUser: ratelimit.FailureConfig{MaxFailures: 2, Window: time.Minute, Block: time.Minute},
+	}))
+	for i, tc := range []struct {
+		code   string
+		counts bool
+	}{
+		{"SYS/TEMP", false}, {"SYS/PERM", false}, {"SYS/TEMP/QUOTA", false}, {"IN-USE", false}, {"LOGIN-DELAY", false},
+		{"AUTH", true}, {"-", true}, {"X-VENDOR", true},
+	} {
+		user := "user" + strconv.Itoa(i)
+		audited, reply := tc.code, "-ERR ["+tc.code+"] refused"
+		if tc.code == "-" {
+			audited, reply = "", "-ERR refused"
+		}
+		c := dial(t, addr)
+		for n := range 3 {
+			c.cmd("USER "+user, "+OK*")
+			want := reply
+			if tc.counts && n == 2 {
+				want = "-ERR [AUTH] too many failed logins, try again later"
+			}
+			c.cmd("PASS "+tc.code+" "+strconv.Itoa(n), want)
+			if ev := lastAuth(t, rec); n == 0 && ev.Code != audited {
+				t.Errorf("%s: audited code %q", tc.code, ev.Code)
+			}
+		}
+	}
+}
+
 func TestLimitFailedLoginDelay(t *testing.T) {
 	up := startMaildrop(t)
 	addr, _, _ := startProxy(t, up.Addr().String(), withLimits(proxy.Limits{
@@ -160,10 +245,10 @@ func TestLimitFailedLoginDelay(t *testing.T) {
 	}))
 	c := dial(t, addr)
 	var took []time.Duration
-	for range 3 {
+	for i := range 3 {
 		c.cmd("USER alice", "+OK*")
 		start := time.Now()
-		c.cmd("PASS wrong", "-ERR [AUTH] *")
+		c.cmd("PASS wrong"+strconv.Itoa(i), "-ERR [AUTH] *")
 		took = append(took, time.Since(start))
 	}
 	for i, want := range []time.Duration{150, 300, 600} {
@@ -444,9 +529,9 @@ func TestLimitFailedLoginsAcrossDomains(t *testing.T) {
 		FailuresPerUser: ratelimit.FailureConfig{MaxFailures: 3, Window: time.Minute, Block: time.Minute},
 	}))
 	c := dial(t, addr)
-	for _, user := range []string{"alice@a.example", "alice@b.example", "Alice@c.example"} {
+	for i, user := range []string{"alice@a.example", "alice@b.example", "Alice@c.example"} {
 		c.cmd("USER "+user, "+OK*")
-		c.cmd("PASS wrong", "-ERR [AUTH] invalid credentials")
+		c.cmd("PASS wrong"+strconv.Itoa(i), "-ERR [AUTH] invalid credentials")
 	}
 	c.cmd("USER alice@d.example", "+OK*")
 	c.cmd("PASS secret", "-ERR [AUTH] too many failed logins, try again later")
@@ -472,9 +557,9 @@ func TestLimitUsernameCase(t *testing.T) {
 	failures := ratelimit.FailureConfig{MaxFailures: 2, Window: time.Minute, Block: time.Minute}
 	guess := func(addr string, users ...string) *client {
 		c := dial(t, addr)
-		for _, user := range users {
+		for i, user := range users {
 			c.cmd("USER "+user, "+OK*")
-			c.cmd("PASS wrong", "-ERR [AUTH] invalid credentials")
+			c.cmd("PASS wrong"+strconv.Itoa(i), "-ERR [AUTH] invalid credentials")
 		}
 		return c
 	}
@@ -560,8 +645,8 @@ func TestLimitAuthzid(t *testing.T) {
 
 	// admin guesses while acting for alice: admin is blocked, for any mailbox...
 	c := dial(t, addr)
-	c.authPlain("alice@a.example", "admin", "wrong", "-ERR [AUTH] invalid credentials")
-	c.authPlain("alice@b.example", "admin", "wrong", "-ERR [AUTH] invalid credentials")
+	c.authPlain("alice@a.example", "admin", "wrong1", "-ERR [AUTH] invalid credentials")
+	c.authPlain("alice@b.example", "admin", "wrong2", "-ERR [AUTH] invalid credentials")
 	c.authPlain("carol@a.example", "admin", "secret", "-ERR [AUTH] too many failed logins, try again later")
 	if ev := authEvents(rec)[0]; ev.User != "admin" || ev.Authzid != "alice@a.example" || ev.Code != "AUTH" || ev.Route != "store" {
 		t.Errorf("first auth event %+v", ev)
@@ -607,9 +692,9 @@ func TestLimitFailedLoginsAcrossDomainsDovecot(t *testing.T) {
 		o.Limits = proxy.Limits{FailuresPerUser: ratelimit.FailureConfig{MaxFailures: 3, Window: time.Minute, Block: time.Minute}}
 	})
 	c := dial(t, addr)
-	for _, user := range []string{"plain@a.example", "plain@b.example", "PLAIN@c.example"} {
+	for i, user := range []string{"plain@a.example", "plain@b.example", "PLAIN@c.example"} {
 		c.cmd("USER "+user, "+OK*")
-		c.cmd("PASS wrong", "-ERR [AUTH] *")
+		c.cmd("PASS wrong"+strconv.Itoa(i), "-ERR [AUTH] *")
 	}
 	if n := tap.connections(); n != 3 {
 		t.Fatalf("Dovecot was asked %d times, want 3", n)

@@ -54,9 +54,9 @@ type Options struct {
 	MaxBadCommands int
 	// Extensions are commands relayed after login beyond RFC 1939's.
 	Extensions []Extension
-	// ResolveUIDs makes the proxy ask the server "UIDL n" before relaying
-	// RETR n or TOP n whose unique id it has not seen, so that the audit
-	// names every message retrieved.
+	// ResolveUIDs makes the proxy ask the server "UIDL n" and "LIST n"
+	// before relaying RETR n or TOP n whose unique id or size it has not
+	// seen, so that the audit names and measures every message retrieved.
 	ResolveUIDs bool
 	// CheckpointInterval is how often a long session's running totals are
 	// audited (between commands). Zero means never.

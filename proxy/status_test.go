@@ -36,7 +36,7 @@ func TestUpstreamResponseCodes(t *testing.T) {
 	addr, _, _ := startProxy(t, up, nil)
 	c := dial(t, addr)
 	c.cmd("USER bad", "+OK*")
-	c.cmd("PASS code", "-ERR [AUTH] go away")
+	c.cmd("PASS code", "-ERR go away") // the invalid code dropped, none invented
 	c.login("u", "p")
 	c.cmd("NOOP", "-ERR locked")
 	c.cmd("RSET", "+OK [SYS/TEMP] kept")

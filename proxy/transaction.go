@@ -118,8 +118,8 @@ func (s *session) relay(cmd pop3.Command, multi bool) error {
 	msg := 0
 	if cmd.Verb == "RETR" || cmd.Verb == "TOP" {
 		msg, _ = pop3.ParseNumber(cmd.Args[0])
-		if s.srv.opts.ResolveUIDs && s.msgs.get(msg).uidl == "" {
-			if err := s.resolveUID(msg); err != nil {
+		if s.srv.opts.ResolveUIDs {
+			if err := s.resolve(msg); err != nil {
 				return err
 			}
 		}
@@ -136,11 +136,18 @@ func (s *session) relay(cmd pop3.Command, multi bool) error {
 	if st.OK {
 		s.msgs.learnFromStatus(cmd, st.Text)
 	}
+	// A RETR answered without a size (popa3d: a bare +OK) is measured as it
+	// passes.
+	var measured *pop3.MessageSize
 	if err == nil && st.OK && multi {
 		var n int64
 		var dst io.Writer = w
 		if msg > 0 {
 			dst = s.shaped(w)
+		}
+		if cmd.Verb == "RETR" && s.msgs.get(msg).size < 0 {
+			measured = new(pop3.MessageSize)
+			dst = io.MultiWriter(dst, measured)
 		}
 		n, err = pop3.CopyBody(dst, s.up.br, s.watcher(cmd, msg, &ev))
 		ev.Octets += n
@@ -152,6 +159,9 @@ func (s *session) relay(cmd pop3.Command, multi bool) error {
 	if msg > 0 {
 		info := s.msgs.get(msg)
 		ev.Size, ev.UIDL = info.size, info.uidl
+		if ev.Size < 0 && measured != nil && err == nil {
+			ev.Size = measured.Size()
+		}
 	}
 	ev.OK, ev.Duration = st.OK, time.Since(start)
 	s.account(cmd, ev)
@@ -186,18 +196,30 @@ func (s *session) watcher(cmd pop3.Command, msg int, ev *CommandEvent) func([]by
 	return nil
 }
 
-// resolveUID asks the server for message n's unique id before it is
-// retrieved, so the audit names the message even if the client never listed.
-func (s *session) resolveUID(n int) error {
-	_, st, err := s.roundTrip(pop3.Command{Verb: "UIDL", Args: []string{strconv.Itoa(n)}})
-	if err != nil {
-		return err
+// resolve asks the server what the audit does not know yet of message n
+// before it is retrieved: its unique id (UIDL n) and its size (LIST n), so
+// that the record names and measures the message even if the client never
+// listed, and a TOP or a cut RETR has the size too.
+func (s *session) resolve(n int) error {
+	info := s.msgs.get(n)
+	var ask []string
+	if info.uidl == "" {
+		ask = append(ask, "UIDL")
 	}
-	if err := s.up.release(); err != nil {
-		return s.upstreamFailed(err)
+	if info.size < 0 {
+		ask = append(ask, "LIST")
 	}
-	if st.OK {
-		s.msgs.learnListing("UIDL", st.Text)
+	for _, verb := range ask {
+		_, st, err := s.roundTrip(pop3.Command{Verb: verb, Args: []string{strconv.Itoa(n)}})
+		if err != nil {
+			return err
+		}
+		if err := s.up.release(); err != nil {
+			return s.upstreamFailed(err)
+		}
+		if st.OK {
+			s.msgs.learnListing(verb, st.Text)
+		}
 	}
 	return nil
 }

@@ -165,3 +165,39 @@ func (ls *lineSplitter) keep(b []byte) {
 	}
 	ls.partial = append(ls.partial, b...)
 }
+
+// MessageSize measures a message as its RETR body passes: write the body to
+// it as CopyBody relays it (through an io.MultiWriter), and Size gives the
+// octets between the status line and the terminating line with the
+// dot-stuffing removed (RFC 1939 §3). For a server that stores messages with
+// CRLF line endings that is the size LIST gives; a server that adds a CRLF
+// to a message not ending in one sends 2 octets more than it lists. The zero
+// MessageSize is ready to use.
+type MessageSize struct {
+	octets  int64 // written so far
+	dots    int64 // dots at the start of a line, the terminator's included
+	midLine bool  // the last octet written was not LF
+}
+
+// Write counts p; it never fails.
+func (m *MessageSize) Write(p []byte) (int, error) {
+	m.octets += int64(len(p))
+	for rest := p; len(rest) > 0; {
+		if !m.midLine && rest[0] == '.' {
+			m.dots++
+		}
+		i := bytes.IndexByte(rest, '\n')
+		if i < 0 {
+			m.midLine = true
+			break
+		}
+		m.midLine = false
+		rest = rest[i+1:]
+	}
+	return len(p), nil
+}
+
+// Size returns the size of the message written, once the whole body up to
+// and including the terminator has been: the octets less the stuffed dots
+// and the terminator's ".\r\n".
+func (m *MessageSize) Size() int64 { return m.octets - m.dots - 2 }

@@ -1,6 +1,7 @@
 // Package pop3 is popproxy's wire level: it reads bounded command lines, parses
 // commands and status lines, checks login credentials, relays multi-line
-// bodies unchanged and filters CAPA lists. It touches no sockets and does no
+// bodies unchanged (and measures the messages they carry) and filters CAPA
+// lists. It touches no sockets and does no
 // logging, so every function here can be fuzzed in isolation.
 //
 // Typical usage, in a proxy session:

@@ -53,9 +53,10 @@ func FuzzCopyBody(f *testing.F) {
 		}
 		src := bufio.NewReaderSize(&chunkReader{data: input, size: int(chunk%32) + 1}, 16)
 		var dst bytes.Buffer
+		var size MessageSize
 		var watched [][]byte
 		stop := int(chunk / 32)
-		n, err := CopyBody(&dst, src, func(line []byte) bool {
+		n, err := CopyBody(io.MultiWriter(&dst, &size), src, func(line []byte) bool {
 			watched = append(watched, bytes.Clone(line))
 			return len(watched) != stop
 		})
@@ -69,6 +70,9 @@ func FuzzCopyBody(f *testing.F) {
 				t.Fatalf("wrote %q (n=%d, err %v), want %q", dst.Bytes(), n, err, input[:want])
 			}
 			body = input[:want-len(".\r\n")]
+			if got, want := size.Size(), unstuffedSize(body); got != want {
+				t.Fatalf("MessageSize %d, want %d", got, want)
+			}
 		}
 		lines := bodyLines(body)
 		if stop > 0 && stop < len(lines) {
@@ -83,6 +87,18 @@ func FuzzCopyBody(f *testing.F) {
 			}
 		}
 	})
+}
+
+// unstuffedSize is the size of body without the dot at the start of each
+// line that begins with one.
+func unstuffedSize(body []byte) int64 {
+	n := int64(len(body))
+	for _, l := range bytes.SplitAfter(body, []byte("\n")) {
+		if len(l) > 0 && l[0] == '.' {
+			n--
+		}
+	}
+	return n
 }
 
 // bodyLines returns the complete lines of body as a watcher should see them:

@@ -250,6 +250,31 @@ func TestCopyBodyWriteError(t *testing.T) {
 	}
 }
 
+func TestMessageSize(t *testing.T) {
+	tests := []struct {
+		body string // as relayed, terminator included
+		size int64
+	}{
+		{".\r\n", 0},
+		{"\r\n.\r\n", 2},
+		{"Subject: x\r\n\r\nhello\r\n.\r\n", 21},
+		{"..\r\n...dots\r\nend.\r\n.\r\n", 17}, // ".\r\n..dots\r\nend.\r\n"
+		{"a\nb\r\n.\r\n", 5},
+	}
+	for _, tc := range tests {
+		// Every split into two writes gives the same size.
+		for cut := range len(tc.body) + 1 {
+			var m MessageSize
+			m.Write([]byte(tc.body[:cut]))
+			m.Write([]byte(tc.body[cut:]))
+			if got := m.Size(); got != tc.size {
+				t.Errorf("%q written as %q + %q: Size %d, want %d", tc.body, tc.body[:cut], tc.body[cut:], got, tc.size)
+				break
+			}
+		}
+	}
+}
+
 func TestFilterCapability(t *testing.T) {
 	keep := map[string]string{"TOP": "TOP", "uidl": "UIDL", "EXPIRE  30 USER": "EXPIRE 30 USER", "LOGIN-DELAY 900": "LOGIN-DELAY 900", "PIPELINING": "PIPELINING"}
 	for in, want := range keep {

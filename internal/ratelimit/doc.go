@@ -20,7 +20,8 @@
 //
 // For sizing maxKeys: measured on Go 1.26 under a flood of new keys, a
 // Buckets entry keyed by netip.Prefix takes about 350 bytes and a Failures
-// entry about 150 bytes plus its key string. A small table that churns for
+// entry about 150 bytes plus its key string and 8 bytes for each of the up to
+// [RecentSecrets] secrets it remembers. A small table that churns for
 // long can take up to twice that: Go's map settles at several times its
 // fresh size under deletions (see memory_test.go).
 //
@@ -54,8 +55,9 @@
 //	if blocked, _ := ipFails.Blocked(ip); blocked { -ERR [SYS/TEMP] }
 //	if blocked, _ := userFails.Blocked(user); blocked { -ERR [SYS/TEMP] }
 //	if upstream refused {
-//		ipFails.Fail(ip)
-//		userFails.Fail(user)
+//		secret := fingerprints.Of(user, password) // a NewFingerprinter made at start
+//		ipFails.Fail(ip, secret)
+//		userFails.Fail(user, secret)
 //		sleep(max(ipFails.Delay(ip), userFails.Delay(user)))
 //		-ERR [AUTH]
 //	}

@@ -41,13 +41,16 @@ func ExampleFailures() {
 		BaseDelay: 2 * time.Second, MaxDelay: 15 * time.Second,
 		Block: 15 * time.Minute, MaxKeys: 100000,
 	})
-	for range 3 {
-		blocked := perUser.Fail("alice")
+	fingerprints := ratelimit.NewFingerprinter() // one per process
+	// The same wrong password twice counts once.
+	for _, password := range []string{"hunter2", "hunter2", "letmein", "123456"} {
+		blocked := perUser.Fail("alice", fingerprints.Of("alice", password))
 		fmt.Println(blocked, perUser.Delay("alice"))
 	}
 	perUser.Reset("alice") // alice logged in: her per-user record goes
 	fmt.Println(perUser.Blocked("alice"))
 	// Output:
+	// false 2s
 	// false 2s
 	// false 4s
 	// true 8s

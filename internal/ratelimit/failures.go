@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"math"
+	"slices"
 	"sync"
 	"time"
 )
@@ -40,6 +41,13 @@ type FailureConfig struct {
 // Fail counts. Keep one Failures per address and another per user; they are
 // independent. The zero Failures is not usable; call NewFailures.
 //
+// Only distinct secrets count: a failure with a secret among the key's last
+// RecentSecrets counted ones adds nothing. A guesser trying passwords is
+// counted for each, while a client retrying a stale password every minute,
+// or the right one while the server cannot serve the mailbox, is counted
+// once and never blocked. Cycling through more than RecentSecrets
+// passwords counts them all again.
+//
 // A blocked key ends its block only by time, Reset or eviction. When the
 // table is full, a new key evicts the least recently failed key that is not
 // blocked (looking a bounded distance from the least recently used end), and
@@ -56,11 +64,25 @@ type Failures[K comparable] struct {
 	clk clock
 }
 
+// RecentSecrets is how many of a key's latest counted secrets Failures
+// remembers. It costs 8 bytes each per key, allocated as they come.
+const RecentSecrets = 16
+
 // failState is one key's record.
 type failState struct {
-	count int32 // failures not yet forgotten
-	last  int64 // clock reading of the last failure
-	until int64 // blocked before this clock reading
+	count  int32         // failures not yet forgotten
+	last   int64         // clock reading of the last counted failure
+	until  int64         // blocked before this clock reading
+	recent []Fingerprint // the secrets of the latest counted failures, oldest first
+}
+
+// remember adds fp to the recent secrets, dropping the oldest when full.
+func (s *failState) remember(fp Fingerprint) {
+	if len(s.recent) == RecentSecrets {
+		copy(s.recent, s.recent[1:])
+		s.recent = s.recent[:RecentSecrets-1]
+	}
+	s.recent = append(s.recent, fp)
 }
 
 // NewFailures returns a Failures configured by cfg.
@@ -71,19 +93,25 @@ func NewFailures[K comparable](cfg FailureConfig) *Failures[K] {
 	return f
 }
 
-// Fail records a failed login for key and reports whether key is now
-// blocked (by this failure or an earlier one). A failure while blocked is
-// counted but does not extend the block. It does not allocate unless key is
-// new.
-func (f *Failures[K]) Fail(key K) (blocked bool) {
+// Fail records a failed login for key with the secret whose fingerprint is
+// secret, and reports whether key is now blocked (by this failure or an
+// earlier one). If secret is among the key's recent secrets, the failure is
+// not counted: the count, the delay and the time failures are forgotten
+// stay as they were. A failure while blocked is counted but does not extend
+// the block.
+func (f *Failures[K]) Fail(key K, secret Fingerprint) (blocked bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	_, now := f.clk.read()
 	e, _ := f.t.get(key, now) // not nil: Failures pins nothing
 	s := &e.val
 	if f.forgotten(s, now) {
-		s.count = 0
+		s.count, s.recent = 0, s.recent[:0]
 	}
+	if slices.Contains(s.recent, secret) {
+		return s.until > now
+	}
+	s.remember(secret)
 	if s.count < math.MaxInt32 {
 		s.count++
 	}

@@ -3,9 +3,17 @@ package ratelimit
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
+
+// lastSecret numbers the secrets newSecret makes.
+var lastSecret atomic.Uint64
+
+// newSecret returns a fingerprint no failure has had yet, for tests in which
+// every failure counts.
+func newSecret() Fingerprint { return Fingerprint(lastSecret.Add(1)) }
 
 var testFailureConfig = FailureConfig{
 	MaxFailures: 5,
@@ -27,7 +35,7 @@ func TestFailuresDelays(t *testing.T) {
 	// Dovecot's sequence: 2, 4, 8, then capped at 15.
 	want := []time.Duration{2, 4, 8, 15, 15, 15}
 	for i, w := range want {
-		if f.Fail("u") {
+		if f.Fail("u", newSecret()) {
 			t.Fatal("blocked without MaxFailures")
 		}
 		if d := f.Delay("u"); d != w*time.Second {
@@ -35,7 +43,7 @@ func TestFailuresDelays(t *testing.T) {
 		}
 	}
 	for range 100 { // no overflow however many failures
-		f.Fail("u")
+		f.Fail("u", newSecret())
 	}
 	if d := f.Delay("u"); d != 15*time.Second {
 		t.Errorf("after 106 failures: Delay = %v", d)
@@ -48,7 +56,7 @@ func TestFailuresDelays(t *testing.T) {
 func TestFailuresConstantDelay(t *testing.T) {
 	f := NewFailures[string](FailureConfig{BaseDelay: time.Second}) // MaxDelay 0 < BaseDelay
 	for range 5 {
-		f.Fail("u")
+		f.Fail("u", newSecret())
 		if d := f.Delay("u"); d != time.Second {
 			t.Fatalf("Delay = %v, want a constant 1s", d)
 		}
@@ -59,7 +67,7 @@ func TestFailuresBlock(t *testing.T) {
 	c := newFakeClock()
 	f := fakeFailures(c, NewFailures[string](testFailureConfig))
 	for i := 1; i < 5; i++ {
-		if f.Fail("ip") {
+		if f.Fail("ip", newSecret()) {
 			t.Fatalf("blocked after %d failures, MaxFailures 5", i)
 		}
 		if b, _ := f.Blocked("ip"); b {
@@ -67,7 +75,7 @@ func TestFailuresBlock(t *testing.T) {
 		}
 		c.Advance(time.Second)
 	}
-	if !f.Fail("ip") {
+	if !f.Fail("ip", newSecret()) {
 		t.Fatal("not blocked at MaxFailures")
 	}
 	blocked, left := f.Blocked("ip")
@@ -78,12 +86,12 @@ func TestFailuresBlock(t *testing.T) {
 	if b, _ := f.Blocked("other"); b {
 		t.Error("other key blocked")
 	}
-	if f.Fail("other") {
+	if f.Fail("other", newSecret()) {
 		t.Error("other key blocked at its first failure")
 	}
 	// A failure while blocked does not extend the block.
 	c.Advance(30 * time.Minute)
-	if !f.Fail("ip") {
+	if !f.Fail("ip", newSecret()) {
 		t.Error("Fail while blocked reported not blocked")
 	}
 	if _, left := f.Blocked("ip"); left != 30*time.Minute {
@@ -97,7 +105,7 @@ func TestFailuresBlockExpires(t *testing.T) {
 	cfg.Block = 5 * time.Minute // shorter than Window
 	f := fakeFailures(c, NewFailures[string](cfg))
 	for range 5 {
-		f.Fail("ip")
+		f.Fail("ip", newSecret())
 	}
 	c.Advance(5*time.Minute - 1)
 	if b, _ := f.Blocked("ip"); !b {
@@ -108,7 +116,7 @@ func TestFailuresBlockExpires(t *testing.T) {
 		t.Fatalf("still blocked after Block: %v left", left)
 	}
 	// Window has not passed since the last failure: the next one blocks again.
-	if !f.Fail("ip") {
+	if !f.Fail("ip", newSecret()) {
 		t.Error("failure right after a block did not block again")
 	}
 	// Once Window passes without failures, everything is forgotten.
@@ -120,7 +128,7 @@ func TestFailuresBlockExpires(t *testing.T) {
 		t.Errorf("Delay = %v after Window passed, want 0", d)
 	}
 	for i := 1; i < 5; i++ {
-		if f.Fail("ip") {
+		if f.Fail("ip", newSecret()) {
 			t.Fatalf("blocked after %d fresh failures", i)
 		}
 	}
@@ -131,7 +139,7 @@ func TestFailuresUnder(t *testing.T) {
 	f := fakeFailures(c, NewFailures[string](testFailureConfig))
 	// One failure every Window never accumulates.
 	for range 50 {
-		if f.Fail("ip") {
+		if f.Fail("ip", newSecret()) {
 			t.Fatal("blocked although failures were a Window apart")
 		}
 		if d := f.Delay("ip"); d != testFailureConfig.BaseDelay {
@@ -144,8 +152,8 @@ func TestFailuresUnder(t *testing.T) {
 func TestFailuresReset(t *testing.T) {
 	f := NewFailures[string](testFailureConfig)
 	for range 5 {
-		f.Fail("user")
-		f.Fail("ip")
+		f.Fail("user", newSecret())
+		f.Fail("ip", newSecret())
 	}
 	f.Reset("user") // a successful login: the caller resets the per-user key only
 	if b, _ := f.Blocked("user"); b {
@@ -166,10 +174,10 @@ func TestFailuresNeverForget(t *testing.T) {
 	cfg.Window = 0
 	f := fakeFailures(c, NewFailures[string](cfg))
 	for range 4 {
-		f.Fail("ip")
+		f.Fail("ip", newSecret())
 		c.Advance(24 * time.Hour)
 	}
-	if !f.Fail("ip") {
+	if !f.Fail("ip", newSecret()) {
 		t.Error("Window 0 forgot failures")
 	}
 }
@@ -180,11 +188,11 @@ func TestFailuresEvictionKeepsBlocked(t *testing.T) {
 	cfg.MaxKeys = 10
 	f := fakeFailures(c, NewFailures[string](cfg))
 	for range 5 {
-		f.Fail("victim")
+		f.Fail("victim", newSecret())
 	}
 	// A flood of single failures from new keys fills and churns the table.
 	for i := range 1000 {
-		f.Fail(fmt.Sprint("flood", i))
+		f.Fail(fmt.Sprint("flood", i), newSecret())
 		if f.Len() > cfg.MaxKeys {
 			t.Fatalf("Len = %d > MaxKeys", f.Len())
 		}
@@ -195,7 +203,7 @@ func TestFailuresEvictionKeepsBlocked(t *testing.T) {
 	// A table of nothing but blocked keys still admits new ones.
 	for i := range 20 {
 		for range 5 {
-			f.Fail(fmt.Sprint("blocked", i))
+			f.Fail(fmt.Sprint("blocked", i), newSecret())
 		}
 	}
 	if f.Len() > cfg.MaxKeys {
@@ -210,7 +218,7 @@ func TestFailuresUpdate(t *testing.T) {
 	c := newFakeClock()
 	f := fakeFailures(c, NewFailures[string](testFailureConfig))
 	for range 3 {
-		f.Fail("ip")
+		f.Fail("ip", newSecret())
 	}
 	cfg := testFailureConfig
 	cfg.MaxFailures = 4
@@ -219,7 +227,7 @@ func TestFailuresUpdate(t *testing.T) {
 	if d := f.Delay("ip"); d != 3*time.Second {
 		t.Errorf("Delay = %v after Update, want the new cap 3s", d)
 	}
-	if !f.Fail("ip") {
+	if !f.Fail("ip", newSecret()) {
 		t.Error("4th failure did not block under the new MaxFailures 4")
 	}
 }
@@ -233,7 +241,7 @@ func TestFailuresConcurrent(t *testing.T) {
 			defer wg.Done()
 			for i := range 2000 {
 				k := fmt.Sprint("k", (i+w)%100)
-				f.Fail(k)
+				f.Fail(k, newSecret())
 				f.Delay(k)
 				f.Blocked(k)
 				if i%50 == 0 {
@@ -245,5 +253,99 @@ func TestFailuresConcurrent(t *testing.T) {
 	wg.Wait()
 	if f.Len() > 50 {
 		t.Errorf("Len = %d > MaxKeys", f.Len())
+	}
+}
+
+// count returns key's failures as counted, 0 if none.
+func (f *Failures[K]) count(key K) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if e := f.t.m[key]; e != nil {
+		return int(e.val.count)
+	}
+	return 0
+}
+
+func TestFailuresRepeatedSecret(t *testing.T) {
+	c := newFakeClock()
+	f := fakeFailures(c, NewFailures[string](testFailureConfig))
+	stale := newSecret()
+	// A client retrying one password every minute, for longer than Window:
+	// counted once, then again once forgotten, never blocked.
+	for i := range 30 {
+		if f.Fail("u", stale) {
+			t.Fatalf("blocked after %d tries of one password", i+1)
+		}
+		if n := f.count("u"); n != 1 {
+			t.Fatalf("try %d: count %d, want 1", i+1, n)
+		}
+		if d := f.Delay("u"); d != testFailureConfig.BaseDelay {
+			t.Fatalf("try %d: Delay = %v, want BaseDelay", i+1, d)
+		}
+		c.Advance(time.Minute)
+	}
+	// Now Window has passed since the stale password was last counted.
+	// Distinct passwords count as before: MaxFailures 5 blocks at the fifth.
+	var last Fingerprint
+	for i := 1; i <= 5; i++ {
+		last = newSecret()
+		blocked := f.Fail("u", last)
+		if blocked != (i == 5) {
+			t.Fatalf("distinct password %d: blocked = %v", i, blocked)
+		}
+	}
+	// The last one again, while blocked: not counted, still blocked.
+	if !f.Fail("u", last) || f.count("u") != 5 {
+		t.Errorf("repeat while blocked: count %d, want 5 and blocked", f.count("u"))
+	}
+	// Another key's record is its own: the same secret counts there.
+	if f.Fail("v", stale); f.count("v") != 1 {
+		t.Errorf("other key: count %d, want 1", f.count("v"))
+	}
+}
+
+func TestFailuresRecentSecretsBounded(t *testing.T) {
+	cfg := testFailureConfig
+	cfg.MaxFailures = 0 // count only
+	f := NewFailures[string](cfg)
+	secrets := make([]Fingerprint, RecentSecrets+1)
+	for i := range secrets {
+		secrets[i] = newSecret()
+	}
+	// Cycling through one more than RecentSecrets: each has been forgotten
+	// by the time it comes back, so every failure counts.
+	for round := range 3 {
+		for i, s := range secrets {
+			f.Fail("u", s)
+			if want := round*len(secrets) + i + 1; f.count("u") != want {
+				t.Fatalf("round %d, secret %d: count %d, want %d", round, i, f.count("u"), want)
+			}
+		}
+	}
+	// The last RecentSecrets are remembered.
+	for _, s := range secrets[1:] {
+		f.Fail("u", s)
+	}
+	if want := 3 * len(secrets); f.count("u") != want {
+		t.Errorf("count %d after repeating the recent secrets, want %d", f.count("u"), want)
+	}
+}
+
+func TestFailuresForgottenSecrets(t *testing.T) {
+	c := newFakeClock()
+	f := fakeFailures(c, NewFailures[string](testFailureConfig))
+	s := newSecret()
+	f.Fail("u", s)
+	f.Fail("u", newSecret())
+	c.Advance(testFailureConfig.Window)
+	// Window passed: the failures and their secrets are forgotten.
+	f.Fail("u", s)
+	if n := f.count("u"); n != 1 {
+		t.Errorf("count %d after Window, want 1", n)
+	}
+	f.Reset("u")
+	f.Fail("u", s)
+	if n := f.count("u"); n != 1 {
+		t.Errorf("count %d after Reset, want 1", n)
 	}
 }

@@ -100,10 +100,10 @@ func TestFailuresMemoryBound(t *testing.T) {
 		Block: time.Hour, MaxKeys: floodMax,
 	}))
 	for i, k := range keys {
-		f.Fail(k)
+		f.Fail(k, newSecret())
 		if i%10 == 0 { // some keys get blocked
-			f.Fail(k)
-			f.Fail(k)
+			f.Fail(k, newSecret())
+			f.Fail(k, newSecret())
 		}
 		if n := len(f.t.m); n > floodMax {
 			t.Fatalf("after %d keys the table holds %d > MaxKeys %d", i+1, n, floodMax)
@@ -114,8 +114,9 @@ func TestFailuresMemoryBound(t *testing.T) {
 	}
 	after := heapAfterGC()
 	// The key strings are already on the heap (counted before), so an entry
-	// adds only itself and its map slot.
-	perEntry := entryBound(unsafe.Sizeof(entry[string, failState]{}), unsafe.Sizeof(""), 0)
+	// adds itself, its map slot and its recent secrets: up to three, in an
+	// array of four.
+	perEntry := entryBound(unsafe.Sizeof(entry[string, failState]{}), unsafe.Sizeof(""), 4*unsafe.Sizeof(Fingerprint(0)))
 	checkHeap(t, before, after, perEntry)
 	runtime.KeepAlive(f)
 	runtime.KeepAlive(keys)

@@ -35,7 +35,6 @@
 package testdovecot
 
 import (
-	"bufio"
 	"bytes"
 	_ "embed"
 	"errors"
@@ -47,7 +46,6 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"reflect"
 	"runtime"
 	"slices"
 	"sort"
@@ -59,6 +57,8 @@ import (
 	"testing"
 	"text/template"
 	"time"
+
+	"github.com/popproxy/popproxy/internal/testproc"
 )
 
 // ErrNotFound is returned by Start when no dovecot binary is found.
@@ -417,20 +417,20 @@ type confData struct {
 // start chooses ports, writes the config and runs Dovecot until it
 // greets. It returns an error wrapping errAddrInUse if a port was taken.
 func (d *Instance) start(bin string, cfg Config) error {
-	port, err := freePort()
+	port, err := testproc.FreePort()
 	if err != nil {
-		return err
+		return fmt.Errorf("testdovecot: %w", err)
 	}
 	tlsPort := 0
 	if cfg.TLSCert != "" {
-		if tlsPort, err = freePort(); err != nil {
-			return err
+		if tlsPort, err = testproc.FreePort(); err != nil {
+			return fmt.Errorf("testdovecot: %w", err)
 		}
 	}
 	haPort := 0
 	if len(cfg.HAProxyTrusted) > 0 {
-		if haPort, err = freePort(); err != nil {
-			return err
+		if haPort, err = testproc.FreePort(); err != nil {
+			return fmt.Errorf("testdovecot: %w", err)
 		}
 	}
 	data := confData{
@@ -503,7 +503,8 @@ func (d *Instance) start(bin string, cfg Config) error {
 	cmd.Dir = d.dir
 	// Own process group, so that Kill reaches every Dovecot process.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	setParentDeathSignal(cmd.SysProcAttr)
+	// Dovecot's master stops its children when it gets the signal.
+	testproc.SetParentDeathSignal(cmd.SysProcAttr)
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("testdovecot: start %s: %w", bin, err)
 	}
@@ -523,13 +524,13 @@ func (d *Instance) start(bin string, cfg Config) error {
 		_ = d.killGroup() // the start error says more
 		log := d.logSince(logStart)
 		if strings.Contains(log, "Address already in use") {
-			return fmt.Errorf("testdovecot: %w: %s", errAddrInUse, lastLines(log, 5))
+			return fmt.Errorf("testdovecot: %w: %s", errAddrInUse, testproc.LastLines(log, 5))
 		}
-		return fmt.Errorf("testdovecot: %w; dovecot log:\n%s", err, lastLines(log, 20))
+		return fmt.Errorf("testdovecot: %w; dovecot log:\n%s", err, testproc.LastLines(log, 20))
 	}
 	if err := d.waitLoginLog(logStart); err != nil {
 		_ = d.killGroup()
-		return fmt.Errorf("testdovecot: %w; dovecot log:\n%s", err, lastLines(d.logSince(logStart), 20))
+		return fmt.Errorf("testdovecot: %w; dovecot log:\n%s", err, testproc.LastLines(d.logSince(logStart), 20))
 	}
 	return nil
 }
@@ -556,7 +557,7 @@ func (d *Instance) waitLoginLog(logStart int64) error {
 			return fmt.Errorf("no pop3-login line in the log within %v", readyTimeout)
 		}
 		if time.Since(lastPoke) >= pokeInterval {
-			_ = greets(d.addr) // one more line, which pushes the others out
+			_ = testproc.Greets(d.addr) // one more line, which pushes the others out
 			lastPoke = time.Now()
 		}
 		time.Sleep(logPoll)
@@ -584,38 +585,10 @@ func inheritFileLimit() {
 	})
 }
 
-// setParentDeathSignal asks Linux (and FreeBSD) to send SIGTERM to Dovecot
-// if the test binary dies without calling Stop, e.g. on a go test timeout
-// or ^C (Dovecot is in its own process group, so it would not see the
-// terminal's SIGINT). Dovecot's master then stops its children. The field
-// exists only on those systems, hence reflection. The signal is tied to
-// the OS thread that started Dovecot; the Go runtime does not end threads
-// unless a goroutine exits while locked to one, which this package does
-// not do.
-func setParentDeathSignal(attr *syscall.SysProcAttr) {
-	f := reflect.ValueOf(attr).Elem().FieldByName("Pdeathsig")
-	if f.IsValid() && f.CanSet() && f.Type() == reflect.TypeOf(syscall.SIGTERM) {
-		f.Set(reflect.ValueOf(syscall.SIGTERM))
-	}
-}
-
 // waitProcess reaps Dovecot's master and closes done.
 func waitProcess(cmd *exec.Cmd, done chan<- struct{}) {
 	_ = cmd.Wait() // exit status after our own signal is not interesting
 	close(done)
-}
-
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("testdovecot: choose a port: %w", err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	if err := l.Close(); err != nil {
-		return 0, fmt.Errorf("testdovecot: choose a port: %w", err)
-	}
-	return port, nil
 }
 
 // waitReady polls the plain port until it answers with +OK, Dovecot
@@ -628,7 +601,7 @@ func (d *Instance) waitReady() error {
 			return errors.New("dovecot exited during start")
 		default:
 		}
-		err := greets(d.addr)
+		err := testproc.Greets(d.addr)
 		if err == nil {
 			return nil
 		}
@@ -637,30 +610,6 @@ func (d *Instance) waitReady() error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// greets connects to addr and checks for a +OK greeting.
-func greets(addr string) error {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	if err := c.SetDeadline(time.Now().Add(2 * time.Second)); err != nil {
-		return err
-	}
-	r := bufio.NewReader(c)
-	line, err := r.ReadString('\n')
-	if err != nil {
-		return err
-	}
-	if !strings.HasPrefix(line, "+OK") {
-		return fmt.Errorf("unexpected greeting %q", line)
-	}
-	// Leave politely, so the log shows no aborted session.
-	_, _ = io.WriteString(c, "QUIT\r\n")
-	_, _ = r.ReadString('\n')
-	return nil
 }
 
 // Addr returns the plain POP3 address, "127.0.0.1:port". STLS is offered
@@ -744,12 +693,12 @@ func (d *Instance) waitStopped(timeout time.Duration) bool {
 	for {
 		select {
 		case <-d.done:
-			if !groupAlive(d.pgid) {
+			if !testproc.GroupAlive(d.pgid) {
 				return true
 			}
 		default:
 		}
-		if procs, ok := groupProcs(d.pgid); ok && !slices.ContainsFunc(procs, serving) {
+		if procs, ok := testproc.Group(d.pgid); ok && !slices.ContainsFunc(procs, serving) {
 			if alone.IsZero() {
 				alone = time.Now()
 			} else if time.Since(alone) > masterAloneGrace {
@@ -832,7 +781,7 @@ func (d *Instance) waitGone(timeout time.Duration) bool {
 	case <-timer.C:
 		return false
 	}
-	for groupAlive(d.pgid) {
+	for testproc.GroupAlive(d.pgid) {
 		if time.Now().After(deadline) {
 			return false
 		}
@@ -841,64 +790,8 @@ func (d *Instance) waitGone(timeout time.Duration) bool {
 	return true
 }
 
-// groupAlive reports whether a process other than a zombie is in process
-// group pgid. Children of a dead master are re-parented to init, and a
-// container's init may never reap them (seen here), so zombies are not
-// counted where /proc shows them; elsewhere kill(-pgid, 0) decides.
-func groupAlive(pgid int) bool {
-	if err := syscall.Kill(-pgid, 0); errors.Is(err, syscall.ESRCH) {
-		return false
-	}
-	procs, ok := groupProcs(pgid)
-	return !ok || len(procs) > 0
-}
-
-// proc is a live process of an instance.
-type proc struct {
-	pid  int
-	comm string // the executable's name: dovecot (the master), pop3, anvil, ...
-}
-
 // serving reports whether p serves clients: a login or a mail process.
-func serving(p proc) bool { return p.comm == "pop3" || p.comm == "pop3-login" }
-
-// groupProcs returns the processes of group pgid that are not zombies,
-// and false if /proc cannot tell.
-func groupProcs(pgid int) ([]proc, bool) {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil, false
-	}
-	var procs []proc
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue // gone meanwhile
-		}
-		// pid (comm) state ppid pgrp ...; comm may contain spaces and ')'.
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
-		if len(f) < 3 || f[0] == "Z" || f[0] == "X" {
-			continue
-		}
-		if g, err := strconv.Atoi(f[2]); err == nil && g == pgid {
-			comm := s[:i]
-			if j := strings.IndexByte(comm, '('); j >= 0 {
-				comm = comm[j+1:]
-			}
-			procs = append(procs, proc{pid: pid, comm: comm})
-		}
-	}
-	return procs, true
-}
+func serving(p testproc.Proc) bool { return p.Comm == "pop3" || p.Comm == "pop3-login" }
 
 // logSince returns the log from byte offset off.
 func (d *Instance) logSince(off int64) string {
@@ -945,7 +838,7 @@ func (d *Instance) WaitLog(timeout time.Duration, substrs ...string) (string, er
 			}
 		}
 		if time.Now().After(deadline) {
-			return "", fmt.Errorf("testdovecot: no log line with %q within %v; log ends:\n%s", substrs, timeout, lastLines(log, 15))
+			return "", fmt.Errorf("testdovecot: no log line with %q within %v; log ends:\n%s", substrs, timeout, testproc.LastLines(log, 15))
 		}
 		time.Sleep(logPoll)
 	}
@@ -958,15 +851,6 @@ func containsAll(s string, substrs []string) bool {
 		}
 	}
 	return true
-}
-
-// lastLines returns the last n lines of s.
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // AddMessage stores msg, exactly as given, as a new message of user and
@@ -1058,7 +942,7 @@ func New(t testing.TB, cfg Config) *Instance {
 			t.Errorf("stop dovecot: %v", err)
 		}
 		if t.Failed() {
-			t.Logf("dovecot log %s (end):\n%s", d.LogPath(), lastLines(d.logSince(0), 30))
+			t.Logf("dovecot log %s (end):\n%s", d.LogPath(), testproc.LastLines(d.logSince(0), 30))
 		}
 		if err := d.remove(); err != nil {
 			t.Errorf("remove dovecot folder: %v", err)

@@ -24,6 +24,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/popproxy/popproxy/internal/testproc"
 )
 
 // client is a minimal hand-written POP3 client for checking the fixture.
@@ -498,7 +500,7 @@ func TestStop(t *testing.T) {
 	if alive(pid) {
 		t.Errorf("master %d still running after Stop", pid)
 	}
-	if groupAlive(pid) {
+	if testproc.GroupAlive(pid) {
 		t.Errorf("process group %d still has processes after Stop", pid)
 	}
 	if err := d.Stop(); err != nil {
@@ -526,7 +528,7 @@ func TestKill(t *testing.T) {
 	if err := d.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	if groupAlive(d.Pid()) {
+	if testproc.GroupAlive(d.Pid()) {
 		t.Errorf("process group %d still has processes after Kill", d.Pid())
 	}
 	// The session is cut without a reply.
