@@ -70,7 +70,7 @@ func (srv *Server) dialUpstream(up Upstream, info dialInfo) (*upstream, error) {
 	defer cancel()
 	_, _, err := srv.opts.Breaker.Dial(ctx, up.Addresses, srv.opts.DialAttempts, func(ctx context.Context, addr string) (net.Conn, error) {
 		var err error
-		if u, err = srv.dialSecure(up, addr, info); err != nil {
+		if u, err = srv.dialSecure(ctx, up, addr, info); err != nil {
 			return nil, err // Dial names the address
 		}
 		return u.conn, nil
@@ -82,9 +82,15 @@ func (srv *Server) dialUpstream(up Upstream, info dialInfo) (*upstream, error) {
 	return u, nil
 }
 
-func (srv *Server) dialSecure(up Upstream, addr string, info dialInfo) (*upstream, error) {
+// dialSecure connects to addr and gets it ready for a login, within
+// up.DialTimeout or ctx's deadline (a breaker's trial), whichever is sooner.
+func (srv *Server) dialSecure(ctx context.Context, up Upstream, addr string, info dialInfo) (*upstream, error) {
 	deadline := time.Now().Add(up.DialTimeout)
-	raw, err := net.DialTimeout("tcp", addr, up.DialTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	dialer := net.Dialer{Deadline: deadline}
+	raw, err := dialer.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
@@ -102,7 +108,9 @@ func (srv *Server) dialSecure(up Upstream, addr string, info dialInfo) (*upstrea
 	}
 	u := &upstream{
 		addr: addr,
-		conn: &timeoutConn{Conn: c, readTimeout: up.DialTimeout, writeTimeout: up.ResponseTimeout},
+		// Each read until the login may wait what is left, but never
+		// without a deadline (a zero readTimeout would mean none).
+		conn: &timeoutConn{Conn: c, readTimeout: max(time.Until(deadline), time.Millisecond), writeTimeout: up.ResponseTimeout},
 	}
 	_, st, err := u.readStatus()
 	switch {
