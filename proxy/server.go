@@ -131,6 +131,8 @@ type Upstream struct {
 	// offered and must succeed before any credential is sent.
 	TLSMode TLSMode
 	// TLSConfig verifies the server (and may present a client certificate).
+	// If its ServerName is empty, each address's certificate is checked
+	// against that address's host.
 	TLSConfig *tls.Config
 	// DialTimeout bounds connecting and reading the greeting. Default 10s.
 	DialTimeout time.Duration

@@ -99,9 +99,10 @@ func (srv *Server) dialSecure(ctx context.Context, up Upstream, addr string, inf
 		raw.Close()
 		return nil, err
 	}
+	tlsConfig := tlsFor(up.TLSConfig, addr)
 	var c net.Conn = raw
 	if up.TLSMode == TLSImplicit {
-		if c, err = clientHandshake(raw, up.TLSConfig, deadline); err != nil {
+		if c, err = clientHandshake(raw, tlsConfig, deadline); err != nil {
 			raw.Close()
 			return nil, err
 		}
@@ -125,7 +126,7 @@ func (srv *Server) dialSecure(ctx context.Context, up Upstream, addr string, inf
 		err = errLoop
 	}
 	if err == nil && up.TLSMode == TLSStartTLS {
-		err = u.startTLS(raw, up.TLSConfig, deadline)
+		err = u.startTLS(raw, tlsConfig, deadline)
 	}
 	// ParseStatus has taken "[XCLIENT]" out of the text as the response code.
 	if err == nil && up.SendClient == SendXClient && strings.EqualFold(st.Code, "XCLIENT") {
@@ -139,6 +140,22 @@ func (srv *Server) dialSecure(ctx context.Context, up Upstream, addr string, inf
 		return nil, err
 	}
 	return u, nil
+}
+
+// tlsFor returns cfg for a connection to addr: unless cfg names the server,
+// the certificate is checked against addr's own host, so that failing over
+// to an address with another name checks that name.
+func tlsFor(cfg *tls.Config, addr string) *tls.Config {
+	if cfg == nil || cfg.ServerName != "" {
+		return cfg
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	c := cfg.Clone()
+	c.ServerName = host
+	return c
 }
 
 // sendProxyHeader writes a PROXY protocol header, the first bytes on the
