@@ -316,7 +316,7 @@ func (s *session) cmdCapaBeforeLogin(cmd pop3.Command) error {
 	if !s.tlsMissing() {
 		caps = append(caps, "USER", "SASL "+strings.Join(saslMechanisms, " "))
 	}
-	caps = append(caps, "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING")
+	caps = append(caps, "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING", capPopproxy+" "+s.srv.instance)
 	if d := s.srv.limits.limits().LoginDelay; d > 0 {
 		caps = append(caps, "LOGIN-DELAY "+strconv.Itoa(int(d.Seconds())))
 	}

@@ -321,7 +321,7 @@ func TestFailover(t *testing.T) {
 	a2 := newDovecot(t, testdovecot.Config{Users: users}, map[string][]string{"fran": {"Subject: x\r\n\r\nserved by A2\r\n"}})
 	addr, _, rec := startProxy(t, a1.Addr(), func(o *proxy.Options) {
 		o.Upstream.Addresses = []string{a1.Addr(), a2.Addr()}
-		o.Breaker = route.NewBreaker(2, time.Minute, time.Minute)
+		o.Breaker = route.NewBreaker(route.BreakerConfig{Refusals: 2, ProbeInterval: time.Minute})
 	})
 	retr := func(want, wantAddr string) {
 		t.Helper()
@@ -345,12 +345,13 @@ func TestFailover(t *testing.T) {
 }
 
 // TestBreakerSkipsFailingAddress puts an address that always fails first:
-// after the breaker's threshold of failures it is no longer dialled, and
-// logins go straight to the second address.
+// after the breaker's threshold of failures it is no longer dialled (but for
+// a trial every probe interval, here a minute), and logins go straight to
+// the second address.
 func TestBreakerSkipsFailingAddress(t *testing.T) {
 	a2 := newDovecot(t, testdovecot.Config{Users: map[string]string{"gil": "pw-gil"}}, nil)
 	dead := newDeadUpstream(t)
-	breaker := route.NewBreaker(2, time.Minute, time.Minute)
+	breaker := route.NewBreaker(route.BreakerConfig{Refusals: 2, ProbeInterval: time.Minute})
 	addr, _, rec := startProxy(t, dead.addr(), func(o *proxy.Options) {
 		o.Upstream.Addresses = []string{dead.addr(), a2.Addr()}
 		o.Breaker = breaker
@@ -372,39 +373,157 @@ func TestBreakerSkipsFailingAddress(t *testing.T) {
 	}
 }
 
-// TestBreakerAllOpenAnswersPromptly takes every address of the upstream
-// down: the first logins fail after dialling each; once every circuit is
-// open, a login fails at once without a dial, even though a dial would now
-// hang until DialTimeout.
-func TestBreakerAllOpenAnswersPromptly(t *testing.T) {
+// TestBreakerHungUpstreamAnswersPromptly takes every address of the
+// upstream down so that a dial hangs: the first login waits for each; then,
+// with every circuit open after a timeout, logins fail at once without a
+// dial, but for one trial a second.
+func TestBreakerHungUpstreamAnswersPromptly(t *testing.T) {
 	d1, d2 := newDeadUpstream(t), newDeadUpstream(t)
-	addr, _, rec := startProxy(t, d1.addr(), func(o *proxy.Options) {
-		o.Upstream.Addresses = []string{d1.addr(), d2.addr()}
-		o.Upstream.DialTimeout = 2 * time.Second
-		o.Breaker = route.NewBreaker(2, time.Minute, time.Minute)
-	})
-	c := dial(t, addr)
-	for i := 1; i <= 2; i++ {
-		c.cmd("USER hal", "+OK*")
-		c.cmd("PASS pw-hal", "-ERR [SYS/TEMP] *")
-		if a1, a2 := d1.accepts.Load(), d2.accepts.Load(); a1 != int32(i) || a2 != int32(i) {
-			t.Fatalf("login %d: dials %d and %d, want %d each", i, a1, a2, i)
-		}
-	}
-	// From now on a dial would wait for a greeting that never comes.
 	d1.hold.Store(true)
 	d2.hold.Store(true)
+	addr, _, rec := startProxy(t, d1.addr(), func(o *proxy.Options) {
+		o.Upstream.Addresses = []string{d1.addr(), d2.addr()}
+		o.Upstream.DialTimeout = 300 * time.Millisecond
+	})
+	c := dial(t, addr)
+	c.cmd("USER hal", "+OK*")
+	c.cmd("PASS pw-hal", "-ERR [SYS/TEMP] *")
+	if a1, a2 := d1.accepts.Load(), d2.accepts.Load(); a1 != 1 || a2 != 1 {
+		t.Fatalf("first login: dials %d and %d, want 1 each", a1, a2)
+	}
 	c.cmd("USER hal", "+OK*")
 	start := time.Now()
 	c.cmd("PASS pw-hal", "-ERR [SYS/TEMP] *")
-	if el := time.Since(start); el >= time.Second {
-		t.Errorf("with every circuit open, -ERR took %v, want < 1s", el)
+	if el := time.Since(start); el >= 250*time.Millisecond {
+		t.Errorf("with every circuit open after a timeout, -ERR took %v, want it at once", el)
 	}
-	if a1, a2 := d1.accepts.Load(), d2.accepts.Load(); a1 != 2 || a2 != 2 {
+	if a1, a2 := d1.accepts.Load(), d2.accepts.Load(); a1 != 1 || a2 != 1 {
 		t.Errorf("with every circuit open: dials %d and %d, want none since", a1, a2)
 	}
 	if ev := lastAuth(t, rec); ev.OK || !ev.DialFailed || ev.Code != "SYS/TEMP" || !strings.Contains(ev.Reason, "open circuit") {
 		t.Errorf("auth event %+v, want a dial failure with open circuits", ev)
+	}
+	time.Sleep(time.Second)
+	c.cmd("USER hal", "+OK*")
+	c.cmd("PASS pw-hal", "-ERR [SYS/TEMP] *")
+	if a1, a2 := d1.accepts.Load(), d2.accepts.Load(); a1 != 2 || a2 != 2 {
+		t.Errorf("a second later: dials %d and %d, want a trial of each", a1, a2)
+	}
+}
+
+// TestUpstreamBackWithinASecond takes the only upstream, a real Dovecot,
+// away for 2 s while clients keep logging in: restarted (its port refuses),
+// or paused (its port accepts but never greets, and dials time out). The
+// first login after Dovecot greets again must succeed within a second. The
+// breaker this replaced skipped the address for 10 s after 3 failures.
+func TestUpstreamBackWithinASecond(t *testing.T) {
+	type instance = testdovecot.Instance
+	for _, tc := range []struct {
+		name     string
+		down, up func(*instance) error
+	}{
+		{"restart", (*instance).Stop, (*instance).Restart},
+		{"pause", (*instance).Pause, (*instance).Resume},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			d := newDovecot(t, testdovecot.Config{Users: map[string]string{"ida": "pw-ida"}}, nil)
+			addr, _, _ := startProxy(t, d.Addr(), func(o *proxy.Options) {
+				o.Upstream.DialTimeout = time.Second
+				o.Auditor = nil // the recorder holds 100 sessions; this test makes more
+			})
+			if !tryLogin(addr, "ida", "pw-ida") {
+				t.Fatal("login before the outage failed")
+			}
+			if err := tc.down(d); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan struct{})
+			var wg sync.WaitGroup
+			defer wg.Wait()
+			defer close(done)
+			greeted := make(chan time.Time, 1)
+			wg.Go(func() { greeted <- firstGreeting(d.Addr(), done) })
+			logins := make(chan time.Time, 1)
+			for range 4 {
+				wg.Go(func() { keepLoggingIn(addr, "ida", "pw-ida", done, logins) })
+			}
+			time.Sleep(2 * time.Second)
+			if err := tc.up(d); err != nil {
+				t.Fatal(err)
+			}
+			back := <-greeted
+			select {
+			case first := <-logins:
+				d := first.Sub(back).Round(time.Millisecond)
+				if d > time.Second {
+					t.Errorf("first login %v after Dovecot greeted again, want within 1s", d)
+				}
+				t.Logf("first login %v after Dovecot greeted again", d)
+			case <-time.After(5 * time.Second):
+				t.Errorf("no login within %v of Dovecot greeting again", time.Since(back).Round(time.Millisecond))
+			}
+		})
+	}
+}
+
+// tryLogin logs in through a fresh connection to addr and reports whether
+// the server said +OK to PASS.
+func tryLogin(addr, user, pass string) bool {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, "USER "+user+"\r\nPASS "+pass+"\r\nQUIT\r\n"); err != nil {
+		return false
+	}
+	r := bufio.NewReader(c)
+	var line string
+	for range 3 { // greeting, USER, PASS
+		if line, err = r.ReadString('\n'); err != nil {
+			return false
+		}
+	}
+	return strings.HasPrefix(line, "+OK")
+}
+
+// keepLoggingIn tries to log in every 50 ms until done is closed, and sends
+// the time of each success it can hand over without waiting.
+func keepLoggingIn(addr, user, pass string, done <-chan struct{}, logins chan<- time.Time) {
+	for {
+		if tryLogin(addr, user, pass) {
+			select {
+			case logins <- time.Now():
+			default:
+			}
+		}
+		select {
+		case <-done:
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// firstGreeting polls addr every 10 ms until a server there sends +OK, and
+// returns when it did (or the zero time once done is closed).
+func firstGreeting(addr string, done <-chan struct{}) time.Time {
+	for {
+		if c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond); err == nil {
+			c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+			line, _ := bufio.NewReader(c).ReadString('\n')
+			c.Close()
+			if strings.HasPrefix(line, "+OK") {
+				return time.Now()
+			}
+		}
+		select {
+		case <-done:
+			return time.Time{}
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 }
 

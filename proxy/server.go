@@ -40,8 +40,8 @@ type Options struct {
 	// settings.
 	Router    *route.Router
 	Upstreams map[string]Upstream
-	// Breaker skips upstream addresses that keep failing. If nil, one with
-	// 3 failures, 10s to 2m of cool-down is used.
+	// Breaker skips failing upstream addresses while another can serve. If
+	// nil, one with route's defaults is used.
 	Breaker *route.Breaker
 	// DialAttempts bounds the addresses tried per login. Default 3.
 	DialAttempts int
@@ -128,8 +128,8 @@ type Upstream struct {
 	// Name identifies the upstream in routes and audit events.
 	Name string
 	// Addresses of one mail store, tried in order: on a failure the next
-	// one is tried (Options.DialAttempts at most), and an address that keeps
-	// failing is skipped for a while (Options.Breaker).
+	// one is tried (Options.DialAttempts at most), and a failing address is
+	// skipped while another serves (Options.Breaker).
 	Addresses []string
 	// SendClient tells the upstream the real client's address.
 	SendClient ProxyHeader
@@ -137,6 +137,8 @@ type Upstream struct {
 	// offered and must succeed before any credential is sent.
 	TLSMode TLSMode
 	// TLSConfig verifies the server (and may present a client certificate).
+	// If its ServerName is empty, each address's certificate is checked
+	// against that address's host.
 	TLSConfig *tls.Config
 	// DialTimeout bounds connecting and reading the greeting. Default 10s.
 	DialTimeout time.Duration
@@ -203,7 +205,7 @@ func New(opts Options) *Server {
 		opts.Auditor = nopAuditor{}
 	}
 	if opts.Breaker == nil {
-		opts.Breaker = route.NewBreaker(3, 10*time.Second, 2*time.Minute)
+		opts.Breaker = route.NewBreaker(route.BreakerConfig{})
 	}
 	if opts.DialAttempts <= 0 {
 		opts.DialAttempts = 3

@@ -1,10 +1,13 @@
 package proxy_test
 
 import (
+	"bufio"
+	"crypto/tls"
 	"fmt"
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/popproxy/popproxy/internal/testdovecot"
@@ -67,6 +70,95 @@ func TestUpstreamSTLSNeverFallsBack(t *testing.T) {
 			defer rec.mu.Unlock()
 			if len(rec.auths) != 1 || rec.auths[0].Code != "SYS/TEMP" {
 				t.Errorf("auth events %+v", rec.auths)
+			}
+		})
+	}
+}
+
+// TestUpstreamSTLSForgetsPlaintextOffers: behind upstream STLS only CAPA
+// under TLS decides whether XCLIENT and XPOPPROXY are sent and whether the
+// upstream is this proxy (a loop). The greeting and the CAPA before STLS,
+// which a man in the middle could have written, count for nothing (D2.12).
+// The upstream greets as this very proxy, offering XCLIENT, in plaintext.
+func TestUpstreamSTLSForgetsPlaintextOffers(t *testing.T) {
+	tests := []struct {
+		name               string
+		plainCapa, tlsCapa string   // ID stands for the proxy's instance id
+		want               []string // commands received under TLS
+		ok                 bool
+	}{
+		{"offered in plaintext only", "XCLIENT\r\nXPOPPROXY ID\r\n", "USER\r\n",
+			[]string{"CAPA", "USER alice", "PASS secret", "QUIT"}, true},
+		{"offered under TLS", "", "XCLIENT\r\nXPOPPROXY 0123456789abcdef\r\n",
+			[]string{"CAPA", "XCLIENT ADDR=127.0.0.1 PORT=* SESSION=* TTL=4", "XPOPPROXY ID", "USER alice", "PASS secret", "QUIT"}, true},
+		{"a loop under TLS", "", "XPOPPROXY ID\r\n", []string{"CAPA"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var id atomic.Value // the proxy's, from its greeting
+			var mu sync.Mutex
+			var underTLS []string
+			up := fakeUpstream(t, func(c *fakeConn) {
+				own := id.Load().(string)
+				c.send("+OK [XCLIENT] popproxy ready " + own + "\r\n")
+				secure := false
+				for {
+					line := c.line()
+					switch {
+					case line == "":
+						return
+					case secure:
+						mu.Lock()
+						underTLS = append(underTLS, line)
+						mu.Unlock()
+					}
+					switch line {
+					case "CAPA":
+						caps := map[bool]string{false: "STLS\r\n" + tt.plainCapa, true: tt.tlsCapa}[secure]
+						c.send("+OK\r\n" + strings.ReplaceAll(caps, "ID", own) + ".\r\n")
+					case "STLS":
+						c.send("+OK begin TLS\r\n")
+						tc := tls.Server(c.conn, serverTLS(t))
+						if tc.Handshake() != nil {
+							return
+						}
+						c.conn, c.r, secure = tc, bufio.NewReader(tc), true
+					default:
+						c.send("+OK\r\n")
+					}
+				}
+			})
+			addr, _, _ := startProxy(t, up, func(o *proxy.Options) {
+				o.Upstream.TLSMode = proxy.TLSStartTLS
+				o.Upstream.TLSConfig = clientTLS(t)
+				o.Upstream.SendClient = proxy.SendXClient
+			})
+			c := dial(t, addr)
+			c.cmd("CAPA", "+OK*")
+			for _, line := range strings.Split(c.body(), "\r\n") {
+				if own, ok := strings.CutPrefix(line, "XPOPPROXY "); ok {
+					id.Store(own)
+				}
+			}
+			if id.Load() == nil {
+				t.Fatal("the proxy's CAPA lists no XPOPPROXY <id>")
+			}
+			c.cmd("USER alice", "+OK*")
+			if tt.ok {
+				c.cmd("PASS secret", "+OK*")
+				c.cmd("QUIT", "+OK*")
+			} else {
+				c.cmd("PASS secret", "-ERR [SYS/TEMP] *")
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(underTLS) != len(tt.want) {
+				t.Fatalf("received under TLS %q, want %q", underTLS, tt.want)
+			}
+			for i, want := range tt.want {
+				if want = strings.ReplaceAll(want, "ID", id.Load().(string)); !match(want, underTLS[i]) {
+					t.Errorf("command %d under TLS %q, want %q", i, underTLS[i], want)
+				}
 			}
 		})
 	}

@@ -57,6 +57,50 @@ var errLoop = errors.New("upstream is a popproxy this session already passed (lo
 // greetingPrefix starts popproxy's greeting; the instance id follows.
 const greetingPrefix = "popproxy ready "
 
+// capPopproxy is the capability by which popproxy lists its instance id in
+// CAPA before login ("XPOPPROXY <id>"), where a popproxy in front finds it
+// after STLS.
+const capPopproxy = "XPOPPROXY"
+
+// offers is what an upstream announced about itself: in its greeting, or,
+// after STLS, in CAPA under TLS.
+type offers struct {
+	xclient  bool   // Dovecot's XCLIENT
+	popproxy string // the instance id of a popproxy, or ""
+}
+
+// greetingOffers reads offers from the greeting: Dovecot's "[XCLIENT]"
+// response code (which ParseStatus has taken out of the text) and
+// popproxy's "popproxy ready <id>".
+func greetingOffers(st pop3.Status) offers {
+	id, ok := strings.CutPrefix(st.Text, greetingPrefix)
+	if !ok {
+		id = ""
+	}
+	return offers{xclient: strings.EqualFold(st.Code, "XCLIENT"), popproxy: id}
+}
+
+// capaOffers reads offers from CAPA's lines. Dovecot 2.3 lists XCLIENT only
+// in its greeting, never in CAPA (pop3-login's client.c), so behind STLS it
+// gets no XCLIENT; a server that lists it does.
+func capaOffers(caps []string) offers {
+	_, xclient := capability(caps, "XCLIENT")
+	id, _ := capability(caps, capPopproxy)
+	return offers{xclient: xclient, popproxy: id}
+}
+
+// capability returns the parameters of capability name in CAPA's lines, and
+// whether it is there.
+func capability(caps []string, name string) (string, bool) {
+	for _, c := range caps {
+		tag, params, _ := strings.Cut(c, " ")
+		if strings.EqualFold(tag, name) {
+			return params, true
+		}
+	}
+	return "", false
+}
+
 // maxChain bounds the popproxies one session may pass through.
 const maxChain = 8
 
@@ -70,7 +114,7 @@ func (srv *Server) dialUpstream(up Upstream, info dialInfo) (*upstream, error) {
 	defer cancel()
 	_, _, err := srv.opts.Breaker.Dial(ctx, up.Addresses, srv.opts.DialAttempts, func(ctx context.Context, addr string) (net.Conn, error) {
 		var err error
-		if u, err = srv.dialSecure(up, addr, info); err != nil {
+		if u, err = srv.dialSecure(ctx, up, addr, info); err != nil {
 			return nil, err // Dial names the address
 		}
 		return u.conn, nil
@@ -82,9 +126,15 @@ func (srv *Server) dialUpstream(up Upstream, info dialInfo) (*upstream, error) {
 	return u, nil
 }
 
-func (srv *Server) dialSecure(up Upstream, addr string, info dialInfo) (*upstream, error) {
+// dialSecure connects to addr and gets it ready for a login, within
+// up.DialTimeout or ctx's deadline (a breaker's trial), whichever is sooner.
+func (srv *Server) dialSecure(ctx context.Context, up Upstream, addr string, info dialInfo) (*upstream, error) {
 	deadline := time.Now().Add(up.DialTimeout)
-	raw, err := net.DialTimeout("tcp", addr, up.DialTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	dialer := net.Dialer{Deadline: deadline}
+	raw, err := dialer.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
@@ -93,16 +143,19 @@ func (srv *Server) dialSecure(up Upstream, addr string, info dialInfo) (*upstrea
 		raw.Close()
 		return nil, err
 	}
+	tlsConfig := tlsFor(up.TLSConfig, addr)
 	var c net.Conn = raw
 	if up.TLSMode == TLSImplicit {
-		if c, err = clientHandshake(raw, up.TLSConfig, deadline); err != nil {
+		if c, err = clientHandshake(raw, tlsConfig, deadline); err != nil {
 			raw.Close()
 			return nil, err
 		}
 	}
 	u := &upstream{
 		addr: addr,
-		conn: &timeoutConn{Conn: c, readTimeout: up.DialTimeout, writeTimeout: up.ResponseTimeout},
+		// Each read until the login may wait what is left, but never
+		// without a deadline (a zero readTimeout would mean none).
+		conn: &timeoutConn{Conn: c, readTimeout: max(time.Until(deadline), time.Millisecond), writeTimeout: up.ResponseTimeout},
 	}
 	_, st, err := u.readStatus()
 	switch {
@@ -112,18 +165,20 @@ func (srv *Server) dialSecure(up Upstream, addr string, info dialInfo) (*upstrea
 	default:
 		err = u.release()
 	}
-	upstreamID, chained := strings.CutPrefix(st.Text, greetingPrefix)
-	if err == nil && chained && (upstreamID == srv.instance || slices.Contains(info.chain, upstreamID)) {
+	// After STLS nothing said in plaintext counts: a man in the middle may
+	// have added or removed it (RFC 2595 §4). Only CAPA under TLS does.
+	offered := greetingOffers(st)
+	if err == nil && up.TLSMode == TLSStartTLS {
+		offered, err = u.startTLS(raw, tlsConfig, deadline)
+	}
+	peer := offered.popproxy
+	if err == nil && peer != "" && (peer == srv.instance || slices.Contains(info.chain, peer)) {
 		err = errLoop
 	}
-	if err == nil && up.TLSMode == TLSStartTLS {
-		err = u.startTLS(raw, up.TLSConfig, deadline)
-	}
-	// ParseStatus has taken "[XCLIENT]" out of the text as the response code.
-	if err == nil && up.SendClient == SendXClient && strings.EqualFold(st.Code, "XCLIENT") {
+	if err == nil && up.SendClient == SendXClient && offered.xclient {
 		err = u.xclient(info)
 	}
-	if err == nil && chained {
+	if err == nil && peer != "" {
 		err = u.passChain(append(slices.Clone(info.chain), srv.instance))
 	}
 	if err != nil {
@@ -131,6 +186,22 @@ func (srv *Server) dialSecure(up Upstream, addr string, info dialInfo) (*upstrea
 		return nil, err
 	}
 	return u, nil
+}
+
+// tlsFor returns cfg for a connection to addr: unless cfg names the server,
+// the certificate is checked against addr's own host, so that failing over
+// to an address with another name checks that name.
+func tlsFor(cfg *tls.Config, addr string) *tls.Config {
+	if cfg == nil || cfg.ServerName != "" {
+		return cfg
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	c := cfg.Clone()
+	c.ServerName = host
+	return c
 }
 
 // sendProxyHeader writes a PROXY protocol header, the first bytes on the
@@ -190,44 +261,51 @@ var errNoSTLS = errors.New("upstream does not offer STLS")
 
 // startTLS upgrades the connection with STLS (RFC 2595 §4): STLS must be in
 // CAPA and answered +OK, and nothing may follow that +OK before the handshake
-// (response injection: such bytes would be taken as sent under TLS).
-func (u *upstream) startTLS(raw net.Conn, cfg *tls.Config, deadline time.Time) error {
-	st, err := u.command("CAPA\r\n")
+// (response injection: such bytes would be taken as sent under TLS). It
+// returns what CAPA lists under TLS.
+func (u *upstream) startTLS(raw net.Conn, cfg *tls.Config, deadline time.Time) (offers, error) {
+	caps, err := u.capa()
 	if err != nil {
-		return err
+		return offers{}, err
 	}
-	offered := false
-	if st.OK {
-		caps, err := u.readList()
-		if err != nil {
-			return err
-		}
-		for _, c := range caps {
-			tag, _, _ := strings.Cut(c, " ")
-			offered = offered || strings.EqualFold(tag, "STLS")
-		}
+	if _, ok := capability(caps, "STLS"); !ok {
+		return offers{}, errNoSTLS
 	}
-	if err := u.release(); err != nil {
-		return err
-	}
-	if !offered {
-		return errNoSTLS
-	}
-	if st, err = u.exchange("STLS\r\n"); err != nil {
+	st, err := u.exchange("STLS\r\n")
+	if err != nil {
 		if err == errUnsolicited {
-			return errors.New("upstream sent data after its STLS response (response injection?)")
+			return offers{}, errors.New("upstream sent data after its STLS response (response injection?)")
 		}
-		return err
+		return offers{}, err
 	}
 	if !st.OK {
-		return fmt.Errorf("%w: STLS refused: %s", errNoSTLS, pop3.Sanitize(st.Text))
+		return offers{}, fmt.Errorf("%w: STLS refused: %s", errNoSTLS, pop3.Sanitize(st.Text))
 	}
 	c, err := clientHandshake(raw, cfg, deadline)
 	if err != nil {
-		return err
+		return offers{}, err
 	}
 	u.conn = &timeoutConn{Conn: c, readTimeout: u.conn.readTimeout, writeTimeout: u.conn.writeTimeout}
-	return nil
+	if caps, err = u.capa(); err != nil {
+		return offers{}, err
+	}
+	return capaOffers(caps), nil
+}
+
+// capa asks CAPA and returns its lines; none if the server does not know
+// CAPA (RFC 1939 servers answer -ERR).
+func (u *upstream) capa() ([]string, error) {
+	st, err := u.command("CAPA\r\n")
+	if err != nil {
+		return nil, err
+	}
+	var caps []string
+	if st.OK {
+		if caps, err = u.readList(); err != nil {
+			return nil, err
+		}
+	}
+	return caps, u.release()
 }
 
 func clientHandshake(raw net.Conn, cfg *tls.Config, deadline time.Time) (*tls.Conn, error) {

@@ -4,16 +4,17 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"net"
 	"os"
 )
 
 // UpstreamConfig configures TLS toward the upstream POP3 server.
 type UpstreamConfig struct {
 	// ServerName is the name verified in the server's certificate and sent
-	// as SNI. If empty, the host part of the upstream address is used (an
-	// IP address is then verified against the certificate's IP SANs and no
-	// SNI is sent).
+	// as SNI, for every address of the upstream. If empty, the caller must
+	// set it per connection to the host of the address it dials (an IP
+	// address is then verified against the certificate's IP SANs and no SNI
+	// is sent), so that failover to a second host checks that host's name;
+	// the proxy does.
 	ServerName string
 
 	// CAFile is a PEM file of root certificates to trust instead of the
@@ -33,10 +34,10 @@ type UpstreamConfig struct {
 	MinVersion string
 }
 
-// Client returns the *tls.Config for dialing the upstream at address
-// ("host:port", or a bare host). It offers no ALPN, because legacy servers
-// may not know the "pop3" identifier. Errors about files name the file.
-func Client(cfg UpstreamConfig, address string) (*tls.Config, error) {
+// Client returns the *tls.Config for dialing the upstream. It offers no ALPN,
+// because legacy servers may not know the "pop3" identifier. Errors about
+// files name the file.
+func Client(cfg UpstreamConfig) (*tls.Config, error) {
 	minVersion, err := parseClientVersion(cfg.MinVersion)
 	if err != nil {
 		return nil, err
@@ -45,16 +46,6 @@ func Client(cfg UpstreamConfig, address string) (*tls.Config, error) {
 		ServerName:         cfg.ServerName,
 		MinVersion:         minVersion,
 		InsecureSkipVerify: cfg.InsecureSkipVerify,
-	}
-	if tc.ServerName == "" {
-		host, _, err := net.SplitHostPort(address)
-		if err != nil {
-			host = address // no port
-		}
-		tc.ServerName = host
-	}
-	if tc.ServerName == "" && !cfg.InsecureSkipVerify {
-		return nil, fmt.Errorf("tlsconf: upstream %q: no server name to verify; set ServerName", address)
 	}
 	if cfg.CAFile != "" {
 		data, err := os.ReadFile(cfg.CAFile)

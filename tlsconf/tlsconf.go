@@ -20,7 +20,11 @@
 //		logger.Error("TLS reload failed; keeping the old certificates", "err", err)
 //	}
 //
-//	up, err := tlsconf.Client(tlsconf.UpstreamConfig{CAFile: "upstream-ca.pem"}, "pop.internal:995")
+//	up, err := tlsconf.Client(tlsconf.UpstreamConfig{CAFile: "upstream-ca.pem"})
+//	// per connection, unless up.ServerName is set: a clone with the dialled host
+//	c := up.Clone()
+//	c.ServerName = "pop.internal"
+//	conn, err := tls.Dial("tcp", "pop.internal:995", c)
 package tlsconf
 
 import (

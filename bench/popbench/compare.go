@@ -65,6 +65,9 @@ func ratioAtMost(r float64) goal  { return goal{relative: true, limit: r} }
 func atMost(v float64, unit string) goal {
 	return goal{limit: v, unit: unit}
 }
+func atLeast(v float64, unit string) goal {
+	return goal{atLeast: true, limit: v, unit: unit}
+}
 
 func (g goal) isZero() bool { return g == goal{} }
 

@@ -28,6 +28,8 @@
 //	                                                  stunnel4 and Dovecot's own TLS
 //	audit-retr, limits-retr              variants.go  RETR with audit on against off,
 //	                                                  and with default limits against none
+//	soak                                 soak.go      work kept while Dovecot is restarted
+//	                                                  or paused every 15 s, over TLS
 //
 // It reads /proc and so runs on Linux only.
 package main
@@ -70,6 +72,8 @@ type options struct {
 	idle        int
 	slowMB      int
 	slowRate    float64
+	soakClients int
+	soakTime    time.Duration
 	tests       map[string]bool
 	relay       bool
 	keep        bool
@@ -78,7 +82,7 @@ type options struct {
 // defaultTests run without -tests; allTests are those -tests accepts.
 var (
 	defaultTests = []string{"retr", "noop", "sessions", "idle", "slow"}
-	allTests     = append(slices.Clone(defaultTests), "tls-retr", "tls-handshakes", "tls-idle", "audit-retr", "limits-retr")
+	allTests     = append(slices.Clone(defaultTests), "tls-retr", "tls-handshakes", "tls-idle", "audit-retr", "limits-retr", "soak")
 )
 
 func main() {
@@ -103,6 +107,8 @@ func main() {
 	flag.IntVar(&o.idle, "idle", 2000, "idle logged-in sessions for the memory measurement")
 	flag.IntVar(&o.slowMB, "slow-size", 100, "size of the slow reader's message in `MB`")
 	flag.Float64Var(&o.slowRate, "slow-rate", 20, "slow reader's speed in `MB/s`")
+	flag.IntVar(&o.soakClients, "soak-clients", 32, "concurrent TLS clients per target in the soak")
+	flag.DurationVar(&o.soakTime, "soak-time", 6*time.Minute, "length of the soak, in cycles of 15 s, 8 at least")
 	flag.StringVar(&tests, "tests", strings.Join(defaultTests, ","), "comma-separated measurements to run, of "+strings.Join(allTests, ","))
 	flag.BoolVar(&o.relay, "relay", false, "also measure a minimal TCP relay (a reference for one more hop)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work folder (configs, logs, maildirs)")
@@ -167,9 +173,14 @@ func run(o options) (err error) {
 		Users:          map[string]string{userBulk: password, userLight: password, userSlow: password},
 		MaxConnections: o.idle + 500,
 	}
+	if o.tests["soak"] {
+		for _, u := range soakUsers(o.soakClients) {
+			dcConf.Users[u] = password
+		}
+	}
 	// The TLS measurements need Dovecot's own TLS port too.
 	var cert *benchCert
-	if o.tests["tls-retr"] || o.tests["tls-handshakes"] || o.tests["tls-idle"] {
+	if o.tests["tls-retr"] || o.tests["tls-handshakes"] || o.tests["tls-idle"] || o.tests["soak"] {
 		if cert, err = newCert(work, "ecdsa", false); err != nil {
 			return err
 		}
@@ -227,6 +238,11 @@ func run(o options) (err error) {
 	}
 	if o.tests["limits-retr"] {
 		if err := b.limitsRETR(); err != nil {
+			return err
+		}
+	}
+	if o.tests["soak"] {
+		if err := b.soak(); err != nil {
 			return err
 		}
 	}

@@ -218,7 +218,7 @@ func serverOptions(cfg *config.Config, auditor proxy.Auditor, logger *slog.Logge
 		return proxy.Options{}, err
 	}
 	return proxy.Options{
-		Breaker:            route.NewBreaker(route.DefaultFailures, route.DefaultCooldown, route.DefaultMaxCooldown),
+		Breaker:            route.NewBreaker(route.BreakerConfig{}),
 		Upstreams:          upstreams,
 		Router:             router,
 		Limits:             limits,

@@ -29,6 +29,10 @@ func proxyUpstreams(cfg *config.Config, logger *slog.Logger) (map[string]proxy.U
 		if u.InsecureSkipVerify {
 			logger.Warn("insecure_skip_verify is set: the upstream's certificate is not checked, so anyone on the path can read the credentials", "upstream", u.Name)
 		}
+		if u.SendClient == "xclient" && u.TLS == config.TLSStartTLS {
+			logger.Warn("send_client xclient with tls starttls: XCLIENT is sent only if the server lists it in CAPA after STLS, "+
+				"and Dovecot 2.3 offers it only in its plaintext greeting; use tls implicit", "upstream", u.Name)
+		}
 		out[u.Name] = proxy.Upstream{
 			Name:            u.Name,
 			Addresses:       u.Addresses,

@@ -61,5 +61,5 @@ func clientTLS(u config.Upstream) (*tls.Config, error) {
 	if u.ClientCert != nil {
 		out.ClientCert = &tlsconf.CertFile{CertFile: u.ClientCert.CertFile, KeyFile: u.ClientCert.KeyFile}
 	}
-	return tlsconf.Client(out, u.Addresses[0])
+	return tlsconf.Client(out)
 }

@@ -520,6 +520,9 @@ func (c *Config) validateUpstreams(bad func(string, string, ...any)) {
 			checkAddress(bad, field+".address", a)
 		}
 		checkTLSMode(bad, field+".tls", u.TLS)
+		if u.TLS != TLSNone && u.ServerName == "" && !u.InsecureSkipVerify {
+			checkHosts(bad, field, u.Addresses)
+		}
 		checkVersion(bad, field+".min_version", u.MinVersion, "1.0", "1.1", "1.2", "1.3")
 		if u.TLS == TLSNone && c.UsesTLS() && !u.AllowPlaintextUpstream {
 			bad(field+".tls", "is none while clients log in over TLS: their credentials would travel on in clear; "+
@@ -622,6 +625,16 @@ var builtin = map[string]bool{
 	"USER": true, "PASS": true, "APOP": true, "AUTH": true, "STLS": true, "CAPA": true, "QUIT": true,
 	"STAT": true, "LIST": true, "RETR": true, "DELE": true, "NOOP": true, "RSET": true, "TOP": true, "UIDL": true,
 	"XCLIENT": true, "XPOPPROXY": true,
+}
+
+// checkHosts makes sure each address names a host that the server's
+// certificate can be checked against, as it is without server_name.
+func checkHosts(bad func(string, string, ...any), field string, addrs []string) {
+	for _, a := range addrs {
+		if host, _, err := net.SplitHostPort(a); err == nil && host == "" {
+			bad(field+".address", "%q has no host to check the server's certificate against; set %s.server_name", a, field)
+		}
+	}
 }
 
 func checkAddress(bad func(string, string, ...any), field, addr string) {

@@ -71,6 +71,7 @@ func TestValidationMessages(t *testing.T) {
 		{"listeners: [{name: a, address: nohost}]\nupstream: {address: a:1}", `listeners[0].address (line 1): "nohost" is not host:port`},
 		{"listeners: [{name: a, address: a:1}]", "upstream.address: is required (host:port)"},
 		{"listeners: [{name: a, address: a:1}]\nupstream: {address: a:1, login: apop}", `upstream.login (line 2): "apop" is not one of user, plain`},
+		{"listeners: [{name: a, address: a:1}]\nupstream: {addresses: [a:1, ':995'], tls: implicit}", `upstream.address (line 2): ":995" has no host to check the server's certificate against; set upstream.server_name`},
 		{"listeners: [{name: a, address: a:1}]\nupstream: {address: a:1}\ntimeouts: {idle: 5m}", "timeouts.idle (line 3): 5m0s is below RFC 1939's minimum of 10m after login"},
 		{"listeners: [{name: a, address: a:1}]\nupstream: {address: a:1}\ntimeouts: {login: 0s}", "timeouts.login (line 3): must be positive, not 0s"},
 		{"listeners: [{name: a, address: a:1}]\nupstream: {address: a:1}\nlimits: {max_bad_commands: 0}", "limits.max_bad_commands (line 3): must be at least 1, not 0"},
@@ -86,6 +87,21 @@ func TestValidationMessages(t *testing.T) {
 		_, err := Parse([]byte(tt.yaml))
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("Parse(%q) error = %v, want it to contain %q", tt.yaml, err, tt.want)
+		}
+	}
+}
+
+// TestUpstreamHostOrServerName: without server_name each address's
+// certificate is checked against its own host, so an address without one
+// needs server_name, or no verification at all.
+func TestUpstreamHostOrServerName(t *testing.T) {
+	for _, up := range []string{
+		"{address: ':995', tls: implicit, server_name: pop.example.test}",
+		"{address: ':995', tls: implicit, insecure_skip_verify: true}",
+		"{address: ':110'}",
+	} {
+		if _, err := Parse([]byte("listeners: [{name: a, address: a:1}]\nupstream: " + up)); err != nil {
+			t.Errorf("upstream %s: %v", up, err)
 		}
 	}
 }

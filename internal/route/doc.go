@@ -8,10 +8,12 @@
 // select nothing but an upstream named in the configuration. The login sent
 // upstream may be rewritten (StripDomain, AddDomain).
 //
-// A [Breaker] remembers which upstream addresses keep failing: after a few
-// consecutive failures an address is skipped for a cool-down that doubles
-// while the failures continue, so a dead server is not hammered and sessions
-// fail over to the next address at once.
+// A [Breaker] remembers which upstream addresses are failing, so that logins
+// do not wait on a dead address while another could serve them: an address
+// that timed out, or refused a few times, is skipped but for one trial a
+// second. When every address is failing, those that refuse are still tried
+// on every login (a refusal costs nothing), so the first login after a
+// restart gets through, and those that time out once a second.
 //
 // Typical usage, in a proxy:
 //
@@ -19,7 +21,7 @@
 //	users, domains, def, err := route.LoadMap("/etc/popproxy/users.map", upstreams...)
 //	router, err := route.New(route.Config{Upstreams: upstreams, Users: users,
 //		Domains: domains, Default: def, StripDomain: true})
-//	breaker := route.NewBreaker(0, 0, 0) // defaults: 3 failures, 10 s, 2 min
+//	breaker := route.NewBreaker(route.BreakerConfig{}) // the defaults
 //
 //	// At USER (or AUTH):
 //	t, err := router.Route(user)
@@ -32,10 +34,11 @@
 //	// dial include the TLS handshake and the "+OK" greeting: a server that
 //	// accepts TCP but never greets then counts as failing.
 //	dial := func(ctx context.Context, addr string) (net.Conn, error) {
-//		c, err := dialer.DialContext(ctx, "tcp", addr) // dialer.Timeout bounds one attempt
+//		// dialer.Timeout bounds one attempt; ctx, a shorter trial.
+//		c, err := dialer.DialContext(ctx, "tcp", addr)
 //		... handshake, read the greeting, close c and return an error if it is not +OK
 //	}
 //	conn, addr, err := breaker.Dial(ctx, t.Addresses, 3, dial)
-//	if err != nil { -ERR [SYS/TEMP] } // errors.Is(err, route.ErrAllOpen): nothing was even tried
+//	if err != nil { -ERR [SYS/TEMP] } // errors.Is(err, route.ErrAllOpen): every address timed out within the last second
 //	// send "USER " + t.Login upstream
 package route

@@ -169,6 +169,9 @@ type Instance struct {
 	users    map[string]string
 	uid, gid int // owner of the maildirs and of the mail processes
 	seq      atomic.Int64
+	bin      string // for Restart
+	cfg      Config
+	ports    ports
 
 	cmd  *exec.Cmd
 	pgid int
@@ -214,7 +217,7 @@ func Start(cfg Config) (*Instance, error) {
 		}
 	}
 
-	d := &Instance{users: make(map[string]string, len(cfg.Users))}
+	d := &Instance{bin: bin, cfg: cfg, users: make(map[string]string, len(cfg.Users))}
 	for name, pass := range cfg.Users {
 		d.users[name] = pass
 	}
@@ -223,7 +226,11 @@ func Start(cfg Config) (*Instance, error) {
 		return nil, err
 	}
 	for attempt := 1; ; attempt++ {
-		err = d.start(bin, cfg)
+		if d.ports, err = choosePorts(cfg); err != nil {
+			d.removeDirs()
+			return nil, err
+		}
+		err = d.start()
 		if err == nil {
 			return d, nil
 		}
@@ -414,25 +421,34 @@ type confData struct {
 	LoginProcesses  int
 }
 
-// start chooses ports, writes the config and runs Dovecot until it
-// greets. It returns an error wrapping errAddrInUse if a port was taken.
-func (d *Instance) start(bin string, cfg Config) error {
-	port, err := testproc.FreePort()
-	if err != nil {
-		return fmt.Errorf("testdovecot: %w", err)
+// ports are an instance's listening ports; 0 for a listener it does not have.
+type ports struct{ plain, tls, haproxy int }
+
+// choosePorts picks free ports for the listeners cfg asks for.
+func choosePorts(cfg Config) (ports, error) {
+	var p ports
+	var err error
+	if p.plain, err = testproc.FreePort(); err != nil {
+		return p, err
 	}
-	tlsPort := 0
 	if cfg.TLSCert != "" {
-		if tlsPort, err = testproc.FreePort(); err != nil {
-			return fmt.Errorf("testdovecot: %w", err)
+		if p.tls, err = testproc.FreePort(); err != nil {
+			return p, err
 		}
 	}
-	haPort := 0
 	if len(cfg.HAProxyTrusted) > 0 {
-		if haPort, err = testproc.FreePort(); err != nil {
-			return fmt.Errorf("testdovecot: %w", err)
+		if p.haproxy, err = testproc.FreePort(); err != nil {
+			return p, err
 		}
 	}
+	return p, nil
+}
+
+// start writes the config for d.ports and runs Dovecot until it greets. It
+// returns an error wrapping errAddrInUse if a port was taken.
+func (d *Instance) start() error {
+	cfg, bin := d.cfg, d.bin
+	port, tlsPort, haPort := d.ports.plain, d.ports.tls, d.ports.haproxy
 	data := confData{
 		InstanceName:    "popdc-" + filepath.Base(d.dir),
 		BaseDir:         d.baseDir,
@@ -465,6 +481,7 @@ func (d *Instance) start(bin string, cfg Config) error {
 		}
 		data.NonRoot, data.UserName, data.GroupName = true, u.Username, g.Name
 	}
+	var err error
 	if cfg.TLSCert != "" {
 		data.TLS = true
 		if data.TLSCert, err = filepath.Abs(cfg.TLSCert); err != nil {
@@ -634,8 +651,12 @@ func (d *Instance) LogPath() string { return d.logPath }
 func (d *Instance) Dir() string { return d.dir }
 
 // Pid returns the process id of Dovecot's master, which is also the id of
-// the process group of all Dovecot's processes.
-func (d *Instance) Pid() int { return d.pgid }
+// the process group of all Dovecot's processes. It changes with Restart.
+func (d *Instance) Pid() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.pgid
+}
 
 // Stop sends SIGTERM to Dovecot's master (the pid in
 // <base_dir>/master.pid) and, at the same time, to every other process of
@@ -655,7 +676,7 @@ func (d *Instance) Pid() int { return d.pgid }
 // down may be lost.
 //
 // Stop is idempotent: later calls, and Kill, return the first call's
-// result. It keeps Dir.
+// result until Restart. It keeps Dir.
 func (d *Instance) Stop() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -673,6 +694,7 @@ func (d *Instance) Stop() error {
 	if err := syscall.Kill(-d.pgid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
 		d.stopErr = fmt.Errorf("testdovecot: stop: %w", err)
 	}
+	_ = syscall.Kill(-d.pgid, syscall.SIGCONT) // a paused instance must see the SIGTERM
 	if !d.waitStopped(stopTimeout) {
 		if err := d.killGroup(); err != nil {
 			d.stopErr = err
@@ -717,7 +739,8 @@ func (d *Instance) waitStopped(timeout time.Duration) bool {
 // Kill sends SIGKILL to Dovecot's master and all its processes at once,
 // as if the upstream server crashed, and waits until they are gone.
 // Connections to it are then reset. Kill is idempotent; after Kill or
-// Stop, Kill and Stop do nothing and return the first call's result.
+// Stop, Kill and Stop do nothing and return the first call's result, until
+// Restart.
 func (d *Instance) Kill() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -727,6 +750,57 @@ func (d *Instance) Kill() error {
 	d.stopped = true
 	d.stopErr = d.killGroup()
 	return d.stopErr
+}
+
+// restartTimeout bounds Restart's retries while a port is taken.
+const restartTimeout = 10 * time.Second
+
+// Restart starts Dovecot again after Stop or Kill, on the same ports, with
+// the same configuration and the mail as it is now, and returns once it
+// greets. A port may be taken meanwhile, most likely as the local port of
+// an outgoing connection; Restart then tries again for up to 10 s.
+func (d *Instance) Restart() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch {
+	case d.closed:
+		return errors.New("testdovecot: restart: the instance is closed")
+	case !d.stopped:
+		return errors.New("testdovecot: restart: still running; Stop or Kill it first")
+	}
+	deadline := time.Now().Add(restartTimeout)
+	for {
+		err := d.start()
+		if err == nil {
+			d.stopped, d.stopErr = false, nil
+			return nil
+		}
+		if !errors.Is(err, errAddrInUse) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Pause sends SIGSTOP to every process of the instance, as if the server
+// hung: the kernel still accepts connections on its ports, but nothing is
+// answered until Resume. Stop and Kill work on a paused instance.
+func (d *Instance) Pause() error { return d.signal(syscall.SIGSTOP) }
+
+// Resume sends SIGCONT to every process of a paused instance.
+func (d *Instance) Resume() error { return d.signal(syscall.SIGCONT) }
+
+// signal sends sig to the running instance's process group.
+func (d *Instance) signal(sig syscall.Signal) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.stopped {
+		return fmt.Errorf("testdovecot: %v: the instance is stopped", sig)
+	}
+	if err := syscall.Kill(-d.pgid, sig); err != nil {
+		return fmt.Errorf("testdovecot: %v: %w", sig, err)
+	}
+	return nil
 }
 
 // Close stops the instance like Stop, then removes Dir if Start made it.

@@ -548,6 +548,91 @@ func TestKill(t *testing.T) {
 	}
 }
 
+// TestRestart stops an instance and starts it again on the same ports, with
+// TLS: the mail is still there, and Restart refuses a running instance.
+func TestRestart(t *testing.T) {
+	t.Parallel()
+	certFile, keyFile, pool := writeCert(t, t.TempDir())
+	d := New(t, Config{Users: map[string]string{"alice": "pw"}, TLSCert: certFile, TLSKey: keyFile})
+	if err := d.Restart(); err == nil {
+		t.Error("Restart of a running instance succeeded")
+	}
+	addr, tlsAddr, pid := d.Addr(), d.TLSAddr(), d.Pid()
+	if _, err := d.AddMessage("alice", []byte("Subject: x\r\n\r\nbefore\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	for _, stop := range []func() error{d.Stop, d.Kill} {
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			t.Fatal("a stopped instance accepts connections")
+		}
+		if err := d.Restart(); err != nil {
+			t.Fatal(err)
+		}
+		if d.Addr() != addr || d.TLSAddr() != tlsAddr || d.Pid() == pid {
+			t.Errorf("after Restart: %s %s pid %d; want %s %s and a new pid", d.Addr(), d.TLSAddr(), d.Pid(), addr, tlsAddr)
+		}
+		pid = d.Pid()
+		c := dial(t, addr)
+		c.login("alice", "pw")
+		c.cmd("STAT", "+OK 1 ")
+		c.cmd("QUIT", "+OK")
+		tc, err := tls.Dial("tcp", tlsAddr, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+		if err != nil {
+			t.Fatalf("TLS port after Restart: %v", err)
+		}
+		tc.Close()
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Restart(); err == nil {
+		t.Error("Restart after Close succeeded")
+	}
+}
+
+// TestPause: a paused instance accepts connections but says nothing until
+// Resume; Stop ends a paused instance.
+func TestPause(t *testing.T) {
+	t.Parallel()
+	d := New(t, Config{Users: map[string]string{"alice": "pw"}})
+	c := dial(t, d.Addr())
+	c.login("alice", "pw")
+	if err := d.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.DialTimeout("tcp", d.Addr(), time.Second)
+	if err != nil {
+		t.Fatalf("a paused instance refuses connections: %v", err)
+	}
+	defer conn.Close()
+	conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, err := conn.Read(make([]byte, 1)); n > 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("paused: read %d bytes, %v; want a timeout", n, err)
+	}
+	if _, err := io.WriteString(c.c, "NOOP\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	c.expect("+OK")
+	g := newClient(t, conn)
+	g.expect("+OK")
+	if err := d.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Stop(); err != nil {
+		t.Fatalf("Stop of a paused instance: %v", err)
+	}
+	if err := d.Resume(); err == nil {
+		t.Error("Resume of a stopped instance succeeded")
+	}
+}
+
 func TestOwnDirRemoved(t *testing.T) {
 	t.Parallel()
 	if testing.Short() {
