@@ -41,7 +41,8 @@
 //     read; "-ERR Authentication failed (bad password?)" to a wrong password,
 //     after which it closes the connection.
 //   - solid-pop3d: greeting "+OK Solid POP3 server ready <pid.time@host>"
-//     (an APOP timestamp); no CAPA ("-ERR unknown command"); "+OK n octets"
+//     (an APOP timestamp), and APOP for users with a secret in ~/.spop3d
+//     (see APOPSecret); no CAPA ("-ERR unknown command"); "+OK n octets"
 //     to RETR; "-ERR authentication failed" to a wrong password; "-ERR can't
 //     open mailbox file" to a correct one when the mailbox cannot be read.
 //   - Sizes, in LIST, STAT and RETR, count every line with CRLF before
@@ -51,6 +52,8 @@ package testlegacy
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -95,6 +98,7 @@ type Instance struct {
 	user     string
 	password string
 	uid, gid int
+	home     string
 	mailbox  string // the mbox file
 	dir      string // private folder: socat's log, solid-pop3d's configuration and mailbox
 	logPath  string
@@ -244,6 +248,7 @@ func (in *Instance) tryUser(name string) (bool, error) {
 	if err != nil {
 		return true, fmt.Errorf("%w: run .ci/install-test-tools", err)
 	}
+	in.home = u.HomeDir
 	in.uid, _ = strconv.Atoi(u.Uid)
 	in.gid, _ = strconv.Atoi(u.Gid)
 	in.user, in.password = name, strings.TrimSpace(string(b))
@@ -409,4 +414,47 @@ func (in *Instance) SetMailboxReadable(readable bool) error {
 		return fmt.Errorf("testlegacy: %w", err)
 	}
 	return nil
+}
+
+// APOPSecret returns the user's APOP secret, which solid-pop3d reads from
+// ~/.spop3d, after setting a random one there if the file has none. The file
+// holds it as pop_auth(1) writes it: "APOPSecret", then each octet of the
+// secret complemented, in hex (seen with Debian 12's pop_auth). The secret
+// outlives the instance, as the password does; only APOP uses it.
+func (in *Instance) APOPSecret() (string, error) {
+	path := filepath.Join(in.home, ".spop3d")
+	b, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("testlegacy: %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 2 && f[0] == "APOPSecret" {
+			if secret, err := hex.DecodeString(f[1]); err == nil {
+				return string(complement(secret)), nil
+			}
+		}
+	}
+	var random [12]byte
+	rand.Read(random[:])
+	secret := hex.EncodeToString(random[:])
+	line := "APOPSecret " + hex.EncodeToString(complement([]byte(secret))) + "\n"
+	// solid-pop3d ignores the file unless it is the user's, mode 0600.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("testlegacy: %w", err)
+	}
+	_, err = f.WriteString(line)
+	if err = errors.Join(err, f.Chown(in.uid, in.gid), f.Close()); err != nil {
+		return "", fmt.Errorf("testlegacy: %w", err)
+	}
+	return secret, nil
+}
+
+// complement inverts every bit of b, in place, and returns it.
+func complement(b []byte) []byte {
+	for i := range b {
+		b[i] = ^b[i]
+	}
+	return b
 }

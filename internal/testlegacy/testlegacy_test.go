@@ -2,6 +2,8 @@ package testlegacy
 
 import (
 	"bufio"
+	"crypto/md5"
+	"encoding/hex"
 	"errors"
 	"net"
 	"os"
@@ -24,6 +26,13 @@ type client struct {
 
 func dial(t *testing.T, addr string) *client {
 	t.Helper()
+	c, _ := dialGreeting(t, addr)
+	return c
+}
+
+// dialGreeting connects and returns the client and the greeting.
+func dialGreeting(t *testing.T, addr string) (*client, string) {
+	t.Helper()
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -31,8 +40,7 @@ func dial(t *testing.T, addr string) *client {
 	t.Cleanup(func() { c.Close() })
 	c.SetDeadline(time.Now().Add(30 * time.Second))
 	cl := &client{t: t, c: c, r: bufio.NewReader(c)}
-	cl.line() // greeting
-	return cl
+	return cl, cl.line()
 }
 
 func (c *client) line() string {
@@ -182,6 +190,31 @@ func TestServers(t *testing.T) {
 			c = dial(t, srv.Addr())
 			c.login(srv.User(), srv.Password())
 		})
+	}
+}
+
+// TestSolidAPOP: with the secret APOPSecret set, solid-pop3d takes APOP with
+// the digest of its greeting's timestamp and that secret, and refuses a
+// wrong one.
+func TestSolidAPOP(t *testing.T) {
+	srv := StartSolid(t)
+	secret, err := srv.APOPSecret()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := srv.APOPSecret(); err != nil || again != secret {
+		t.Fatalf("APOPSecret again: %q, %v; want %q", again, err, secret)
+	}
+	for _, tc := range []struct{ secret, want string }{
+		{"wrong", "-ERR"},
+		{secret, "+OK"},
+	} {
+		c, greeting := dialGreeting(t, srv.Addr())
+		ts := greeting[strings.LastIndexByte(greeting, '<'):]
+		digest := md5.Sum([]byte(ts + tc.secret))
+		if st := c.cmd("APOP " + srv.User() + " " + hex.EncodeToString(digest[:])); !strings.HasPrefix(st, tc.want) {
+			t.Errorf("APOP with secret %q: %q, want %s", tc.secret, st, tc.want)
+		}
 	}
 }
 
