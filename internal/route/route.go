@@ -156,6 +156,17 @@ func (r *Router) Route(user string) (Target, error) {
 	}, nil
 }
 
+// Default returns the upstream that users matching no entry go to, with an
+// empty Login, or ErrNoRoute if there is none. An APOP passthrough listener
+// needs it before any user name is known.
+func (r *Router) Default() (Target, error) {
+	t := r.t.Load()
+	if t.def == "" {
+		return Target{}, ErrNoRoute
+	}
+	return Target{Upstream: t.def, Addresses: slices.Clone(t.upstreams[t.def])}, nil
+}
+
 // checkUser reports whether s can be a user name: 1..MaxUserLen octets of
 // valid UTF-8 with no control characters (C0, DEL, C1), no white space (which
 // would also end the argument of USER) and no format characters other than

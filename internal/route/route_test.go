@@ -87,6 +87,24 @@ func TestRouteNoDefault(t *testing.T) {
 	}
 }
 
+// TestRouteDefault: the default upstream, for a listener that must pick one
+// before any user name is known; none when the table has no default.
+func TestRouteDefault(t *testing.T) {
+	cfg := testConfig()
+	r := mustNew(t, cfg)
+	got, err := r.Default()
+	if err != nil || got.Upstream != "c" || !slices.Equal(got.Addresses, testUpstreams[2].Addresses) || got.Login != "" {
+		t.Errorf("Default() = %+v, %v; want upstream c", got, err)
+	}
+	cfg.Default = ""
+	if err := r.Update(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Default(); !errors.Is(err, ErrNoRoute) {
+		t.Errorf("Default() without a default: %v, want ErrNoRoute", err)
+	}
+}
+
 func TestRouteRewrite(t *testing.T) {
 	tests := []struct {
 		strip     bool
