@@ -24,6 +24,7 @@ var authorizationVerbs = map[string]func(*session, pop3.Command) error{
 	// upstream.passChain); not advertised, useful only between popproxies.
 	"XPOPPROXY": (*session).cmdChain,
 	"QUIT":      (*session).cmdQuitBeforeLogin,
+	"APOP":      (*session).cmdApop,
 }
 
 // authorization handles one command before login.
@@ -32,9 +33,6 @@ func (s *session) authorization(cmd pop3.Command) error {
 		return h(s, cmd)
 	}
 	switch {
-	case cmd.Verb == "APOP":
-		// The greeting carries no timestamp: the upstream's is unknown before login.
-		return s.refuse("unsupported", cmd.Verb, "APOP is not supported; use USER/PASS or AUTH")
 	case transactionVerbs[cmd.Verb] != (txVerb{}) || s.srv.extension(cmd.Verb) != nil:
 		return s.refuse("wrong_state", cmd.Verb, "not logged in")
 	}
@@ -227,9 +225,13 @@ func (s *session) login(c credentials) error {
 		s.srv.opts.Auditor.Auth(s.id, ev)
 		return s.refuse("syntax", "AUTH", "invalid username")
 	}
-	dialStart := time.Now()
-	u, err := s.srv.dialUpstream(up, dialInfo{client: s.remote, local: s.local, session: s.id, chain: s.chain})
-	ev.Dial = time.Since(dialStart)
+	u, err := s.connect(up, c.mech == "APOP", &ev)
+	if err == errAPOPRoute {
+		// Nothing was tried: not a failed login.
+		ev.Code, ev.Reason = "AUTH", err.Error()
+		s.srv.opts.Auditor.Auth(s.id, ev)
+		return s.refuse("route", c.mech, "[AUTH] authentication failed")
+	}
 	if err != nil {
 		s.srv.log.Warn("upstream unavailable", "session", s.id, "err", err)
 		ev.Upstream = strings.Join(up.Addresses, ",")
@@ -252,7 +254,14 @@ func (s *session) login(c credentials) error {
 		u.close()
 		s.srv.opts.Auditor.Auth(s.id, ev)
 		if countsAsFailedLogin(st.Code) {
+			// For APOP the digest stands for the password. It changes with
+			// every timestamp, so each failed APOP counts, a stale
+			// client's as much as a guesser's.
 			s.loginFailed(tried, c.pass)
+		}
+		if c.mech == "APOP" {
+			// The timestamp the client answered was this connection's.
+			return &endError{reason: "apop_failed", farewell: st.Line()}
 		}
 		s.badCommands++
 		// The server's own verdict, code and all or none: a client drops

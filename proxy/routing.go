@@ -12,10 +12,28 @@ func (srv *Server) route(user string) (Upstream, string, error) {
 	if err != nil {
 		return Upstream{}, "", err
 	}
+	up, err := srv.target(t)
+	return up, t.Login, err
+}
+
+// defaultRoute returns the upstream of users whom no route names.
+func (srv *Server) defaultRoute() (Upstream, error) {
+	if srv.opts.Router == nil {
+		return srv.opts.Upstream, nil
+	}
+	t, err := srv.opts.Router.Default()
+	if err != nil {
+		return Upstream{}, err
+	}
+	return srv.target(t)
+}
+
+// target is the upstream a route chose, with the router's addresses.
+func (srv *Server) target(t route.Target) (Upstream, error) {
 	up, ok := srv.opts.Upstreams[t.Upstream]
 	if !ok {
-		return Upstream{}, "", route.ErrNoRoute
+		return Upstream{}, route.ErrNoRoute
 	}
 	up.Name, up.Addresses = t.Upstream, t.Addresses
-	return up, t.Login, nil
+	return up, nil
 }

@@ -110,6 +110,12 @@ type Listener struct {
 	// RequireTLS refuses USER, PASS and AUTH before STLS and leaves them
 	// out of CAPA.
 	RequireTLS bool
+	// APOP passes APOP through (RFC 1939 §7): each session connects to the
+	// default route's upstream before the greeting and shows that server's
+	// timestamp in its own. USER/PASS and AUTH of users routed there use
+	// that connection too. Without a default route, or if the server is
+	// down or has no timestamp, the greeting has none and APOP is refused.
+	APOP bool
 }
 
 // ProxyHeader says how the upstream learns the client's address.

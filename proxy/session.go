@@ -76,9 +76,15 @@ type session struct {
 	cw     *bufio.Writer        // borrowed from writerPool while output is pending
 	tls    *tls.ConnectionState // nil until TLS is up
 
-	mu      sync.Mutex // guards client, up and stopped against stop()
-	up      *upstream  // nil until login
+	mu sync.Mutex // guards client, up and stopped against stop()
+	// up is the upstream: nil until login, except on an APOP passthrough
+	// listener, which opens it before the greeting (see preopen).
+	up      *upstream
 	stopped bool
+	// timestamp is the APOP timestamp of the greeting while up, opened
+	// before it, is unused; preopenDial is how long opening it took.
+	timestamp   string
+	preopenDial time.Duration
 
 	ctx       context.Context // cancelled by stop: ends waits on limits
 	cancel    context.CancelFunc
@@ -277,7 +283,10 @@ func (s *session) open() *endError {
 
 // run serves commands until the session ends.
 func (s *session) run() *endError {
-	s.reply(true, greetingPrefix+s.srv.instance)
+	if s.lc.APOP {
+		s.preopen()
+	}
+	s.reply(true, s.greeting())
 	for {
 		if err := s.next(); err != nil {
 			var e *endError

@@ -32,9 +32,14 @@ var errUnsolicited = errors.New("upstream sent data nobody asked for")
 
 // upstream is the proxy's connection to the POP3 server for one session.
 type upstream struct {
-	addr string
-	conn *timeoutConn
-	br   *bufio.Reader // borrowed from readerPool during an exchange, else nil
+	route string // the Upstream's name
+	addr  string
+	conn  *timeoutConn
+	br    *bufio.Reader // borrowed from readerPool during an exchange, else nil
+	// timestamp is the APOP timestamp of the greeting (RFC 1939 §7), if any.
+	timestamp string
+	// peer is the instance id of a popproxy upstream, or "".
+	peer string
 }
 
 // credentials are held only for the length of a login attempt.
@@ -54,7 +59,8 @@ type dialInfo struct {
 // client came through.
 var errLoop = errors.New("upstream is a popproxy this session already passed (loop)")
 
-// greetingPrefix starts popproxy's greeting; the instance id follows.
+// greetingPrefix starts popproxy's greeting; the instance id follows, and on
+// an APOP passthrough listener the upstream's timestamp after it.
 const greetingPrefix = "popproxy ready "
 
 // capPopproxy is the capability by which popproxy lists its instance id in
@@ -71,11 +77,11 @@ type offers struct {
 
 // greetingOffers reads offers from the greeting: Dovecot's "[XCLIENT]"
 // response code (which ParseStatus has taken out of the text) and
-// popproxy's "popproxy ready <id>".
+// popproxy's "popproxy ready <id>", which an APOP timestamp may follow.
 func greetingOffers(st pop3.Status) offers {
-	id, ok := strings.CutPrefix(st.Text, greetingPrefix)
-	if !ok {
-		id = ""
+	var id string
+	if rest, ok := strings.CutPrefix(st.Text, greetingPrefix); ok {
+		id, _, _ = strings.Cut(rest, " ")
 	}
 	return offers{xclient: strings.EqualFold(st.Code, "XCLIENT"), popproxy: id}
 }
@@ -123,6 +129,7 @@ func (srv *Server) dialUpstream(up Upstream, info dialInfo) (*upstream, error) {
 		return nil, fmt.Errorf("upstream %s: %w", up.Name, err)
 	}
 	u.conn.setReadTimeout(up.ResponseTimeout)
+	u.route = up.Name
 	return u, nil
 }
 
@@ -168,18 +175,21 @@ func (srv *Server) dialSecure(ctx context.Context, up Upstream, addr string, inf
 	// After STLS nothing said in plaintext counts: a man in the middle may
 	// have added or removed it (RFC 2595 §4). Only CAPA under TLS does.
 	offered := greetingOffers(st)
+	// The timestamp is kept even behind STLS: one changed on the way makes
+	// the client's digest fail, it reveals nothing.
+	u.timestamp, _ = pop3.Timestamp(st.Text)
 	if err == nil && up.TLSMode == TLSStartTLS {
 		offered, err = u.startTLS(raw, tlsConfig, deadline)
 	}
-	peer := offered.popproxy
-	if err == nil && peer != "" && (peer == srv.instance || slices.Contains(info.chain, peer)) {
-		err = errLoop
+	u.peer = offered.popproxy
+	if err == nil {
+		err = srv.checkLoop(u.peer, info.chain)
 	}
 	if err == nil && up.SendClient == SendXClient && offered.xclient {
 		err = u.xclient(info)
 	}
-	if err == nil && peer != "" {
-		err = u.passChain(append(slices.Clone(info.chain), srv.instance))
+	if err == nil {
+		err = srv.joinChain(u, info.chain)
 	}
 	if err != nil {
 		u.close()
@@ -219,6 +229,24 @@ func sendProxyHeader(c net.Conn, mode ProxyHeader, info dialInfo, deadline time.
 	_, err = c.Write(header)
 	c.SetWriteDeadline(time.Time{})
 	return err
+}
+
+// checkLoop refuses an upstream that is the popproxy peer (if not "") when
+// that is this proxy or one in chain.
+func (srv *Server) checkLoop(peer string, chain []string) error {
+	if peer != "" && (peer == srv.instance || slices.Contains(chain, peer)) {
+		return errLoop
+	}
+	return nil
+}
+
+// joinChain tells a popproxy upstream the popproxies the session came
+// through, this one last; other upstreams are told nothing.
+func (srv *Server) joinChain(u *upstream, chain []string) error {
+	if u.peer == "" {
+		return nil
+	}
+	return u.passChain(append(slices.Clone(chain), srv.instance))
 }
 
 // passChain tells an upstream popproxy which popproxies the session came
@@ -321,6 +349,10 @@ func clientHandshake(raw net.Conn, cfg *tls.Config, deadline time.Time) (*tls.Co
 // login authenticates with c and returns the server's verdict; an error means
 // the exchange itself failed.
 func (u *upstream) login(c credentials, plain bool) (pop3.Status, error) {
+	if c.mech == "APOP" {
+		// The digest answers this connection's timestamp: relayed as sent.
+		return u.exchange("APOP " + c.user + " " + c.pass + "\r\n")
+	}
 	if plain {
 		msg := c.authzid + "\x00" + c.user + "\x00" + c.pass
 		st, err := u.exchange("AUTH PLAIN " + pop3.EncodeSASL([]byte(msg)) + "\r\n")
