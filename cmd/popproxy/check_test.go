@@ -117,6 +117,8 @@ func TestCheckFindsWhatStartWouldFail(t *testing.T) {
 			[]string{"admin.address", "no-such-service"}},
 		{"every problem at once", plain + upstreamTLS + "ca_file: " + dir + "/backend-ca.pem}\naudit: {output: " + dir + "/missing/audit.jsonl}\n",
 			[]string{"2 problems:", "backend-ca.pem: no such file", "missing/audit.jsonl: no such file"}},
+		{"apop passthrough without a default route", plain[:len(plain)-3] + ", apop: passthrough}]\nupstreams: [{name: u, address: a:110}]\nroutes: {users: {alice: u}}\n",
+			[]string{"listeners[0].apop (line 1): passthrough needs a default route"}},
 		{"configuration errors first", "listeners: [{name: a, address: x}]\ntimeouts: {idle: 1m}\n",
 			[]string{`listeners[0].address (line 1): "x" is not host:port`, "upstream.address: is required", "timeouts.idle (line 2): 1m0s is below"}},
 	}

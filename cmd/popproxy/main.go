@@ -103,6 +103,10 @@ func run(cfg *config.Config, configPath string, logger *slog.Logger, ready func(
 	for i, l := range listeners {
 		lc := proxyListener(cfg.Listeners[i], certs)
 		logger.Info("listening", "listener", lc.Name, "address", l.Addr().String(), "tls", lc.TLSMode.String())
+		if lc.APOP {
+			logger.Warn("apop passthrough: APOP is MD5-based; it keeps the secret off the wire, but a digest seen "+
+				"on an unencrypted connection can be attacked offline; offer it over TLS where clients can", "listener", lc.Name)
+		}
 		go func() { errc <- srv.Serve(l, lc) }()
 	}
 	if ready != nil {

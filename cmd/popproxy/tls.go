@@ -19,7 +19,7 @@ func tlsMode(mode string) proxy.TLSMode {
 }
 
 func proxyListener(l config.Listener, certs *tlsconf.Manager) proxy.Listener {
-	lc := proxy.Listener{Name: l.Name, TLSMode: tlsMode(l.TLS), RequireTLS: *l.RequireTLS}
+	lc := proxy.Listener{Name: l.Name, TLSMode: tlsMode(l.TLS), RequireTLS: *l.RequireTLS, APOP: l.APOP == config.APOPPassthrough}
 	if lc.TLSMode != proxy.TLSNone {
 		lc.TLSConfig = certs.ServerConfig()
 	}

@@ -60,7 +60,16 @@ type Listener struct {
 	// ProxyProtocol requires a PROXY v1/v2 header from these networks (a
 	// load balancer) and refuses every other peer; empty means off.
 	ProxyProtocol []string `yaml:"proxy_protocol"`
+	// APOP is "off" or "passthrough": connect to the default route's
+	// upstream before greeting, and relay APOP with its timestamp.
+	APOP string `yaml:"apop"`
 }
+
+// APOP modes of a listener.
+const (
+	APOPOff         = "off"
+	APOPPassthrough = "passthrough"
+)
 
 // TLS configures the listeners' side of TLS: certificates and protocol.
 type TLS struct {
@@ -337,6 +346,9 @@ func (c *Config) complete() {
 			required := l.TLS == TLSStartTLS
 			l.RequireTLS = &required
 		}
+		if l.APOP == "" {
+			l.APOP = APOPOff
+		}
 	}
 }
 
@@ -370,6 +382,14 @@ func (c *Config) problems() problems {
 		checkTLSMode(bad, field+".tls", l.TLS)
 		if l.RequireTLS != nil && *l.RequireTLS && l.TLS == TLSNone {
 			bad(field+".require_tls", "is true but the listener has no TLS")
+		}
+		switch {
+		case l.APOP != APOPOff && l.APOP != APOPPassthrough:
+			bad(field+".apop", "%q is not one of off, passthrough", l.APOP)
+		case l.APOP == APOPPassthrough && c.Routes.Default == "":
+			// The greeting, with the server's timestamp, goes out before
+			// the user is known: only the default route can serve APOP.
+			bad(field+".apop", "passthrough needs a default route: set routes.default, or use the single upstream form")
 		}
 		for j, n := range l.ProxyProtocol {
 			if _, err := ratelimit.ParseNetworks([]string{n}); err != nil {

@@ -106,6 +106,29 @@ func TestUpstreamHostOrServerName(t *testing.T) {
 	}
 }
 
+// TestAPOPPassthrough: apop passthrough is accepted with a default route,
+// from routes.default or the single upstream form, and refused without one.
+func TestAPOPPassthrough(t *testing.T) {
+	const upstreams = "upstreams: [{name: legacy, address: 'legacy.example:110'}]\n"
+	for _, tc := range []struct{ config, problem string }{
+		{"upstream: {address: 'legacy.example:110'}", ""},
+		{upstreams + "routes: {default: legacy}", ""},
+		{upstreams + "routes: {domains: {example.com: legacy}}", "listeners[0].apop (line 1): passthrough needs a default route"},
+	} {
+		_, err := Parse([]byte("listeners: [{name: a, address: 'a:1', apop: passthrough}]\n" + tc.config))
+		switch {
+		case tc.problem == "" && err != nil:
+			t.Errorf("%s: %v", tc.config, err)
+		case tc.problem != "" && (err == nil || !strings.Contains(err.Error(), tc.problem)):
+			t.Errorf("%s: error %v, want %q", tc.config, err, tc.problem)
+		}
+	}
+	_, err := Parse([]byte("listeners: [{name: a, address: 'a:1', apop: on}]\nupstream: {address: 'b:1'}"))
+	if err == nil || !strings.Contains(err.Error(), `listeners[0].apop (line 1): "on" is not one of off, passthrough`) {
+		t.Errorf("apop: on: %v", err)
+	}
+}
+
 func TestValidationReportsEveryProblem(t *testing.T) {
 	_, err := Parse([]byte("listeners: [{name: a}]\ntimeouts: {idle: 1m}"))
 	if err == nil {
