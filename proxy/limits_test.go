@@ -364,8 +364,10 @@ func TestLimitBandwidth(t *testing.T) {
 		took := time.Since(start)
 		// The first burst (a tenth of a second's worth) goes at once.
 		want := time.Duration(float64(len(body)-(1<<20)/10) / (1 << 20) * float64(time.Second))
-		if took < want*85/100 || took > want*115/100 {
-			t.Errorf("%+v: RETR of %d bytes took %v, want %v ±15%%", l, len(body), took, want)
+		// Faster than the limit is a bug; slower may be a busy machine, so
+		// only twice too slow fails.
+		if took < want*85/100 || took > want*2 {
+			t.Errorf("%+v: RETR of %d bytes took %v, want %v (-15%%, +100%%)", l, len(body), took, want)
 		}
 	}
 }
