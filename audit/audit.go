@@ -90,6 +90,8 @@ const (
 	keyTop           = "top"
 	keyDele          = "dele"
 	keyMarked        = "marked"
+	keyUIDLs         = "uidls"
+	keyUIDLsOmitted  = "uidls_omitted"
 	keyLoggedIn      = "logged_in"
 	keyCommitted     = "committed"
 	keyCommitUnknown = "commit_unknown"
@@ -224,22 +226,20 @@ func (l *Log) Auth(id string, e proxy.AuthEvent) {
 	ev.Send()
 }
 
-// Command records one TRANSACTION command. For RETR and TOP it adds what is
-// known of the message: size (unless negative), uidl and message_id (unless
-// empty). "incomplete" appears only when true.
+// Command records one TRANSACTION command, with what is known of the
+// message it names (RETR, TOP, DELE): size (unless negative), uidl and
+// message_id (unless empty). "incomplete" appears only when true.
 func (l *Log) Command(id string, e proxy.CommandEvent) {
 	ev := l.event(EventCommand, id).Str(keyVerb, e.Verb).Strs(keyArgs, e.Args).Bool(keyOK, e.OK).
 		Int64(keyOctets, e.Octets).Float64(keyDuration, ms(e.Duration))
-	if e.Verb == "RETR" || e.Verb == "TOP" {
-		if e.Size >= 0 {
-			ev.Int64(keySize, e.Size)
-		}
-		if e.UIDL != "" {
-			ev.Str(keyUIDL, e.UIDL)
-		}
-		if e.MessageID != "" {
-			ev.Str(keyMessageID, e.MessageID)
-		}
+	if e.Size >= 0 {
+		ev.Int64(keySize, e.Size)
+	}
+	if e.UIDL != "" {
+		ev.Str(keyUIDL, e.UIDL)
+	}
+	if e.MessageID != "" {
+		ev.Str(keyMessageID, e.MessageID)
 	}
 	if e.Incomplete {
 		ev.Bool(keyIncomplete, true)
@@ -280,12 +280,20 @@ func (l *Log) Checkpoint(id string, c proxy.Counters) {
 	counters(l.event(EventCheckpoint, id), c).Send()
 }
 
-// SessionClose records the end of a session: its totals and whether its
-// deletions were committed: true, false, or null with "commit_unknown" saying
-// why nobody knows. It forgets the session's listener and client.
+// SessionClose records the end of a session: its totals, the unique ids of
+// the marked messages where known, and whether its deletions were committed:
+// true, false, or null with "commit_unknown" saying why nobody knows. It
+// forgets the session's listener and client.
 func (l *Log) SessionClose(id string, e proxy.CloseEvent) {
 	ev := l.event(EventSessionClose, id).Str(keyReason, e.Reason).Str(keyUser, e.User).Bool(keyLoggedIn, e.LoggedIn)
 	counters(ev, e.Counters)
+	if len(e.UIDLs) > 0 {
+		uidls, omitted := uidlDict(e.UIDLs)
+		ev.Dict(keyUIDLs, uidls)
+		if omitted > 0 {
+			ev.Int(keyUIDLsOmitted, omitted)
+		}
+	}
 	if e.CommitUnknown != "" {
 		ev.Interface(keyCommitted, nil).Str(keyCommitUnknown, e.CommitUnknown)
 	} else {
