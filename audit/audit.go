@@ -42,6 +42,8 @@ const (
 	EventPolicy       = "policy"
 	EventCheckpoint   = "session.checkpoint"
 	EventSessionClose = "session.close"
+	// EventTooLarge stands in for a record longer than MaxRecord.
+	EventTooLarge = "record.too_large"
 )
 
 // Field names of records; docs/audit.md describes each one.
@@ -83,6 +85,7 @@ const (
 	keyKey    = "key"
 	keyValue  = "value"
 	keyCount  = "count"
+	keyStart  = "start"
 
 	keyBytesIn       = "bytes_in"
 	keyBytesOut      = "bytes_out"
@@ -90,6 +93,7 @@ const (
 	keyTop           = "top"
 	keyDele          = "dele"
 	keyMarked        = "marked"
+	keyMarkedOmitted = "marked_omitted"
 	keyUIDLs         = "uidls"
 	keyUIDLsOmitted  = "uidls_omitted"
 	keyLoggedIn      = "logged_in"
@@ -305,14 +309,15 @@ func (l *Log) SessionClose(id string, e proxy.CloseEvent) {
 	l.mu.Unlock()
 }
 
-// counters adds a session's totals; marked is [] rather than null when empty.
+// counters adds a session's totals, the marked messages as ranges.
 func counters(ev *zerolog.Event, c proxy.Counters) *zerolog.Event {
-	marked := c.Marked
-	if marked == nil {
-		marked = []int{}
+	marked, omitted := markedRanges(c.Marked)
+	ev.Float64(keyDuration, ms(c.Duration)).Int64(keyBytesIn, c.BytesIn).Int64(keyBytesOut, c.BytesOut).
+		Int(keyRetr, c.Retr).Int(keyTop, c.Top).Int(keyDele, c.Dele).Str(keyMarked, marked)
+	if omitted > 0 {
+		ev.Int(keyMarkedOmitted, omitted)
 	}
-	return ev.Float64(keyDuration, ms(c.Duration)).Int64(keyBytesIn, c.BytesIn).Int64(keyBytesOut, c.BytesOut).
-		Int(keyRetr, c.Retr).Int(keyTop, c.Top).Int(keyDele, c.Dele).Ints(keyMarked, marked)
+	return ev
 }
 
 // ms is d in milliseconds, whatever zerolog.DurationFieldUnit says.

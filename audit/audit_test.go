@@ -90,7 +90,7 @@ func sampleSession(l *Log) {
 	l.SessionOpen(proxy.SessionInfo{ID: sid3, Listener: "pop3s", Client: netip.MustParseAddrPort("[2001:db8::5]:50220"),
 		Local: netip.MustParseAddrPort("[2001:db8::1]:995")})
 	l.SessionClose(sid3, proxy.CloseEvent{
-		Counters: proxy.Counters{Duration: 4 * time.Second, BytesIn: 60, BytesOut: 9120, Retr: 3, Dele: 3, Marked: []int{3, 1, 2}},
+		Counters: proxy.Counters{Duration: 4 * time.Second, BytesIn: 60, BytesOut: 9120, Retr: 3, Dele: 6, Marked: []int{3, 1, 2, 6, 5, 9}},
 		UIDLs:    map[int]string{1: "00000001575f2ea1", 3: "00000003575f2ea1"},
 		Reason:   "quit", User: "carol", LoggedIn: true, Committed: true,
 	})

@@ -3,6 +3,7 @@ package audit
 import (
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/rs/zerolog"
 )
@@ -13,10 +14,65 @@ import (
 // can make as long as its mailbox, are cut to fit (see maxUIDLsOctets).
 const MaxRecord = 64 << 10
 
-// maxUIDLsOctets bounds the "uidls" object of a session.close record, which
-// leaves room for everything else a record holds. Every DELE has a record of
+// Bounds of the lists in session.checkpoint and session.close records, which
+// leave room for everything else a record holds. Every DELE has a record of
 // its own naming its message, so a cut list loses nothing.
-const maxUIDLsOctets = 32 << 10
+const (
+	maxMarkedOctets = 8 << 10
+	maxUIDLsOctets  = 32 << 10
+)
+
+// markedRanges writes nums, sorted and without repeats, as ascending ranges:
+// "1-5,8". It stops at a range that would pass maxMarkedOctets; omitted is
+// how many numbers were left out.
+func markedRanges(nums []int) (text string, omitted int) {
+	sorted := slices.Clone(nums)
+	slices.Sort(sorted)
+	sorted = slices.Compact(sorted)
+	var b []byte
+	for i := 0; i < len(sorted); {
+		j := i // sorted[i:j+1] is a run of consecutive numbers
+		for j+1 < len(sorted) && sorted[j+1] == sorted[j]+1 {
+			j++
+		}
+		n := len(b)
+		if n > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, int64(sorted[i]), 10)
+		if j > i {
+			b = append(b, '-')
+			b = strconv.AppendInt(b, int64(sorted[j]), 10)
+		}
+		if len(b) > maxMarkedOctets {
+			return string(b[:n]), len(sorted) - i
+		}
+		i = j + 1
+	}
+	return string(b), 0
+}
+
+// countRanges is how many numbers ranges, as markedRanges writes them,
+// stands for; -1 if it is malformed.
+func countRanges(ranges string) int {
+	if ranges == "" {
+		return 0
+	}
+	count := 0
+	for r := range strings.SplitSeq(ranges, ",") {
+		first, last, isRange := strings.Cut(r, "-")
+		if !isRange {
+			last = first
+		}
+		lo, err1 := strconv.Atoi(first)
+		hi, err2 := strconv.Atoi(last)
+		if err1 != nil || err2 != nil || lo < 1 || hi < lo {
+			return -1
+		}
+		count += hi - lo + 1
+	}
+	return count
+}
 
 // uidlDict is ids as a JSON object from message number to unique id, in
 // ascending order, cut to maxUIDLsOctets; omitted is how many were left out.

@@ -11,6 +11,8 @@ import (
 	"os"
 	"strconv"
 	"sync"
+
+	"github.com/rs/zerolog"
 )
 
 // Values of the "chain" field, on the first record of a chain or of a file.
@@ -70,6 +72,9 @@ func (s *sink) Write(p []byte) (int, error) {
 		b = append(b, '\n')
 	}
 	start := len(b)
+	if len(p)+maxChainFields > MaxRecord {
+		p = tooLarge(p)
+	}
 	if s.chain && bytes.HasSuffix(p, []byte("}\n")) {
 		s.seq++
 		b = append(b, p[:len(p)-2]...)
@@ -104,6 +109,24 @@ func (s *sink) Write(p []byte) (int, error) {
 	}
 	s.account(err)
 	return len(p), nil
+}
+
+// maxChainFields is the most the chain adds to a record:
+// ,"seq":N,"prev":"<64 hex digits>","chain":"continued".
+const maxChainFields = 128
+
+// tooLargeStart is how much of a record longer than MaxRecord its stand-in
+// keeps: enough for its time, event and session.
+const tooLargeStart = 512
+
+// tooLarge returns the record that stands in for p, which is longer than
+// MaxRecord: its size and its start. No event popproxy records comes near
+// the bound, so only configured names of absurd length can cause this.
+func tooLarge(p []byte) []byte {
+	start, _ := json.Marshal(string(p[:min(len(p), tooLargeStart)]))
+	return fmt.Appendf(nil, `{"%s":"%s","%s":"%s","%s":"","%s":%d,"%s":%s}`+"\n",
+		keyTime, zerolog.TimestampFunc().UTC().Format(TimeFormat), keyEvent, EventTooLarge, keySession,
+		keySize, len(p), keyStart, start)
 }
 
 // fail records a record lost before it reached Write. Like a failed write,
