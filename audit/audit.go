@@ -44,6 +44,9 @@ const (
 	EventSessionClose = "session.close"
 	// EventTooLarge stands in for a record longer than MaxRecord.
 	EventTooLarge = "record.too_large"
+	// EventChainStart begins a new chain segment where OpenFile found the
+	// end of the file damaged, and says what it found.
+	EventChainStart = "chain.start"
 )
 
 // Field names of records; docs/audit.md describes each one.

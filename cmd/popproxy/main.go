@@ -7,8 +7,8 @@
 //	popproxy [run] -config FILE          run
 //	popproxy [run] -config FILE -check   check the configuration and every file it names, and exit
 //	popproxy demo                        run against an embedded sample mail drop
-//	popproxy audit verify FILE           check an audit file's hash chain
-//	popproxy audit report FILE           summarise an audit file per user
+//	popproxy audit verify FILE...        check the hash chain of audit files, oldest first
+//	popproxy audit report FILE...        summarise audit files per user
 //	popproxy version                     print the version and build information
 //	popproxy help [COMMAND]              print the usage
 package main
