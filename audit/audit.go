@@ -107,6 +107,10 @@ const (
 	keySeq   = "seq"
 	keyPrev  = "prev"
 	keyChain = "chain"
+
+	keyFound    = "found"
+	keyLastSeq  = "last_seq"
+	keyLastHash = "last_hash"
 )
 
 // TimeFormat is the layout of the "time" field: RFC 3339 in UTC, with
@@ -178,16 +182,14 @@ func (l *Log) Err() error { return l.sink.error() }
 // Failures returns the number of records that could not be written.
 func (l *Log) Failures() int64 { return l.sink.failureCount() }
 
-// event starts a record with the fields every record has. The time comes from
-// zerolog.TimestampFunc but is formatted here, so that the audit schema does
-// not depend on zerolog's global formats.
+// event starts a record with the fields every record has.
 func (l *Log) event(name, id string) *zerolog.Event {
 	ev := l.zl.Log()
 	if ev == nil {
 		l.sink.fail(errDisabled)
 		return nil
 	}
-	ev.Str(keyTime, zerolog.TimestampFunc().UTC().Format(TimeFormat)).Str(keyEvent, name).Str(keySession, id)
+	ev.Str(keyTime, now()).Str(keyEvent, name).Str(keySession, id)
 	l.mu.Lock()
 	p, ok := l.sessions[id]
 	l.mu.Unlock()
@@ -321,6 +323,12 @@ func counters(ev *zerolog.Event, c proxy.Counters) *zerolog.Event {
 		ev.Int(keyMarkedOmitted, omitted)
 	}
 	return ev
+}
+
+// now is the time of a record, from zerolog.TimestampFunc but formatted
+// here, so that the audit schema does not depend on zerolog's global formats.
+func now() string {
+	return zerolog.TimestampFunc().UTC().Format(TimeFormat)
 }
 
 // ms is d in milliseconds, whatever zerolog.DurationFieldUnit says.

@@ -376,8 +376,9 @@ func TestCloseWriter(t *testing.T) {
 	}
 }
 
-// TestDocExamples checks that docs/audit.md shows every golden record, and
-// the first two chained ones, so that the schema page cannot go stale.
+// TestDocExamples checks that docs/audit.md shows every golden record, the
+// first two chained ones and a chain.start, so that the schema page cannot
+// go stale.
 func TestDocExamples(t *testing.T) {
 	doc, err := os.ReadFile("../docs/audit.md")
 	if err != nil {
@@ -385,7 +386,9 @@ func TestDocExamples(t *testing.T) {
 	}
 	events, _ := os.ReadFile("testdata/events.golden")
 	chained, _ := os.ReadFile("testdata/chained.golden")
+	restart, _ := os.ReadFile("testdata/restart.golden")
 	want := append(strings.Split(strings.TrimSpace(string(events)), "\n"), strings.Split(string(chained), "\n")[:2]...)
+	want = append(want, strings.Split(string(restart), "\n")[2])
 	for _, line := range want {
 		if !bytes.Contains(doc, []byte("```json\n"+line+"\n```")) {
 			t.Errorf("docs/audit.md lacks the example\n%s\n(regenerate it from testdata/*.golden)", line)
