@@ -135,6 +135,12 @@ type Options struct {
 	// Logger is the operational log, where sink failures are reported (never
 	// the audit stream). If nil, slog.Default() is used.
 	Logger *slog.Logger
+	// HeadInterval, with Chain, is how often the chain's head (the seq and
+	// hash of the last record) is written to Logger, if it moved since it
+	// was last written: a copy outside the audit file, against which the
+	// end of the file can be checked. Reopen and Close write it too. If 0,
+	// only they do.
+	HeadInterval time.Duration
 }
 
 // Log is an audit log. Its methods are safe for concurrent use.
@@ -162,6 +168,9 @@ func New(w io.Writer, opts Options) *Log {
 }
 
 func newLog(s *sink) *Log {
+	if s.chain && s.headInterval > 0 {
+		go s.logHeads()
+	}
 	return &Log{zl: zerolog.New(s), sink: s, sessions: make(map[string]peer)}
 }
 
@@ -172,7 +181,10 @@ func newLog(s *sink) *Log {
 func (l *Log) Reopen() error { return l.sink.reopen() }
 
 // Close closes the file or syslog connection. Records are not buffered, so
-// nothing is lost. Events after Close fail with ErrClosed.
+// nothing is lost. Events after Close fail with ErrClosed. If a record was
+// written since the Log was opened, Close writes the chain's head to the
+// operational log; a Log closed unused, as after a failed start, says
+// nothing.
 func (l *Log) Close() error { return l.sink.close() }
 
 // Err returns the error of the last failed write, or nil once a later write

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/popproxy/popproxy/proxy"
 )
@@ -374,4 +375,70 @@ func TestRestartGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	golden(t, "restart.golden", data)
+}
+
+// syncBuffer is a bytes.Buffer safe for the operational log's concurrent
+// writes and the test's reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// TestHeadInterval checks that the chain's head goes to the operational log
+// every HeadInterval while it moves, and not while it stands still.
+func TestHeadInterval(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.jsonl")
+	var ops syncBuffer
+	l, err := OpenFile(path, Options{Chain: true, HeadInterval: 5 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&ops, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	policy(l, "a")
+	policy(l, "b")
+	lines := readLines(t, path)
+	sum := sha256.Sum256([]byte(lines[1]))
+	want := `msg="audit chain head" sink=` + path + " seq=2 last_hash=" + hex.EncodeToString(sum[:])
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(ops.String(), want); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no chain head in the operational log:\n%s", ops.String())
+		}
+	}
+	time.Sleep(50 * time.Millisecond) // ten intervals without a record
+	if n := strings.Count(ops.String(), "audit chain head"); n != 1 {
+		t.Errorf("%d heads written for one move of the chain:\n%s", n, ops.String())
+	}
+}
+
+// TestCloseUnused checks that a log closed without a record, as after a
+// failed start, writes nothing to the operational log: the real error is
+// the only thing an admin should read.
+func TestCloseUnused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.jsonl")
+	var ops bytes.Buffer
+	opts := Options{Chain: true, HeadInterval: time.Hour, Logger: slog.New(slog.NewTextHandler(&ops, nil))}
+	for range 2 {
+		l, err := OpenFile(path, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Close()
+	}
+	l := New(&bytes.Buffer{}, opts)
+	l.Close()
+	if ops.Len() != 0 {
+		t.Errorf("operational log:\n%s", &ops)
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"time"
 )
 
 // Values of the "chain" field, on the first record of a chain or of a file.
@@ -24,10 +25,12 @@ const (
 // failures. It never returns an error to zerolog, which would print one line
 // to stderr per lost record.
 type sink struct {
-	name  string // what the operational log calls the sink: its path, "syslog" or "writer"
-	path  string // for Reopen; "" if not a file
-	chain bool
-	log   *slog.Logger
+	name         string // what the operational log calls the sink: its path, "syslog" or "writer"
+	path         string // for Reopen; "" if not a file
+	chain        bool
+	log          *slog.Logger
+	headInterval time.Duration
+	stop         chan struct{} // closed by close, ends logHeads
 
 	mu      sync.Mutex
 	w       io.Writer
@@ -43,11 +46,13 @@ type sink struct {
 	pending  []byte
 	err      error // of the last write, if it failed
 	failures int64
-	streak   int64 // failures since the last success
+	streak   int64  // failures since the last success
+	used     bool   // a record was written or lost since the sink was opened
+	reported uint64 // the seq of the head last written to the operational log
 }
 
 func newSink(w io.Writer, name string, opts Options) *sink {
-	s := &sink{w: w, name: name, chain: opts.Chain, log: opts.Logger}
+	s := &sink{w: w, name: name, chain: opts.Chain, log: opts.Logger, headInterval: opts.HeadInterval, stop: make(chan struct{})}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -63,6 +68,7 @@ func newSink(w io.Writer, name string, opts Options) *sink {
 func (s *sink) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.used = true
 	b := s.buf[:0]
 	if s.partial {
 		// Leave the fragment of a failed write on a line of its own.
@@ -156,6 +162,7 @@ func chainStartRecord(end fileEnd) []byte {
 func (s *sink) fail(err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.used = true
 	if s.chain {
 		s.seq++
 	}
@@ -233,8 +240,11 @@ func (s *sink) close() error {
 		return nil
 	}
 	s.closed = true
+	close(s.stop)
 	c := s.c
-	s.logHead("audit log closed")
+	if s.used {
+		s.logHead("audit log closed")
+	}
 	s.mu.Unlock()
 	if c == nil {
 		return nil
@@ -245,10 +255,31 @@ func (s *sink) close() error {
 // logHead writes the chain's last seq and hash to the operational log, a
 // copy kept outside the audit file against which its end can be checked.
 func (s *sink) logHead(msg string) {
+	s.reported = s.seq
 	if s.chain {
 		s.log.Info(msg, "sink", s.name, "seq", s.seq, "last_hash", s.prev)
 	} else {
 		s.log.Info(msg, "sink", s.name)
+	}
+}
+
+// logHeads writes the chain's head to the operational log every
+// headInterval, when it moved since it was last written, until the sink is
+// closed.
+func (s *sink) logHeads() {
+	t := time.NewTicker(s.headInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			s.mu.Lock()
+			if s.seq != s.reported {
+				s.logHead("audit chain head")
+			}
+			s.mu.Unlock()
+		}
 	}
 }
 
@@ -270,6 +301,7 @@ func (s *sink) resume() error {
 			"found", end.damage, "last_seq", end.lastSeq, "last_hash", end.lastHash)
 	case end.hasLast:
 		s.seq, s.prev, s.mark = end.lastSeq, end.lastHash, chainContinued
+		s.reported = s.seq // the head the last run wrote at its close
 	}
 	return nil
 }

@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"compress/gzip"
 	"errors"
+	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/popproxy/popproxy/audit"
 	"github.com/popproxy/popproxy/proxy"
@@ -142,5 +145,53 @@ func TestAuditVerifyStdin(t *testing.T) {
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "-: line 1: not a JSON record\n") {
 		t.Errorf("verify with a bad stdin: %v\n%s", err, out)
+	}
+}
+
+// TestFailedStartShowsTheError runs popproxy with a listener whose port is
+// taken: the audit log was opened, but its closing must not come before the
+// error the admin needs to read.
+func TestFailedStartShowsTheError(t *testing.T) {
+	bin := buildBinary(t)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	auditPath := filepath.Join(t.TempDir(), "audit.jsonl")
+	cfg := writeConfig(t, "listeners: [{name: pop3, address: "+busy.Addr().String()+"}]\nupstream: {address: 127.0.0.1:9}\n"+
+		"audit: {output: "+auditPath+", chain: true}\n")
+	out, err := exec.Command(bin, "-config", cfg).CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "address already in use") ||
+		strings.Contains(string(out), "audit log closed") {
+		t.Errorf("failed start: %v\n%s", err, out)
+	}
+}
+
+// TestChainHeadLogged runs popproxy with a chained audit file and checks that
+// the chain's head reaches the operational log at the checkpoint interval.
+func TestChainHeadLogged(t *testing.T) {
+	bin := buildBinary(t)
+	drop := startDrop(t, map[string]string{"u": "p"})
+	addr := freeAddr(t)
+	auditPath := filepath.Join(t.TempDir(), "audit.jsonl")
+	cfg := writeConfig(t, "listeners: [{name: pop3, address: "+addr+"}]\nupstream: {address: "+drop+"}\n"+
+		"audit: {output: "+auditPath+", chain: true, checkpoint: 100ms}\n")
+	cmd := startBinary(t, bin, cfg, addr) // its probe connection is a session
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var v audit.Verifier
+		f, _ := os.Open(auditPath)
+		res, _ := v.File(auditPath, f)
+		f.Close()
+		head := fmt.Sprintf(`"sink":"%s","seq":%d,"last_hash":"%s",`, auditPath, res.Seq, res.Hash)
+		for line := range strings.Lines(cmd.Stderr.(*syncBuffer).String()) {
+			if res.Records > 0 && strings.Contains(line, head) && strings.Contains(line, `"message":"audit chain head"`) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("operational log lacks the head %s:\n%s", head, cmd.Stderr)
+		}
 	}
 }

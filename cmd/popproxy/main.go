@@ -237,7 +237,7 @@ func serverOptions(cfg *config.Config, auditor proxy.Auditor, logger *slog.Logge
 // openAudit opens the audit destination: stdout, syslog, or a file appended
 // to and readable by its owner only.
 func openAudit(cfg config.Audit, logger *slog.Logger) (*audit.Log, error) {
-	opts := audit.Options{Chain: cfg.Chain, Logger: logger}
+	opts := audit.Options{Chain: cfg.Chain, Logger: logger, HeadInterval: cfg.Checkpoint}
 	switch cfg.Output {
 	case "stdout":
 		return audit.New(os.Stdout, opts), nil

@@ -215,7 +215,8 @@ type Audit struct {
 	// LIST n) before relaying a RETR, TOP or DELE the client did not list
 	// first.
 	ResolveUIDs bool `yaml:"resolve_uids"`
-	// Checkpoint is how often long sessions are summarised; 0 means never.
+	// Checkpoint is how often long sessions are summarised and, with Chain,
+	// the chain head is written to the operational log; 0 means never.
 	Checkpoint time.Duration `yaml:"checkpoint"`
 	// OnFailure is "close" (refuse sessions while the audit trail cannot
 	// be written) or "continue".
