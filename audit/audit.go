@@ -129,8 +129,10 @@ type Options struct {
 	// Chain makes the log tamper-evident: each record carries "seq" and
 	// "prev", the SHA-256 of the previous record's line, checked by Verify.
 	// The first record of a chain also has "chain":"start"; the first one
-	// written after Reopen, or after OpenFile found a chained file,
-	// "chain":"continued".
+	// written after Reopen, or after OpenFile found a file ending with a
+	// chained record, "chain":"continued". If OpenFile finds the end of the
+	// file damaged, a new chain begins with a chain.start record saying what
+	// it found.
 	Chain bool
 	// Logger is the operational log, where sink failures are reported (never
 	// the audit stream). If nil, slog.Default() is used.
