@@ -42,6 +42,11 @@ const (
 	EventPolicy       = "policy"
 	EventCheckpoint   = "session.checkpoint"
 	EventSessionClose = "session.close"
+	// EventTooLarge stands in for a record longer than MaxRecord.
+	EventTooLarge = "record.too_large"
+	// EventChainStart begins a new chain segment where OpenFile found the
+	// end of the file damaged, and says what it found.
+	EventChainStart = "chain.start"
 )
 
 // Field names of records; docs/audit.md describes each one.
@@ -83,6 +88,7 @@ const (
 	keyKey    = "key"
 	keyValue  = "value"
 	keyCount  = "count"
+	keyStart  = "start"
 
 	keyBytesIn       = "bytes_in"
 	keyBytesOut      = "bytes_out"
@@ -90,6 +96,9 @@ const (
 	keyTop           = "top"
 	keyDele          = "dele"
 	keyMarked        = "marked"
+	keyMarkedOmitted = "marked_omitted"
+	keyUIDLs         = "uidls"
+	keyUIDLsOmitted  = "uidls_omitted"
 	keyLoggedIn      = "logged_in"
 	keyCommitted     = "committed"
 	keyCommitUnknown = "commit_unknown"
@@ -98,6 +107,10 @@ const (
 	keySeq   = "seq"
 	keyPrev  = "prev"
 	keyChain = "chain"
+
+	keyFound    = "found"
+	keyLastSeq  = "last_seq"
+	keyLastHash = "last_hash"
 )
 
 // TimeFormat is the layout of the "time" field: RFC 3339 in UTC, with
@@ -116,12 +129,20 @@ type Options struct {
 	// Chain makes the log tamper-evident: each record carries "seq" and
 	// "prev", the SHA-256 of the previous record's line, checked by Verify.
 	// The first record of a chain also has "chain":"start"; the first one
-	// written after Reopen, or after OpenFile found a chained file,
-	// "chain":"continued".
+	// written after Reopen, or after OpenFile found a file ending with a
+	// chained record, "chain":"continued". If OpenFile finds the end of the
+	// file damaged, a new chain begins with a chain.start record saying what
+	// it found.
 	Chain bool
 	// Logger is the operational log, where sink failures are reported (never
 	// the audit stream). If nil, slog.Default() is used.
 	Logger *slog.Logger
+	// HeadInterval, with Chain, is how often the chain's head (the seq and
+	// hash of the last record) is written to Logger, if it moved since it
+	// was last written: a copy outside the audit file, against which the
+	// end of the file can be checked. Reopen and Close write it too. If 0,
+	// only they do.
+	HeadInterval time.Duration
 }
 
 // Log is an audit log. Its methods are safe for concurrent use.
@@ -149,6 +170,9 @@ func New(w io.Writer, opts Options) *Log {
 }
 
 func newLog(s *sink) *Log {
+	if s.chain && s.headInterval > 0 {
+		go s.logHeads()
+	}
 	return &Log{zl: zerolog.New(s), sink: s, sessions: make(map[string]peer)}
 }
 
@@ -159,7 +183,10 @@ func newLog(s *sink) *Log {
 func (l *Log) Reopen() error { return l.sink.reopen() }
 
 // Close closes the file or syslog connection. Records are not buffered, so
-// nothing is lost. Events after Close fail with ErrClosed.
+// nothing is lost. Events after Close fail with ErrClosed. If a record was
+// written since the Log was opened, Close writes the chain's head to the
+// operational log; a Log closed unused, as after a failed start, says
+// nothing.
 func (l *Log) Close() error { return l.sink.close() }
 
 // Err returns the error of the last failed write, or nil once a later write
@@ -169,16 +196,14 @@ func (l *Log) Err() error { return l.sink.error() }
 // Failures returns the number of records that could not be written.
 func (l *Log) Failures() int64 { return l.sink.failureCount() }
 
-// event starts a record with the fields every record has. The time comes from
-// zerolog.TimestampFunc but is formatted here, so that the audit schema does
-// not depend on zerolog's global formats.
+// event starts a record with the fields every record has.
 func (l *Log) event(name, id string) *zerolog.Event {
 	ev := l.zl.Log()
 	if ev == nil {
 		l.sink.fail(errDisabled)
 		return nil
 	}
-	ev.Str(keyTime, zerolog.TimestampFunc().UTC().Format(TimeFormat)).Str(keyEvent, name).Str(keySession, id)
+	ev.Str(keyTime, now()).Str(keyEvent, name).Str(keySession, id)
 	l.mu.Lock()
 	p, ok := l.sessions[id]
 	l.mu.Unlock()
@@ -224,22 +249,20 @@ func (l *Log) Auth(id string, e proxy.AuthEvent) {
 	ev.Send()
 }
 
-// Command records one TRANSACTION command. For RETR and TOP it adds what is
-// known of the message: size (unless negative), uidl and message_id (unless
-// empty). "incomplete" appears only when true.
+// Command records one TRANSACTION command, with what is known of the
+// message it names (RETR, TOP, DELE): size (unless negative), uidl and
+// message_id (unless empty). "incomplete" appears only when true.
 func (l *Log) Command(id string, e proxy.CommandEvent) {
 	ev := l.event(EventCommand, id).Str(keyVerb, e.Verb).Strs(keyArgs, e.Args).Bool(keyOK, e.OK).
 		Int64(keyOctets, e.Octets).Float64(keyDuration, ms(e.Duration))
-	if e.Verb == "RETR" || e.Verb == "TOP" {
-		if e.Size >= 0 {
-			ev.Int64(keySize, e.Size)
-		}
-		if e.UIDL != "" {
-			ev.Str(keyUIDL, e.UIDL)
-		}
-		if e.MessageID != "" {
-			ev.Str(keyMessageID, e.MessageID)
-		}
+	if e.Size >= 0 {
+		ev.Int64(keySize, e.Size)
+	}
+	if e.UIDL != "" {
+		ev.Str(keyUIDL, e.UIDL)
+	}
+	if e.MessageID != "" {
+		ev.Str(keyMessageID, e.MessageID)
 	}
 	if e.Incomplete {
 		ev.Bool(keyIncomplete, true)
@@ -280,12 +303,20 @@ func (l *Log) Checkpoint(id string, c proxy.Counters) {
 	counters(l.event(EventCheckpoint, id), c).Send()
 }
 
-// SessionClose records the end of a session: its totals and whether its
-// deletions were committed: true, false, or null with "commit_unknown" saying
-// why nobody knows. It forgets the session's listener and client.
+// SessionClose records the end of a session: its totals, the unique ids of
+// the marked messages where known, and whether its deletions were committed:
+// true, false, or null with "commit_unknown" saying why nobody knows. It
+// forgets the session's listener and client.
 func (l *Log) SessionClose(id string, e proxy.CloseEvent) {
 	ev := l.event(EventSessionClose, id).Str(keyReason, e.Reason).Str(keyUser, e.User).Bool(keyLoggedIn, e.LoggedIn)
 	counters(ev, e.Counters)
+	if len(e.UIDLs) > 0 {
+		uidls, omitted := uidlDict(e.UIDLs)
+		ev.Dict(keyUIDLs, uidls)
+		if omitted > 0 {
+			ev.Int(keyUIDLsOmitted, omitted)
+		}
+	}
 	if e.CommitUnknown != "" {
 		ev.Interface(keyCommitted, nil).Str(keyCommitUnknown, e.CommitUnknown)
 	} else {
@@ -297,14 +328,21 @@ func (l *Log) SessionClose(id string, e proxy.CloseEvent) {
 	l.mu.Unlock()
 }
 
-// counters adds a session's totals; marked is [] rather than null when empty.
+// counters adds a session's totals, the marked messages as ranges.
 func counters(ev *zerolog.Event, c proxy.Counters) *zerolog.Event {
-	marked := c.Marked
-	if marked == nil {
-		marked = []int{}
+	marked, omitted := markedRanges(c.Marked)
+	ev.Float64(keyDuration, ms(c.Duration)).Int64(keyBytesIn, c.BytesIn).Int64(keyBytesOut, c.BytesOut).
+		Int(keyRetr, c.Retr).Int(keyTop, c.Top).Int(keyDele, c.Dele).Str(keyMarked, marked)
+	if omitted > 0 {
+		ev.Int(keyMarkedOmitted, omitted)
 	}
-	return ev.Float64(keyDuration, ms(c.Duration)).Int64(keyBytesIn, c.BytesIn).Int64(keyBytesOut, c.BytesOut).
-		Int(keyRetr, c.Retr).Int(keyTop, c.Top).Int(keyDele, c.Dele).Ints(keyMarked, marked)
+	return ev
+}
+
+// now is the time of a record, from zerolog.TimestampFunc but formatted
+// here, so that the audit schema does not depend on zerolog's global formats.
+func now() string {
+	return zerolog.TimestampFunc().UTC().Format(TimeFormat)
 }
 
 // ms is d in milliseconds, whatever zerolog.DurationFieldUnit says.

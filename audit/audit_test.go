@@ -60,7 +60,7 @@ func sampleSession(l *Log) {
 	l.Command(sid, proxy.CommandEvent{Verb: "TOP", Args: []string{"2", "0"}, OK: true, Octets: 812,
 		Duration: 3 * time.Millisecond, Size: -1})
 	l.Command(sid, proxy.CommandEvent{Verb: "DELE", Args: []string{"1"}, OK: true, Octets: 22,
-		Duration: 2 * time.Millisecond, Size: -1})
+		Duration: 2 * time.Millisecond, Size: 2703, UIDL: "00000001575f2ea1", MessageID: "<20261126.1234@example.com>"})
 	l.Policy(sid, proxy.PolicyEvent{Rule: "wrong_state", Verb: "PASS", Detail: "already logged in"})
 	l.Policy(sid, proxy.PolicyEvent{Rule: "limit.retr_per_session", Verb: "RETR", Detail: "too many messages",
 		Key: "alice", Value: 500})
@@ -71,6 +71,7 @@ func sampleSession(l *Log) {
 	l.SessionClose(sid, proxy.CloseEvent{
 		Counters: proxy.Counters{Duration: 630250 * time.Millisecond, BytesIn: 134, BytesOut: 7708, Retr: 2,
 			Top: 1, Dele: 1, Marked: []int{1}},
+		UIDLs:  map[int]string{1: "00000001575f2ea1"},
 		Reason: "upstream_failed", User: "alice", LoggedIn: true, Incomplete: true,
 	})
 	// Connections refused before they became sessions, summarised.
@@ -82,6 +83,23 @@ func sampleSession(l *Log) {
 		Counters: proxy.Counters{Duration: 2 * time.Second, BytesIn: 30, BytesOut: 90, Dele: 1, Marked: []int{2}},
 		Reason:   "upstream_failed", User: "bob", LoggedIn: true,
 		CommitUnknown: "QUIT sent, but the server's answer was lost",
+	})
+	// A session whose deletions were committed: messages named by number and
+	// by unique id, one of them unknown to the session.
+	const sid3 = "3e8d5a7c9b1f2460"
+	l.SessionOpen(proxy.SessionInfo{ID: sid3, Listener: "pop3s", Client: netip.MustParseAddrPort("[2001:db8::5]:50220"),
+		Local: netip.MustParseAddrPort("[2001:db8::1]:995")})
+	l.SessionClose(sid3, proxy.CloseEvent{
+		Counters: proxy.Counters{Duration: 4 * time.Second, BytesIn: 60, BytesOut: 9120, Retr: 3, Dele: 6, Marked: []int{3, 1, 2, 6, 5, 9}},
+		UIDLs:    map[int]string{1: "00000001575f2ea1", 3: "00000003575f2ea1"},
+		Reason:   "quit", User: "carol", LoggedIn: true, Committed: true,
+	})
+	// A session that never logged in names the last user it tried.
+	const sid4 = "7b2e4f6a8c0d1e35"
+	l.SessionOpen(proxy.SessionInfo{ID: sid4, Listener: "pop3", Client: netip.MustParseAddrPort("203.0.113.9:61000")})
+	l.SessionClose(sid4, proxy.CloseEvent{
+		Counters: proxy.Counters{Duration: 9 * time.Second, BytesIn: 90, BytesOut: 210},
+		Reason:   "too_many_errors", User: "root",
 	})
 }
 
@@ -130,8 +148,8 @@ func TestChainedGolden(t *testing.T) {
 	l := New(&buf, Options{Chain: true})
 	sampleSession(l)
 	golden(t, "chained.golden", buf.Bytes())
-	if n, err := Verify(bytes.NewReader(buf.Bytes())); err != nil || n != 18 {
-		t.Errorf("Verify = %d, %v; want 18 records", n, err)
+	if n, err := Verify(bytes.NewReader(buf.Bytes())); err != nil || n != 22 {
+		t.Errorf("Verify = %d, %v; want 22 records", n, err)
 	}
 }
 
@@ -358,8 +376,9 @@ func TestCloseWriter(t *testing.T) {
 	}
 }
 
-// TestDocExamples checks that docs/audit.md shows every golden record, and
-// the first two chained ones, so that the schema page cannot go stale.
+// TestDocExamples checks that docs/audit.md shows every golden record, the
+// first two chained ones and a chain.start, so that the schema page cannot
+// go stale.
 func TestDocExamples(t *testing.T) {
 	doc, err := os.ReadFile("../docs/audit.md")
 	if err != nil {
@@ -367,7 +386,9 @@ func TestDocExamples(t *testing.T) {
 	}
 	events, _ := os.ReadFile("testdata/events.golden")
 	chained, _ := os.ReadFile("testdata/chained.golden")
+	restart, _ := os.ReadFile("testdata/restart.golden")
 	want := append(strings.Split(strings.TrimSpace(string(events)), "\n"), strings.Split(string(chained), "\n")[:2]...)
+	want = append(want, strings.Split(string(restart), "\n")[2])
 	for _, line := range want {
 		if !bytes.Contains(doc, []byte("```json\n"+line+"\n```")) {
 			t.Errorf("docs/audit.md lacks the example\n%s\n(regenerate it from testdata/*.golden)", line)

@@ -100,17 +100,18 @@ type tally struct {
 // add counts one record, and reports whether it was JSON.
 func (t *tally) add(line []byte) bool {
 	var rec struct {
-		Event     string `json:"event"`
-		Session   string `json:"session"`
-		Client    string `json:"client"`
-		User      string `json:"user"`
-		OK        bool   `json:"ok"`
-		LoggedIn  bool   `json:"logged_in"`
-		Retr      int    `json:"retr"`
-		Top       int    `json:"top"`
-		Marked    []int  `json:"marked"`
-		Committed *bool  `json:"committed"` // null: unknown
-		BytesOut  int64  `json:"bytes_out"`
+		Event     string          `json:"event"`
+		Session   string          `json:"session"`
+		Client    string          `json:"client"`
+		User      string          `json:"user"`
+		OK        bool            `json:"ok"`
+		LoggedIn  bool            `json:"logged_in"`
+		Retr      int             `json:"retr"`
+		Top       int             `json:"top"`
+		Marked    json.RawMessage `json:"marked"`
+		Omitted   int             `json:"marked_omitted"`
+		Committed *bool           `json:"committed"` // null: unknown
+		BytesOut  int64           `json:"bytes_out"`
 	}
 	if json.Unmarshal(line, &rec) != nil {
 		return false
@@ -132,17 +133,30 @@ func (t *tally) add(line []byte) bool {
 		u.retr += rec.Retr
 		u.top += rec.Top
 		u.bytesOut += rec.BytesOut
+		marked := markedCount(rec.Marked) + rec.Omitted
 		switch {
 		case rec.Committed == nil:
-			t.unknown += len(rec.Marked)
+			t.unknown += marked
 		case *rec.Committed:
-			u.deleted += len(rec.Marked)
+			u.deleted += marked
 		default:
-			u.uncommitted += len(rec.Marked)
+			u.uncommitted += marked
 		}
 		u.addClient(rec.Client)
 	}
 	return true
+}
+
+// markedCount is how many messages a record's "marked" names: ranges, as
+// popproxy writes them, or an array of numbers, as its first versions did.
+func markedCount(marked json.RawMessage) int {
+	var ranges string
+	if json.Unmarshal(marked, &ranges) == nil {
+		return max(countRanges(ranges), 0)
+	}
+	var nums []int
+	json.Unmarshal(marked, &nums)
+	return len(nums)
 }
 
 func (t *tally) user(name string) *userStats {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"time"
 )
 
 // Values of the "chain" field, on the first record of a chain or of a file.
@@ -19,36 +20,39 @@ const (
 	chainContinued = "continued" // prev is the last record of an earlier file or run
 )
 
-// maxTail is how much of an existing file OpenFile reads to find its last
-// record; far more than the longest record.
-const maxTail = 1 << 20
-
 // sink is the writer under the zerolog logger. It receives one whole record
 // per Write, serialises the writes, adds the hash chain, and keeps track of
 // failures. It never returns an error to zerolog, which would print one line
 // to stderr per lost record.
 type sink struct {
-	name  string // what the operational log calls the sink: its path, "syslog" or "writer"
-	path  string // for Reopen; "" if not a file
-	chain bool
-	log   *slog.Logger
+	name         string // what the operational log calls the sink: its path, "syslog" or "writer"
+	path         string // for Reopen; "" if not a file
+	chain        bool
+	log          *slog.Logger
+	headInterval time.Duration
+	stop         chan struct{} // closed by close, ends logHeads
 
-	mu       sync.Mutex
-	w        io.Writer
-	c        io.Closer // nil for New's writer, which belongs to the caller
-	closed   bool
-	buf      []byte
-	partial  bool   // the destination ends in the middle of a line
-	seq      uint64 // of the last record, written or lost
-	prev     string // hex SHA-256 of the last record written
-	mark     string // chain field of the next record, if any
-	err      error  // of the last write, if it failed
+	mu      sync.Mutex
+	w       io.Writer
+	c       io.Closer // nil for New's writer, which belongs to the caller
+	closed  bool
+	buf     []byte
+	partial bool   // the destination ends in the middle of a line
+	seq     uint64 // of the last record, written or lost
+	prev    string // hex SHA-256 of the last record written
+	mark    string // chain field of the next record, if any
+	// pending is a chain.start record to write before the next one, which
+	// begins a new segment of the chain in a file whose end was damaged.
+	pending  []byte
+	err      error // of the last write, if it failed
 	failures int64
-	streak   int64 // failures since the last success
+	streak   int64  // failures since the last success
+	used     bool   // a record was written or lost since the sink was opened
+	reported uint64 // the seq of the head last written to the operational log
 }
 
 func newSink(w io.Writer, name string, opts Options) *sink {
-	s := &sink{w: w, name: name, chain: opts.Chain, log: opts.Logger}
+	s := &sink{w: w, name: name, chain: opts.Chain, log: opts.Logger, headInterval: opts.HeadInterval, stop: make(chan struct{})}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -60,30 +64,27 @@ func newSink(w io.Writer, name string, opts Options) *sink {
 
 // Write writes the record p, one zerolog event ending in "}\n". With the chain
 // on, it inserts `,"seq":N,"prev":"…"` (and the chain marker, if due) before
-// the final "}".
+// the final "}", after a pending chain.start record, written with it.
 func (s *sink) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.used = true
 	b := s.buf[:0]
 	if s.partial {
 		// Leave the fragment of a failed write on a line of its own.
 		b = append(b, '\n')
 	}
-	start := len(b)
+	if len(p)+maxChainFields > MaxRecord {
+		p = tooLarge(p)
+	}
+	prev := s.prev
 	if s.chain && bytes.HasSuffix(p, []byte("}\n")) {
-		s.seq++
-		b = append(b, p[:len(p)-2]...)
-		b = append(b, `,"`+keySeq+`":`...)
-		b = strconv.AppendUint(b, s.seq, 10)
-		b = append(b, `,"`+keyPrev+`":"`...)
-		b = append(b, s.prev...)
-		b = append(b, '"')
-		if s.mark != "" {
-			b = append(b, `,"`+keyChain+`":"`...)
-			b = append(b, s.mark...)
-			b = append(b, '"')
+		mark := s.mark
+		if s.pending != nil {
+			b, prev = s.appendChained(b, s.pending, prev, mark)
+			mark = ""
 		}
-		b = append(b, "}\n"...)
+		b, prev = s.appendChained(b, p, prev, mark)
 	} else {
 		b = append(b, p...)
 	}
@@ -98,12 +99,62 @@ func (s *sink) Write(p []byte) (int, error) {
 		s.partial = b[n-1] != '\n'
 	}
 	if err == nil && s.chain {
-		sum := sha256.Sum256(b[start : len(b)-1])
-		s.prev = hex.EncodeToString(sum[:])
-		s.mark = ""
+		s.prev, s.mark, s.pending = prev, "", nil
 	}
 	s.account(err)
 	return len(p), nil
+}
+
+// appendChained appends the record rec with the chain's fields: the next
+// seq, prev and, if not empty, the chain marker. It returns the hex SHA-256
+// of the line, the prev of the record after it.
+func (s *sink) appendChained(b, rec []byte, prev, mark string) ([]byte, string) {
+	s.seq++
+	start := len(b)
+	b = append(b, rec[:len(rec)-2]...)
+	b = append(b, `,"`+keySeq+`":`...)
+	b = strconv.AppendUint(b, s.seq, 10)
+	b = append(b, `,"`+keyPrev+`":"`...)
+	b = append(b, prev...)
+	b = append(b, '"')
+	if mark != "" {
+		b = append(b, `,"`+keyChain+`":"`...)
+		b = append(b, mark...)
+		b = append(b, '"')
+	}
+	b = append(b, "}\n"...)
+	sum := sha256.Sum256(b[start : len(b)-1])
+	return b, hex.EncodeToString(sum[:])
+}
+
+// maxChainFields is the most the chain adds to a record:
+// ,"seq":N,"prev":"<64 hex digits>","chain":"continued".
+const maxChainFields = 128
+
+// tooLargeStart is how much of a record longer than MaxRecord its stand-in
+// keeps: enough for its time, event and session.
+const tooLargeStart = 512
+
+// tooLarge returns the record that stands in for p, which is longer than
+// MaxRecord: its size and its start. No event popproxy records comes near
+// the bound, so only configured names of absurd length can cause this.
+func tooLarge(p []byte) []byte {
+	start, _ := json.Marshal(string(p[:min(len(p), tooLargeStart)]))
+	return fmt.Appendf(nil, `{"%s":"%s","%s":"%s","%s":"","%s":%d,"%s":%s}`+"\n",
+		keyTime, now(), keyEvent, EventTooLarge, keySession, keySize, len(p), keyStart, start)
+}
+
+// chainStartRecord is the chain.start record that begins a new segment of
+// the chain after the damaged end of a file: what was found there, and the
+// last whole chained record before it, if any.
+func chainStartRecord(end fileEnd) []byte {
+	found, _ := json.Marshal(end.damage)
+	b := fmt.Appendf(nil, `{"%s":"%s","%s":"%s","%s":"","%s":%s`,
+		keyTime, now(), keyEvent, EventChainStart, keySession, keyFound, found)
+	if end.hasLast {
+		b = fmt.Appendf(b, `,"%s":%d,"%s":"%s"`, keyLastSeq, end.lastSeq, keyLastHash, end.lastHash)
+	}
+	return append(b, "}\n"...)
 }
 
 // fail records a record lost before it reached Write. Like a failed write,
@@ -111,6 +162,7 @@ func (s *sink) Write(p []byte) (int, error) {
 func (s *sink) fail(err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.used = true
 	if s.chain {
 		s.seq++
 	}
@@ -157,7 +209,7 @@ func (s *sink) reopen() error {
 	if err != nil {
 		return fmt.Errorf("audit: reopen: %w", err)
 	}
-	_, partial, err := lastLine(s.path)
+	end, err := readEnd(s.path)
 	if err != nil {
 		f.Close()
 		return fmt.Errorf("audit: reopen: %w", err)
@@ -169,7 +221,7 @@ func (s *sink) reopen() error {
 		return ErrClosed
 	}
 	old := s.c
-	s.w, s.c, s.partial = f, f, partial
+	s.w, s.c, s.partial = f, f, end.partial > 0
 	if s.chain && s.prev != "" {
 		s.mark = chainContinued
 	}
@@ -188,8 +240,11 @@ func (s *sink) close() error {
 		return nil
 	}
 	s.closed = true
+	close(s.stop)
 	c := s.c
-	s.logHead("audit log closed")
+	if s.used {
+		s.logHead("audit log closed")
+	}
 	s.mu.Unlock()
 	if c == nil {
 		return nil
@@ -200,6 +255,7 @@ func (s *sink) close() error {
 // logHead writes the chain's last seq and hash to the operational log, a
 // copy kept outside the audit file against which its end can be checked.
 func (s *sink) logHead(msg string) {
+	s.reported = s.seq
 	if s.chain {
 		s.log.Info(msg, "sink", s.name, "seq", s.seq, "last_hash", s.prev)
 	} else {
@@ -207,56 +263,47 @@ func (s *sink) logHead(msg string) {
 	}
 }
 
-// resume continues the chain of the file at s.path, if its last line is a
-// chained record.
+// logHeads writes the chain's head to the operational log every
+// headInterval, when it moved since it was last written, until the sink is
+// closed.
+func (s *sink) logHeads() {
+	t := time.NewTicker(s.headInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			s.mu.Lock()
+			if s.seq != s.reported {
+				s.logHead("audit chain head")
+			}
+			s.mu.Unlock()
+		}
+	}
+}
+
+// resume continues the chain of the file at s.path from its last record or,
+// if its end is damaged (a record cut short by a crash or by truncation, a
+// line that is not a chained record), starts a new segment with a
+// chain.start record saying what it found.
 func (s *sink) resume() error {
-	line, partial, err := lastLine(s.path)
+	end, err := readEnd(s.path)
 	if err != nil {
 		return err
 	}
-	s.partial = partial
-	var rec struct {
-		Seq *uint64 `json:"seq"`
-	}
-	if s.chain && line != nil && json.Unmarshal(line, &rec) == nil && rec.Seq != nil {
-		sum := sha256.Sum256(line)
-		s.seq, s.prev, s.mark = *rec.Seq, hex.EncodeToString(sum[:]), chainContinued
+	s.partial = end.partial > 0
+	switch {
+	case !s.chain:
+	case end.damage != "":
+		s.pending = chainStartRecord(end)
+		s.log.Warn("audit file ends damaged: a new chain segment starts", "sink", s.name,
+			"found", end.damage, "last_seq", end.lastSeq, "last_hash", end.lastHash)
+	case end.hasLast:
+		s.seq, s.prev, s.mark = end.lastSeq, end.lastHash, chainContinued
+		s.reported = s.seq // the head the last run wrote at its close
 	}
 	return nil
-}
-
-// lastLine returns the last complete line of the file at path, without its
-// newline (nil if there is none within maxTail), and whether the file ends
-// with a fragment after it.
-func lastLine(path string) (line []byte, partial bool, err error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, false, err
-	}
-	defer f.Close()
-	info, err := f.Stat()
-	if err != nil {
-		return nil, false, err
-	}
-	off := max(info.Size()-maxTail, 0)
-	buf := make([]byte, info.Size()-off)
-	if _, err := f.ReadAt(buf, off); err != nil && err != io.EOF {
-		return nil, false, err
-	}
-	if len(buf) == 0 {
-		return nil, false, nil
-	}
-	partial = buf[len(buf)-1] != '\n'
-	end := bytes.LastIndexByte(buf, '\n')
-	if end < 0 {
-		return nil, partial, nil
-	}
-	buf = buf[:end]
-	begin := bytes.LastIndexByte(buf, '\n')
-	if begin < 0 && off > 0 {
-		return nil, partial, nil // longer than maxTail
-	}
-	return buf[begin+1:], partial, nil
 }
 
 // openAppend opens path for appending, creating it readable by its owner

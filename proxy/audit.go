@@ -69,13 +69,14 @@ type CommandEvent struct {
 	OK       bool
 	Octets   int64 // response octets relayed to the client, status line included
 	Duration time.Duration
-	// For RETR and TOP: the message's size in octets as the server reported
-	// it (in the +OK line, an earlier LIST or, with Options.ResolveUIDs, LIST
-	// n asked of the server), else for a RETR relayed whole as measured from
-	// the body without dot-stuffing, or -1 if unknown; its unique id,
-	// if known (from the client's own UIDL or, with Options.ResolveUIDs, asked
-	// of the server); and its Message-ID header, read from the stream as it
-	// passed. Empty when unknown.
+	// For RETR, TOP and DELE: the message's size in octets as the server
+	// reported it (in the +OK line, an earlier LIST or, with
+	// Options.ResolveUIDs, LIST n asked of the server), else for a RETR
+	// relayed whole as measured from the body without dot-stuffing, or -1 if
+	// unknown; its unique id, if known (from the client's own UIDL or, with
+	// Options.ResolveUIDs, asked of the server); and its Message-ID header,
+	// read from the stream as it passed in this or an earlier RETR or TOP of
+	// the session. Empty when unknown.
 	Size      int64
 	UIDL      string
 	MessageID string
@@ -113,7 +114,12 @@ type Counters struct {
 // CloseEvent ends every session exactly once, however it ended.
 type CloseEvent struct {
 	Counters
-	Reason    string
+	// UIDLs maps the messages in Marked to their unique ids, where the
+	// session knew them; nil if it knew none.
+	UIDLs  map[int]string
+	Reason string
+	// User is the logged-in user or, if the session never logged in, the
+	// last user whose login was tried; empty if none was.
 	User      string
 	LoggedIn  bool
 	Committed bool // QUIT reached UPDATE with +OK, so Marked were deleted

@@ -2,6 +2,8 @@ package proxy_test
 
 import (
 	"errors"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -85,6 +87,78 @@ func TestAuditSizeOfCutRetr(t *testing.T) {
 	rec.waitClose(t)
 	if retr := rec.commands("RETR"); len(retr) != 1 || !retr[0].Incomplete || retr[0].Size != -1 {
 		t.Errorf("RETR events %+v, want one incomplete without size", retr)
+	}
+}
+
+// TestAuditDeleNamesMessage checks that DELE events name the message by its
+// UIDL from the client's own listing and by the Message-ID the session saw in
+// an earlier RETR, and that the close record names the committed messages.
+func TestAuditDeleNamesMessage(t *testing.T) {
+	up := startMaildrop(t)
+	addr, _, rec := startProxy(t, up.Addr().String(), nil)
+	c := dial(t, addr)
+	c.login("alice", "secret")
+	uid1 := strings.Fields(c.cmd("UIDL 1", "+OK*"))[2]
+	c.cmd("RETR 1", "+OK*")
+	c.body()
+	c.cmd("DELE 1", "+OK*")
+	c.cmd("DELE 3", "+OK*") // never listed nor retrieved: no uidl, no Message-ID
+	c.cmd("QUIT", "+OK*")
+	ev := rec.waitClose(t)
+
+	dele := rec.commands("DELE")
+	if len(dele) != 2 {
+		t.Fatalf("DELE events %+v", dele)
+	}
+	if d := dele[0]; d.UIDL != uid1 || d.MessageID != "<1@test>" || d.Size != int64(len(sampleMessages[0].Data)) {
+		t.Errorf("DELE 1 event %+v, want uidl %s, Message-ID <1@test>", d, uid1)
+	}
+	if d := dele[1]; d.UIDL != "" || d.MessageID != "" {
+		t.Errorf("DELE 3 event %+v names a message the session did not know", d)
+	}
+	if !ev.Committed || !slices.Equal(ev.Marked, []int{1, 3}) || !maps.Equal(ev.UIDLs, map[int]string{1: uid1}) {
+		t.Errorf("close event %+v", ev)
+	}
+}
+
+// TestResolveUIDsBeforeDele checks that with ResolveUIDs the proxy asks
+// UIDL n before relaying DELE n of a message the client never listed.
+func TestResolveUIDsBeforeDele(t *testing.T) {
+	up := startMaildrop(t)
+	addr, _, rec := startProxy(t, up.Addr().String(), func(o *proxy.Options) { o.ResolveUIDs = true })
+	c := dial(t, addr)
+	c.login("alice", "secret")
+	c.cmd("DELE 2", "+OK*")
+	c.cmd("RSET", "+OK*")
+	c.cmd("DELE 2", "+OK*") // known now: no second UIDL or LIST
+	c.conn.Close()          // no QUIT: nothing committed
+	ev := rec.waitClose(t)
+	if got := up.received(); !strings.Contains(got, "UIDL 2\r\nLIST 2\r\nDELE 2\r\nRSET\r\nDELE 2\r\n") {
+		t.Errorf("upstream received %q", got)
+	}
+	dele := rec.commands("DELE")
+	if len(dele) != 2 || dele[0].UIDL == "" || dele[1].UIDL != dele[0].UIDL {
+		t.Errorf("DELE events %+v", dele)
+	}
+	if ev.Committed || !maps.Equal(ev.UIDLs, map[int]string{2: dele[0].UIDL}) {
+		t.Errorf("close event %+v", ev)
+	}
+}
+
+// TestCloseNamesLastUserTried checks that a session that never logged in
+// names, in its close record, the last user whose login it tried.
+func TestCloseNamesLastUserTried(t *testing.T) {
+	up := startMaildrop(t)
+	addr, _, rec := startProxy(t, up.Addr().String(), nil)
+	c := dial(t, addr)
+	c.cmd("USER alice", "+OK*")
+	c.cmd("PASS wrong", "-ERR*")
+	c.cmd("USER bob", "+OK*")
+	c.cmd("PASS wrong", "-ERR*")
+	c.cmd("USER carol", "+OK*") // no PASS: never tried
+	c.cmd("QUIT", "+OK*")
+	if ev := rec.waitClose(t); ev.User != "bob" || ev.LoggedIn {
+		t.Errorf("close event %+v, want user bob, not logged in", ev)
 	}
 }
 

@@ -179,6 +179,7 @@ func (s *session) login(c credentials) error {
 	}
 	ev := AuthEvent{User: c.user, Authzid: c.authzid, Mechanism: c.mech}
 	clientUser := c.user
+	s.user = clientUser // for the close record, even if this login fails
 	if r := s.addressBlocked(); r != nil {
 		return s.refuseLogin(ev, r)
 	}
@@ -282,7 +283,6 @@ func (s *session) login(c credentials) error {
 	s.setUpstream(u)
 	s.state = stateTransaction
 	s.lastCheckpoint = time.Now()
-	s.user = clientUser
 	s.startTransactionLimits()
 	return s.reply(true, ev.Reason)
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/popproxy/popproxy/audit"
 	"github.com/popproxy/popproxy/internal/testdovecot"
 	"github.com/popproxy/popproxy/proxy"
 )
@@ -55,7 +56,7 @@ var (
 // dovecotUsers share one private Dovecot; each test uses its own mailbox.
 var dovecotUsers = map[string]string{
 	"bytes": "pw-bytes", "curl": "pw-curl", "poplib": "pw-poplib", "commit": "pw-commit",
-	"drop": "pw-drop", "plain": "pw plain", "pipeline": "pw-pipeline",
+	"drop": "pw-drop", "plain": "pw plain", "pipeline": "pw-pipeline", "audit": "pw-audit",
 }
 
 // sharedDovecot starts the package's Dovecot on first use, filled with corpus
@@ -209,6 +210,82 @@ func TestDovecotDeleteCommitsOnlyOnQuit(t *testing.T) {
 	after, _ = d.Messages("commit")
 	if want := slices.DeleteFunc(slices.Clone(before), func(s string) bool { return s == uidl }); !slices.Equal(after, want) {
 		t.Fatalf("after DELE 2 + QUIT: %v, want %v", after, want)
+	}
+}
+
+// closeSignal passes events on to an Auditor and says when a session closed.
+type closeSignal struct {
+	proxy.Auditor
+	closed chan struct{}
+}
+
+func (c closeSignal) SessionClose(id string, e proxy.CloseEvent) {
+	c.Auditor.SessionClose(id, e)
+	c.closed <- struct{}{}
+}
+
+// TestDovecotAuditNamesDeletions checks, in the audit log's own records,
+// that DELE names its message by Dovecot's UIDL (asked with resolve_uids)
+// and by the Message-ID seen in an earlier RETR, that the close record names
+// what QUIT deleted, and that a failed login's close names the user tried.
+func TestDovecotAuditNamesDeletions(t *testing.T) {
+	d := sharedDovecot(t)
+	before, err := d.Messages("audit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	log := closeSignal{audit.New(&buf, audit.Options{Chain: true}), make(chan struct{}, 2)}
+	addr, _, _ := startProxy(t, d.Addr(), func(o *proxy.Options) {
+		o.ResolveUIDs = true
+		o.Auditor = log
+	})
+	c := dial(t, addr)
+	c.login("audit", dovecotUsers["audit"])
+	c.cmd("RETR 1", "+OK*")
+	c.body()
+	c.cmd("DELE 1", "+OK*")
+	c.cmd("DELE 2", "+OK*")
+	c.cmd("QUIT", "+OK*")
+	<-log.closed
+	c = dial(t, addr)
+	c.cmd("USER audit", "+OK*")
+	c.cmd("PASS wrong", "-ERR*")
+	c.cmd("QUIT", "+OK*")
+	<-log.closed
+
+	var dele, closes []map[string]any
+	for _, line := range strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("%v: %s", err, line)
+		}
+		switch {
+		case rec["event"] == "command" && rec["verb"] == "DELE":
+			dele = append(dele, rec)
+		case rec["event"] == "session.close":
+			closes = append(closes, rec)
+		}
+	}
+	if len(dele) != 2 || len(closes) != 2 {
+		t.Fatalf("%d DELE and %d close records:\n%s", len(dele), len(closes), &buf)
+	}
+	if dele[0]["uidl"] != before[0] || dele[0]["message_id"] != "<plain@test>" {
+		t.Errorf("DELE 1 record %v, want uidl %s and message_id <plain@test>", dele[0], before[0])
+	}
+	if _, ok := dele[1]["message_id"]; dele[1]["uidl"] != before[1] || ok {
+		t.Errorf("DELE 2 record %v, want uidl %s and no message_id", dele[1], before[1])
+	}
+	uidls := map[string]any{"1": before[0], "2": before[1]}
+	if cl := closes[0]; cl["committed"] != true || fmt.Sprint(cl["uidls"]) != fmt.Sprint(uidls) {
+		t.Errorf("close record %v, want committed and uidls %v", cl, uidls)
+	}
+	if cl := closes[1]; cl["user"] != "audit" || cl["logged_in"] != false {
+		t.Errorf("close record after a failed login %v", cl)
+	}
+	after, _ := d.Messages("audit")
+	if !slices.Equal(after, before[2:]) {
+		t.Errorf("after DELE 1, DELE 2 and QUIT: %v, want %v", after, before[2:])
 	}
 }
 

@@ -55,8 +55,9 @@ type Options struct {
 	// Extensions are commands relayed after login beyond RFC 1939's.
 	Extensions []Extension
 	// ResolveUIDs makes the proxy ask the server "UIDL n" and "LIST n"
-	// before relaying RETR n or TOP n whose unique id or size it has not
-	// seen, so that the audit names and measures every message retrieved.
+	// before relaying RETR n, TOP n or DELE n whose unique id or size it has
+	// not seen, so that the audit names and measures every message retrieved
+	// or deleted.
 	ResolveUIDs bool
 	// CheckpointInterval is how often a long session's running totals are
 	// audited (between commands). Zero means never.

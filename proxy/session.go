@@ -97,7 +97,7 @@ type session struct {
 	state       state
 	pendingUser string   // from USER, until PASS
 	chain       []string // popproxies in front of this one (XPOPPROXY)
-	user        string   // set at login; the password is never kept
+	user        string   // the user logged in, or last tried; never the password
 	badCommands int
 
 	msgs           messages
@@ -339,6 +339,7 @@ func (s *session) finish(end *endError) {
 	}
 	s.srv.opts.Auditor.SessionClose(s.id, CloseEvent{
 		Counters:      s.counters(),
+		UIDLs:         s.msgs.uidls(s.marked),
 		Reason:        end.reason,
 		Committed:     s.committed,
 		CommitUnknown: s.commitUnknown,

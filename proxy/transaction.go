@@ -116,7 +116,7 @@ func (s *session) relay(cmd pop3.Command, multi bool) error {
 	start := time.Now()
 	ev := CommandEvent{Verb: cmd.Verb, Args: cmd.Args, Size: -1}
 	msg := 0
-	if cmd.Verb == "RETR" || cmd.Verb == "TOP" {
+	if namesMessage(cmd.Verb) {
 		msg, _ = pop3.ParseNumber(cmd.Args[0])
 		if s.srv.opts.ResolveUIDs {
 			if err := s.resolve(msg); err != nil {
@@ -157,10 +157,16 @@ func (s *session) relay(cmd pop3.Command, multi bool) error {
 		}
 	}
 	if msg > 0 {
+		if ev.MessageID != "" {
+			s.msgs.learnMessageID(msg, ev.MessageID)
+		}
 		info := s.msgs.get(msg)
 		ev.Size, ev.UIDL = info.size, info.uidl
 		if ev.Size < 0 && measured != nil && err == nil {
 			ev.Size = measured.Size()
+		}
+		if ev.MessageID == "" {
+			ev.MessageID = info.messageID // seen earlier in the session
 		}
 	}
 	ev.OK, ev.Duration = st.OK, time.Since(start)
@@ -181,6 +187,12 @@ func (s *session) relay(cmd pop3.Command, multi bool) error {
 	return nil
 }
 
+// namesMessage reports whether verb's first argument is a message number
+// whose message its audit event names: RETR and TOP read it, DELE deletes it.
+func namesMessage(verb string) bool {
+	return verb == "RETR" || verb == "TOP" || verb == "DELE"
+}
+
 // watcher picks what the audit learns from a multi-line body as it passes:
 // a message's Message-ID from its header, sizes and unique ids from listings.
 func (s *session) watcher(cmd pop3.Command, msg int, ev *CommandEvent) func([]byte) bool {
@@ -197,9 +209,9 @@ func (s *session) watcher(cmd pop3.Command, msg int, ev *CommandEvent) func([]by
 }
 
 // resolve asks the server what the audit does not know yet of message n
-// before it is retrieved: its unique id (UIDL n) and its size (LIST n), so
-// that the record names and measures the message even if the client never
-// listed, and a TOP or a cut RETR has the size too.
+// before it is retrieved or deleted: its unique id (UIDL n) and its size
+// (LIST n), so that the record names and measures the message even if the
+// client never listed, and a TOP, a DELE or a cut RETR has the size too.
 func (s *session) resolve(n int) error {
 	info := s.msgs.get(n)
 	var ask []string

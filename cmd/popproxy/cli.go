@@ -21,8 +21,8 @@ usage:
   popproxy [run] -config FILE -check    check the configuration and every file it names, then exit
   popproxy demo [-listen ADDR] [-listen-tls ADDR]
                                         serve a built-in sample mail drop through popproxy
-  popproxy audit verify FILE            check the hash chain of an audit log
-  popproxy audit report FILE            summarise an audit log per user
+  popproxy audit verify FILE...         check the hash chain of audit files, oldest first
+  popproxy audit report FILE...         summarise audit files per user
   popproxy version                      print the version, revision, build date and Go version
   popproxy help [COMMAND]               print this help, or a command's
 
@@ -155,10 +155,7 @@ func auditSubcommand(args []string, stdout, stderr io.Writer) error {
 	case !slices.Contains(auditSubcommands, args[0]):
 		return usageError{fmt.Sprintf("unknown command %q", "audit "+args[0]), auditUsage + "\n"}
 	}
-	if status := auditCommand(args, stdout, stderr); status != 0 {
-		return exitCode(status)
-	}
-	return nil
+	return auditCommand(args, stdout, stderr)
 }
 
 // exitCode is an exit status whose message has already been printed.

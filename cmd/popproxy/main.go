@@ -7,8 +7,8 @@
 //	popproxy [run] -config FILE          run
 //	popproxy [run] -config FILE -check   check the configuration and every file it names, and exit
 //	popproxy demo                        run against an embedded sample mail drop
-//	popproxy audit verify FILE           check an audit file's hash chain
-//	popproxy audit report FILE           summarise an audit file per user
+//	popproxy audit verify FILE...        check the hash chain of audit files, oldest first
+//	popproxy audit report FILE...        summarise audit files per user
 //	popproxy version                     print the version and build information
 //	popproxy help [COMMAND]              print the usage
 package main
@@ -241,7 +241,7 @@ func serverOptions(cfg *config.Config, auditor proxy.Auditor, logger *slog.Logge
 // openAudit opens the audit destination: stdout, syslog, or a file appended
 // to and readable by its owner only.
 func openAudit(cfg config.Audit, logger *slog.Logger) (*audit.Log, error) {
-	opts := audit.Options{Chain: cfg.Chain, Logger: logger}
+	opts := audit.Options{Chain: cfg.Chain, Logger: logger, HeadInterval: cfg.Checkpoint}
 	switch cfg.Output {
 	case "stdout":
 		return audit.New(os.Stdout, opts), nil

@@ -221,9 +221,11 @@ type Audit struct {
 	// Chain makes each record carry the hash of the previous one.
 	Chain bool `yaml:"chain"`
 	// ResolveUIDs asks the server for a message's UIDL and size (UIDL n,
-	// LIST n) before relaying a RETR or TOP the client did not list first.
+	// LIST n) before relaying a RETR, TOP or DELE the client did not list
+	// first.
 	ResolveUIDs bool `yaml:"resolve_uids"`
-	// Checkpoint is how often long sessions are summarised; 0 means never.
+	// Checkpoint is how often long sessions are summarised and, with Chain,
+	// the chain head is written to the operational log; 0 means never.
 	Checkpoint time.Duration `yaml:"checkpoint"`
 	// OnFailure is "close" (refuse sessions while the audit trail cannot
 	// be written) or "continue".
