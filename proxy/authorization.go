@@ -271,6 +271,13 @@ func (s *session) login(c credentials) error {
 	}
 	s.srv.opts.Auditor.Auth(s.id, ev)
 	s.setUpstream(u)
+	if err := s.learnCapabilities(up); err != nil {
+		return err
+	}
+	if !s.upCapsFixed {
+		known, has := s.srv.upstreamCapabilities(up)
+		s.upCaps, s.upCapsFixed = known&has, true
+	}
 	s.state = stateTransaction
 	s.lastCheckpoint = time.Now()
 	s.user = clientUser
@@ -307,16 +314,13 @@ func (s *session) refuseLogin(ev AuthEvent, r *refusal) error {
 }
 
 // cmdCapaBeforeLogin answers from what this proxy supports on this connection
-// (RFC 2449 §5), never from the upstream.
+// and what the upstreams it may log in to are known to support (RFC 2449 §5).
 func (s *session) cmdCapaBeforeLogin(cmd pop3.Command) error {
-	caps := []string{"TOP", "UIDL"}
+	caps := sharedCaps(s.sessionCaps(), !s.tlsMissing())
 	if s.lc.TLSMode == TLSStartTLS && s.tls == nil {
 		caps = append(caps, "STLS")
 	}
-	if !s.tlsMissing() {
-		caps = append(caps, "USER", "SASL "+strings.Join(saslMechanisms, " "))
-	}
-	caps = append(caps, "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING", capPopproxy+" "+s.srv.instance)
+	caps = append(caps, capPopproxy+" "+s.srv.instance)
 	if d := s.srv.limits.limits().LoginDelay; d > 0 {
 		caps = append(caps, "LOGIN-DELAY "+strconv.Itoa(int(d.Seconds())))
 	}

@@ -91,7 +91,11 @@ type session struct {
 	state       state
 	pendingUser string   // from USER, until PASS
 	chain       []string // popproxies in front of this one (XPOPPROXY)
-	user        string   // set at login; the password is never kept
+	// upCaps are the upstream capabilities CAPA lists, once upCapsFixed:
+	// at the first CAPA before login, else at login (see sessionCaps).
+	upCaps      capBits
+	upCapsFixed bool
+	user        string // set at login; the password is never kept
 	badCommands int
 
 	msgs           messages
