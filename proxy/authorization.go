@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"strconv"
 	"strings"
 	"time"
@@ -241,7 +242,14 @@ func (s *session) login(c credentials) error {
 	st, err := u.login(c, plain)
 	if err != nil {
 		u.close()
-		s.srv.log.Warn("upstream login failed", "session", s.id, "err", err)
+		if errors.Is(err, errNoSASLPlain) {
+			// A configuration error, not the user's: -ERR [SYS/TEMP], and
+			// no failed login counted.
+			s.srv.log.Error("upstream login impossible: set login: user for this upstream, or offer AUTH PLAIN on the server",
+				"session", s.id, "upstream", up.Name, "address", u.addr, "err", err)
+		} else {
+			s.srv.log.Warn("upstream login failed", "session", s.id, "err", err)
+		}
 		ev.Code, ev.Reason, ev.DialFailed = "SYS/TEMP", err.Error(), true
 		s.srv.opts.Auditor.Auth(s.id, ev)
 		return s.reply(false, "[SYS/TEMP] mail server error, try again later")
