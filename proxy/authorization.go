@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"strconv"
 	"strings"
 	"time"
@@ -244,7 +245,14 @@ func (s *session) login(c credentials) error {
 	st, err := u.login(c, plain)
 	if err != nil {
 		u.close()
-		s.srv.log.Warn("upstream login failed", "session", s.id, "err", err)
+		if errors.Is(err, errNoSASLPlain) {
+			// A configuration error, not the user's: -ERR [SYS/TEMP], and
+			// no failed login counted.
+			s.srv.log.Error("upstream login impossible: set login: user for this upstream, or offer AUTH PLAIN on the server",
+				"session", s.id, "upstream", up.Name, "address", u.addr, "err", err)
+		} else {
+			s.srv.log.Warn("upstream login failed", "session", s.id, "err", err)
+		}
 		ev.Code, ev.Reason, ev.DialFailed = "SYS/TEMP", err.Error(), true
 		s.srv.opts.Auditor.Auth(s.id, ev)
 		return s.reply(false, "[SYS/TEMP] mail server error, try again later")
@@ -281,6 +289,13 @@ func (s *session) login(c credentials) error {
 	}
 	s.srv.opts.Auditor.Auth(s.id, ev)
 	s.setUpstream(u)
+	if err := s.learnCapabilities(up); err != nil {
+		return err
+	}
+	if !s.upCapsFixed {
+		known, has := s.srv.upstreamCapabilities(up)
+		s.upCaps, s.upCapsFixed = known&has, true
+	}
 	s.state = stateTransaction
 	s.lastCheckpoint = time.Now()
 	s.startTransactionLimits()
@@ -316,16 +331,13 @@ func (s *session) refuseLogin(ev AuthEvent, r *refusal) error {
 }
 
 // cmdCapaBeforeLogin answers from what this proxy supports on this connection
-// (RFC 2449 §5), never from the upstream.
+// and what the upstreams it may log in to are known to support (RFC 2449 §5).
 func (s *session) cmdCapaBeforeLogin(cmd pop3.Command) error {
-	caps := []string{"TOP", "UIDL"}
+	caps := sharedCaps(s.sessionCaps(), !s.tlsMissing())
 	if s.lc.TLSMode == TLSStartTLS && s.tls == nil {
 		caps = append(caps, "STLS")
 	}
-	if !s.tlsMissing() {
-		caps = append(caps, "USER", "SASL "+strings.Join(saslMechanisms, " "))
-	}
-	caps = append(caps, "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING", capPopproxy+" "+s.srv.instance)
+	caps = append(caps, capPopproxy+" "+s.srv.instance)
 	if d := s.srv.limits.limits().LoginDelay; d > 0 {
 		caps = append(caps, "LOGIN-DELAY "+strconv.Itoa(int(d.Seconds())))
 	}

@@ -118,14 +118,17 @@ func startProxy(t testing.TB, upstream string, configure func(*proxy.Options)) (
 	return startListener(t, upstream, proxy.Listener{Name: "test"}, configure)
 }
 
-// startListener is startProxy with a listener of the caller's choice.
+// startListener is startProxy with a listener of the caller's choice. The
+// upstream's capabilities are configured, so that the proxy sends no probe a
+// scripted upstream would not expect; a test of learning sets them nil.
 func startListener(t testing.TB, upstream string, lc proxy.Listener, configure func(*proxy.Options)) (string, *proxy.Server, *recorder) {
 	t.Helper()
 	rec := newRecorder()
 	opts := proxy.Options{
-		Upstream: proxy.Upstream{Addresses: []string{upstream}, DialTimeout: 2 * time.Second, ResponseTimeout: 2 * time.Second},
-		Auditor:  rec,
-		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Upstream: proxy.Upstream{Addresses: []string{upstream}, DialTimeout: 2 * time.Second, ResponseTimeout: 2 * time.Second,
+			Capabilities: []string{"TOP", "UIDL"}},
+		Auditor: rec,
+		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	if configure != nil {
 		configure(&opts)

@@ -2,8 +2,11 @@ package proxy_test
 
 import (
 	"bufio"
+	"bytes"
+	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -158,4 +161,52 @@ func TestLegacyAuditSizes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestLegacyLoginPlainWithoutSASL: with upstream.login plain in front of
+// popa3d, which has no SASL, the proxy sends no credentials: each login,
+// right password or not, gets -ERR [SYS/TEMP], never [AUTH], counts as no
+// failed login, and the operational log says what to fix.
+func TestLegacyLoginPlainWithoutSASL(t *testing.T) {
+	srv := testlegacy.StartPopa3d(t)
+	var log lockedBuffer
+	addr, _, rec := startProxy(t, srv.Addr(), func(o *proxy.Options) {
+		o.Upstream.LoginPlain = true
+		o.Limits = legacyLimits
+		o.Logger = slog.New(slog.NewTextHandler(&log, nil))
+	})
+	for _, pass := range []string{srv.Password(), "wrong1", "wrong2", "wrong3", srv.Password()} {
+		c := dial(t, addr)
+		c.cmd("USER "+srv.User(), "+OK*")
+		c.cmd("PASS "+pass, "-ERR [SYS/TEMP] *")
+	}
+	for _, ev := range authEvents(rec) {
+		if ev.OK || ev.Code != "SYS/TEMP" {
+			t.Errorf("auth event %+v, want a failure with SYS/TEMP", ev)
+		}
+	}
+	if rules := rec.policyRules(); len(rules) != 0 {
+		t.Errorf("policy events %q", rules)
+	}
+	if got := log.String(); !strings.Contains(got, "level=ERROR") || !strings.Contains(got, "SASL PLAIN") {
+		t.Errorf("operational log %q, want an error naming SASL PLAIN", got)
+	}
+}
+
+// lockedBuffer is a log destination that sessions may write concurrently.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -475,6 +475,9 @@ func passwordUpstream(t testing.TB, pass string, logins chan<- string) string {
 			case "QUIT":
 				c.send("+OK bye\r\n")
 				return
+			case "CAPA":
+				c.send("+OK\r\nSASL PLAIN\r\nTOP\r\nUIDL\r\n.\r\n")
+				continue
 			default:
 				c.send("+OK\r\n")
 				continue

@@ -151,8 +151,15 @@ type Upstream struct {
 	DialTimeout time.Duration
 	// ResponseTimeout is the silence allowed while waiting for a response. Default 60s.
 	ResponseTimeout time.Duration
-	// LoginPlain logs in with AUTH PLAIN instead of USER/PASS.
+	// LoginPlain logs in with AUTH PLAIN instead of USER/PASS. The server
+	// must list SASL PLAIN in CAPA; if it does not, logins are answered
+	// -ERR [SYS/TEMP] and an error is logged.
 	LoginPlain bool
+	// Capabilities, if not nil, are the server's among TOP and UIDL (RFC
+	// 2449 §6), which CAPA then announces, instead of what the proxy learns
+	// from the server on the first logins: its CAPA, or, without CAPA,
+	// whether UIDL and TOP work. Empty means neither.
+	Capabilities []string
 }
 
 func (up Upstream) withDefaults(name string) Upstream {
@@ -183,6 +190,7 @@ type Server struct {
 	limits   *limiter
 	refusals *refusalLog
 	panics   atomic.Int64
+	caps     capMemory // what was learnt of each upstream's capabilities
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}

@@ -97,7 +97,11 @@ type session struct {
 	state       state
 	pendingUser string   // from USER, until PASS
 	chain       []string // popproxies in front of this one (XPOPPROXY)
-	user        string   // the user logged in, or last tried; never the password
+	// upCaps are the upstream capabilities CAPA lists, once upCapsFixed:
+	// at the first CAPA before login, else at login (see sessionCaps).
+	upCaps      capBits
+	upCapsFixed bool
+	user        string // the user logged in, or last tried; never the password
 	badCommands int
 
 	msgs           messages

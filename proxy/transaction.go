@@ -277,39 +277,22 @@ func (s *session) account(cmd pop3.Command, ev CommandEvent) {
 	s.srv.opts.Auditor.Command(s.id, ev)
 }
 
-// cmdCapaAfterLogin relays the upstream's list, keeping what the proxy can
-// relay, plus what the proxy itself provides.
+// cmdCapaAfterLogin lists what CAPA before login listed (RFC 2449 §6: those
+// may not differ between states), and the server's EXPIRE and LOGIN-DELAY,
+// which may differ after login: they are the user's.
 func (s *session) cmdCapaAfterLogin() error {
-	_, st, err := s.roundTrip(pop3.Command{Verb: "CAPA"})
+	_, lines, err := s.probe(pop3.Command{Verb: "CAPA"}, true)
 	if err != nil {
 		return err
 	}
-	caps := []string{}
-	seen := map[string]bool{}
-	add := func(c string) {
+	caps := sharedCaps(s.sessionCaps(), true)
+	for _, line := range lines {
+		c, ok := pop3.FilterCapability(line)
 		tag, _, _ := strings.Cut(c, " ")
-		if !seen[tag] {
-			seen[tag] = true
+		if ok && (tag == "EXPIRE" || tag == "LOGIN-DELAY") {
 			caps = append(caps, c)
 		}
 	}
-	if st.OK {
-		lines, err := s.up.readList()
-		if err != nil {
-			return s.upstreamFailed(err)
-		}
-		for _, line := range lines {
-			if c, ok := pop3.FilterCapability(line); ok {
-				add(c)
-			}
-		}
-	}
-	if err := s.up.release(); err != nil {
-		return s.upstreamFailed(err)
-	}
-	// The proxy answers pipelined commands and uses response codes itself.
-	add("PIPELINING")
-	add("RESP-CODES")
 	return s.writeCapa(caps)
 }
 

@@ -36,6 +36,7 @@ type upstream struct {
 	addr  string
 	conn  *timeoutConn
 	br    *bufio.Reader // borrowed from readerPool during an exchange, else nil
+	caps  []string      // CAPA under TLS, read after STLS; else nil
 	// timestamp is the APOP timestamp of the greeting (RFC 1939 §7), if any.
 	timestamp string
 	// peer is the instance id of a popproxy upstream, or "".
@@ -314,10 +315,10 @@ func (u *upstream) startTLS(raw net.Conn, cfg *tls.Config, deadline time.Time) (
 		return offers{}, err
 	}
 	u.conn = &timeoutConn{Conn: c, readTimeout: u.conn.readTimeout, writeTimeout: u.conn.writeTimeout}
-	if caps, err = u.capa(); err != nil {
+	if u.caps, err = u.capa(); err != nil {
 		return offers{}, err
 	}
-	return capaOffers(caps), nil
+	return capaOffers(u.caps), nil
 }
 
 // capa asks CAPA and returns its lines; none if the server does not know
@@ -346,14 +347,30 @@ func clientHandshake(raw net.Conn, cfg *tls.Config, deadline time.Time) (*tls.Co
 	return tc, nil
 }
 
+// errNoSASLPlain means upstream.login is plain but the server does not offer
+// AUTH PLAIN: no login there can work, whatever the password.
+var errNoSASLPlain = errors.New("the server's CAPA lists no SASL PLAIN, which upstream.login: plain needs")
+
 // login authenticates with c and returns the server's verdict; an error means
-// the exchange itself failed.
+// the exchange itself failed, or, with plain, that the server does not offer
+// AUTH PLAIN (errNoSASLPlain): nothing was sent then, so its refusal cannot
+// pass for a wrong password.
 func (u *upstream) login(c credentials, plain bool) (pop3.Status, error) {
 	if c.mech == "APOP" {
 		// The digest answers this connection's timestamp: relayed as sent.
 		return u.exchange("APOP " + c.user + " " + c.pass + "\r\n")
 	}
 	if plain {
+		caps := u.caps
+		if caps == nil {
+			var err error
+			if caps, err = u.capa(); err != nil {
+				return pop3.Status{}, err
+			}
+		}
+		if mechs, _ := capability(caps, "SASL"); !slices.ContainsFunc(strings.Fields(mechs), isPlain) {
+			return pop3.Status{}, errNoSASLPlain
+		}
 		msg := c.authzid + "\x00" + c.user + "\x00" + c.pass
 		st, err := u.exchange("AUTH PLAIN " + pop3.EncodeSASL([]byte(msg)) + "\r\n")
 		return st, err
@@ -364,6 +381,8 @@ func (u *upstream) login(c credentials, plain bool) (pop3.Status, error) {
 	}
 	return u.exchange("PASS " + c.pass + "\r\n")
 }
+
+func isPlain(mech string) bool { return strings.EqualFold(mech, "PLAIN") }
 
 // exchange sends one line and reads a single-line reply.
 func (u *upstream) exchange(line string) (pop3.Status, error) {

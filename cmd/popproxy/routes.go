@@ -33,6 +33,10 @@ func proxyUpstreams(cfg *config.Config, logger *slog.Logger) (map[string]proxy.U
 			logger.Warn("send_client xclient with tls starttls: XCLIENT is sent only if the server lists it in CAPA after STLS, "+
 				"and Dovecot 2.3 offers it only in its plaintext greeting; use tls implicit", "upstream", u.Name)
 		}
+		var caps []string // nil: learnt from the server
+		if u.Capabilities != nil {
+			caps = append([]string{}, *u.Capabilities...)
+		}
 		out[u.Name] = proxy.Upstream{
 			Name:            u.Name,
 			Addresses:       u.Addresses,
@@ -40,6 +44,7 @@ func proxyUpstreams(cfg *config.Config, logger *slog.Logger) (map[string]proxy.U
 			TLSMode:         tlsMode(u.TLS),
 			TLSConfig:       tlsConfig,
 			LoginPlain:      u.Login == "plain",
+			Capabilities:    caps,
 			DialTimeout:     cfg.Timeouts.UpstreamDial,
 			ResponseTimeout: cfg.Timeouts.UpstreamResponse,
 		}

@@ -116,6 +116,10 @@ type Routes struct {
 // Send-client modes of an upstream.
 var sendClientModes = []string{"none", "proxy-v1", "proxy-v2", "xclient"}
 
+// UpstreamCapabilities are the capabilities (RFC 2449 §6) popproxy announces
+// only if the upstream server has them; the rest it provides itself.
+var UpstreamCapabilities = []string{"TOP", "UIDL"}
+
 // Upstream is a POP3 server behind the proxy.
 type Upstream struct {
 	Name string `yaml:"name"`
@@ -128,7 +132,11 @@ type Upstream struct {
 	TLS        string `yaml:"tls"`
 	// Login is how the proxy logs in upstream: "user" (USER/PASS) or "plain"
 	// (AUTH PLAIN, needed to pass an authorization identity through).
-	Login              string       `yaml:"login"`
+	Login string `yaml:"login"`
+	// Capabilities, if set, are the server's among UpstreamCapabilities,
+	// instead of what popproxy learns from it; an empty list says it has
+	// none. A pointer so that an absent key differs from an empty list.
+	Capabilities       *[]string    `yaml:"capabilities"`
 	ServerName         string       `yaml:"server_name"`
 	CAFile             string       `yaml:"ca_file"`
 	InsecureSkipVerify bool         `yaml:"insecure_skip_verify"`
@@ -555,6 +563,14 @@ func (c *Config) validateUpstreams(bad func(string, string, ...any)) {
 		}
 		if u.Login != "user" && u.Login != "plain" {
 			bad(field+".login", "%q is not one of user, plain", u.Login)
+		}
+		if u.Capabilities != nil {
+			for j, c := range *u.Capabilities {
+				if !slices.Contains(UpstreamCapabilities, strings.ToUpper(c)) {
+					bad(fmt.Sprintf("%s.capabilities[%d]", field, j), "%q is not one popproxy takes from the server: %s (the others it provides itself)",
+						c, strings.Join(UpstreamCapabilities, ", "))
+				}
+			}
 		}
 		if !slices.Contains(sendClientModes, u.SendClient) {
 			bad(field+".send_client", "%q is not one of %s", u.SendClient, strings.Join(sendClientModes, ", "))

@@ -90,6 +90,7 @@ type table struct {
 	def         string
 	stripDomain bool
 	addDomain   string
+	reachable   []string // upstream names some route leads to, sorted
 }
 
 // New validates cfg and returns a Router for it. The error lists every
@@ -165,6 +166,18 @@ func (r *Router) Default() (Target, error) {
 		return Target{}, ErrNoRoute
 	}
 	return Target{Upstream: t.def, Addresses: slices.Clone(t.upstreams[t.def])}, nil
+}
+
+// Reachable returns the upstreams that some route leads to (an entry of
+// Users or Domains, or Default), by name, with their addresses: the servers a
+// user unknown yet may end up on. The slices are the caller's own.
+func (r *Router) Reachable() []Upstream {
+	t := r.t.Load()
+	out := make([]Upstream, 0, len(t.reachable))
+	for _, name := range t.reachable {
+		out = append(out, Upstream{Name: name, Addresses: slices.Clone(t.upstreams[name])})
+	}
+	return out
 }
 
 // checkUser reports whether s can be a user name: 1..MaxUserLen octets of
@@ -301,7 +314,25 @@ func compile(cfg Config) (*table, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
+	t.reachable = reachable(t)
 	return t, nil
+}
+
+// reachable lists, sorted and once each, the upstreams that t's users,
+// domains and default lead to.
+func reachable(t *table) []string {
+	var names []string
+	for _, name := range t.users {
+		names = append(names, name)
+	}
+	for _, name := range t.domains {
+		names = append(names, name)
+	}
+	if t.def != "" {
+		names = append(names, t.def)
+	}
+	slices.Sort(names)
+	return slices.Compact(names)
 }
 
 // checkName checks an upstream name: one map-file token.

@@ -105,6 +105,24 @@ func TestRouteDefault(t *testing.T) {
 	}
 }
 
+// TestReachable: only upstreams that a user, a domain or the default leads
+// to are reachable, each once, with its addresses.
+func TestReachable(t *testing.T) {
+	cfg := testConfig()
+	cfg.Users = map[string]string{"alice@example.com": "b"}
+	cfg.Default = ""
+	got := mustNew(t, cfg).Reachable()
+	want := []Upstream{testUpstreams[0], testUpstreams[1]}
+	if !slices.EqualFunc(got, want, func(a, b Upstream) bool {
+		return a.Name == b.Name && slices.Equal(a.Addresses, b.Addresses)
+	}) {
+		t.Errorf("Reachable() = %v, want %v", got, want)
+	}
+	if got := mustNew(t, Config{Upstreams: testUpstreams}).Reachable(); len(got) != 0 {
+		t.Errorf("Reachable() without routes = %v", got)
+	}
+}
+
 func TestRouteRewrite(t *testing.T) {
 	tests := []struct {
 		strip     bool
