@@ -33,6 +33,8 @@ import (
 	"github.com/popproxy/popproxy/proxy"
 )
 
+var _ proxy.Auditor = (*Log)(nil)
+
 // Event names, the "event" field of every record.
 const (
 	EventSessionOpen  = "session.open"

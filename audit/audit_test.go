@@ -21,8 +21,6 @@ import (
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden")
 
-var _ proxy.Auditor = (*Log)(nil)
-
 // fixClock makes every record's time 2026-11-26T13:11:41.123456Z, given in
 // another zone to show that records are in UTC.
 func fixClock(t *testing.T) {

@@ -26,7 +26,7 @@ type Auditor interface {
 type SessionInfo struct {
 	ID       string
 	Listener string
-	Client   netip.AddrPort // the real client: PROXY-protocol aware once that lands
+	Client   netip.AddrPort // the real client, as a trusted PROXY header says if there is one
 	Local    netip.AddrPort // the proxy's address the client connected to
 	TLSMode  string         // the listener's: "none", "starttls" or "implicit"
 	Start    time.Time

@@ -2,14 +2,7 @@
 // AUTHORIZATION state itself, logs in to the upstream server with the client's
 // credentials, and from then on parses every command, relays it in canonical form
 // and streams the reply back unchanged.
-//
-// Typical usage:
-//
-//	srv := proxy.New(proxy.Options{Upstream: proxy.Upstream{Addresses: []string{"10.0.0.5:110"}}})
-//	l, _ := net.Listen("tcp", ":110")
-//	go srv.Serve(l, "pop3")
-//	...
-//	srv.Shutdown(ctx)
+// See the package example for typical use.
 package proxy
 
 import (

@@ -35,8 +35,6 @@ import (
 	"github.com/popproxy/popproxy/tlsconf"
 )
 
-var _ proxy.Auditor = (*audit.Log)(nil)
-
 func main() {
 	audit.SetGlobals()
 	os.Exit(cli(os.Args[1:], os.Stdout, os.Stderr))

@@ -41,14 +41,6 @@ func (iv *Interval[K]) Check(key K) (ok bool, wait time.Duration) {
 	return iv.check(key, now)
 }
 
-// Mark records a login of key now.
-func (iv *Interval[K]) Mark(key K) {
-	iv.mu.Lock()
-	defer iv.mu.Unlock()
-	_, now := iv.clk.read()
-	iv.mark(key, now)
-}
-
 // Claim is Check followed, if ok, by Mark, atomically, so that two
 // concurrent logins of one user cannot both pass.
 func (iv *Interval[K]) Claim(key K) (ok bool, wait time.Duration) {

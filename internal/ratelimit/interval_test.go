@@ -14,7 +14,7 @@ func TestIntervalTrip(t *testing.T) {
 	if ok, _ := iv.Check("u"); !ok {
 		t.Fatal("first login refused")
 	}
-	iv.Mark("u")
+	iv.Claim("u")
 	c.Advance(time.Minute)
 	ok, wait := iv.Check("u")
 	if ok || wait != 4*time.Minute {
@@ -66,7 +66,7 @@ func TestIntervalUpdateAndBound(t *testing.T) {
 	c := newFakeClock()
 	iv := fakeInterval(c, NewInterval[string](time.Hour, 10))
 	for i := range 100 {
-		iv.Mark(fmt.Sprint("u", i))
+		iv.Claim(fmt.Sprint("u", i))
 		if iv.Len() > 10 {
 			t.Fatalf("Len = %d > maxKeys", iv.Len())
 		}
@@ -83,7 +83,7 @@ func TestIntervalUpdateAndBound(t *testing.T) {
 		t.Error("mark 10 min old still refused after the interval was cut to 5 min")
 	}
 	iv.Update(0, 10)
-	iv.Mark("x")
+	iv.Claim("x")
 	if ok, _ := iv.Check("x"); !ok || iv.Len() != 0 {
 		t.Error("interval 0 refused or kept state")
 	}

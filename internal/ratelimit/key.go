@@ -90,8 +90,3 @@ func (n Networks) Contains(addr netip.Addr) bool {
 	}
 	return false
 }
-
-// Prefixes returns the networks in the order given, for logging.
-func (n Networks) Prefixes() []netip.Prefix {
-	return append([]netip.Prefix(nil), n.prefixes...)
-}

@@ -88,8 +88,8 @@ func TestNetworks(t *testing.T) {
 			t.Errorf("Contains(%s) = %v, want %v", addr, got, want)
 		}
 	}
-	if got := len(n.Prefixes()); got != 6 {
-		t.Errorf("Prefixes() has %d entries, want 6", got)
+	if got := len(n.prefixes); got != 6 {
+		t.Errorf("%d networks, want 6", got)
 	}
 
 	var zero Networks
