@@ -51,6 +51,12 @@ const (
 	EventChainStart = "chain.start"
 )
 
+// Events are every event name a record may carry.
+var Events = []string{
+	EventSessionOpen, EventTLS, EventAuth, EventCommand, EventPolicy, EventCheckpoint, EventSessionClose,
+	EventTooLarge, EventChainStart,
+}
+
 // Field names of records; docs/audit.md describes each one.
 const (
 	keyTime     = "time"
@@ -281,7 +287,7 @@ func (l *Log) Policy(id string, e proxy.PolicyEvent) {
 	if id == "" && e.Listener != "" {
 		ev.Str(keyListener, e.Listener)
 	}
-	ev.Str(keyRule, e.Rule)
+	ev.Str(keyRule, string(e.Rule))
 	if e.Verb != "" {
 		ev.Str(keyVerb, e.Verb)
 	}
@@ -310,7 +316,7 @@ func (l *Log) Checkpoint(id string, c proxy.Counters) {
 // true, false, or null with "commit_unknown" saying why nobody knows. It
 // forgets the session's listener and client.
 func (l *Log) SessionClose(id string, e proxy.CloseEvent) {
-	ev := l.event(EventSessionClose, id).Str(keyReason, e.Reason).Str(keyUser, e.User).Bool(keyLoggedIn, e.LoggedIn)
+	ev := l.event(EventSessionClose, id).Str(keyReason, string(e.Reason)).Str(keyUser, e.User).Bool(keyLoggedIn, e.LoggedIn)
 	counters(ev, e.Counters)
 	if len(e.UIDLs) > 0 {
 		uidls, omitted := uidlDict(e.UIDLs)

@@ -222,8 +222,8 @@ func TestEscaping(t *testing.T) {
 			l.SessionOpen(proxy.SessionInfo{ID: id, Listener: s})
 			l.Auth(id, proxy.AuthEvent{User: s, Mechanism: "USER", Reason: s, Code: s, Upstream: s})
 			l.Command(id, proxy.CommandEvent{Verb: "RETR", Args: []string{s, s}, UIDL: s, MessageID: s})
-			l.Policy(id, proxy.PolicyEvent{Rule: s, Verb: s, Detail: s, Key: s})
-			l.SessionClose(id, proxy.CloseEvent{User: s, Reason: s})
+			l.Policy(id, proxy.PolicyEvent{Rule: proxy.Rule(s), Verb: s, Detail: s, Key: s})
+			l.SessionClose(id, proxy.CloseEvent{User: s, Reason: proxy.CloseReason(s)})
 		}
 		out := buf.Bytes()
 		for i, c := range out {

@@ -23,7 +23,7 @@ import (
 
 func quiet() Options { return Options{Logger: slog.New(slog.DiscardHandler)} }
 
-func policy(l *Log, rule string) { l.Policy("s", proxy.PolicyEvent{Rule: rule}) }
+func policy(l *Log, rule string) { l.Policy("s", proxy.PolicyEvent{Rule: proxy.Rule(rule)}) }
 
 func readLines(t *testing.T, path string) []string {
 	t.Helper()

@@ -91,7 +91,7 @@ type CommandEvent struct {
 // Listener, and Count: how many refusals of this rule and key the record
 // stands for, at most one record per key and interval (Options.RefusalInterval).
 type PolicyEvent struct {
-	Rule   string // e.g. "wrong_state", "syntax", "line_too_long", "limit.ip_sessions"
+	Rule   Rule
 	Verb   string
 	Detail string
 	Key    string  // what a limit is keyed on (an address, a user), if any
@@ -117,7 +117,7 @@ type CloseEvent struct {
 	// UIDLs maps the messages in Marked to their unique ids, where the
 	// session knew them; nil if it knew none.
 	UIDLs  map[int]string
-	Reason string
+	Reason CloseReason
 	// User is the logged-in user or, if the session never logged in, the
 	// last user whose login was tried; empty if none was.
 	User      string

@@ -35,16 +35,16 @@ func (s *session) authorization(cmd pop3.Command) error {
 	}
 	switch {
 	case transactionVerbs[cmd.Verb] != (txVerb{}) || s.srv.extension(cmd.Verb) != nil:
-		return s.refuse("wrong_state", cmd.Verb, "not logged in")
+		return s.refuse(RuleWrongState, cmd.Verb, "not logged in")
 	}
-	return s.refuse("unknown_command", cmd.Verb, "unknown command")
+	return s.refuse(RuleUnknownCommand, cmd.Verb, "unknown command")
 }
 
 // cmdChain records the instance ids of the popproxies in front of this one.
 // A client can only make its own session refuse upstreams.
 func (s *session) cmdChain(cmd pop3.Command) error {
 	if len(cmd.Args) == 0 || len(cmd.Args) > maxChain {
-		return s.refuse("syntax", cmd.Verb, "usage: XPOPPROXY id...")
+		return s.refuse(RuleSyntax, cmd.Verb, "usage: XPOPPROXY id...")
 	}
 	s.chain = cmd.Args
 	return s.reply(true, "")
@@ -58,7 +58,7 @@ func (s *session) tlsMissing() bool {
 // refuseWithoutTLS is the answer to a login attempt before STLS when TLS is
 // required (RFC 2595 §4, RFC 8314).
 func (s *session) refuseWithoutTLS(verb string) error {
-	return s.refuse("tls_required", verb, "[AUTH] TLS required: send STLS first")
+	return s.refuse(RuleTLSRequired, verb, "[AUTH] TLS required: send STLS first")
 }
 
 func (s *session) cmdUser(cmd pop3.Command) error {
@@ -66,7 +66,7 @@ func (s *session) cmdUser(cmd pop3.Command) error {
 		return s.refuseWithoutTLS(cmd.Verb)
 	}
 	if len(cmd.Args) != 1 {
-		return s.refuse("syntax", cmd.Verb, "usage: USER name")
+		return s.refuse(RuleSyntax, cmd.Verb, "usage: USER name")
 	}
 	s.pendingUser = cmd.Args[0]
 	return s.reply(true, "send PASS")
@@ -77,10 +77,10 @@ func (s *session) cmdPass(cmd pop3.Command) error {
 		return s.refuseWithoutTLS(cmd.Verb)
 	}
 	if s.pendingUser == "" {
-		return s.refuse("wrong_state", cmd.Verb, "send USER first")
+		return s.refuse(RuleWrongState, cmd.Verb, "send USER first")
 	}
 	if cmd.Tail == "" {
-		return s.refuse("syntax", cmd.Verb, "usage: PASS password")
+		return s.refuse(RuleSyntax, cmd.Verb, "usage: PASS password")
 	}
 	user := s.pendingUser
 	s.pendingUser = ""
@@ -100,7 +100,7 @@ func (s *session) cmdAuth(cmd pop3.Command) error {
 		return s.writeLine(".")
 	}
 	if len(cmd.Args) > 2 {
-		return s.refuse("syntax", cmd.Verb, "usage: AUTH mechanism [initial-response]")
+		return s.refuse(RuleSyntax, cmd.Verb, "usage: AUTH mechanism [initial-response]")
 	}
 	if s.tlsMissing() {
 		return s.refuseWithoutTLS(cmd.Verb)
@@ -120,7 +120,7 @@ func (s *session) cmdAuth(cmd pop3.Command) error {
 		}
 		authzid, user, pass, perr := pop3.ParsePlain(msg)
 		if perr != nil {
-			return s.refuse("syntax", cmd.Verb, perr.Error())
+			return s.refuse(RuleSyntax, cmd.Verb, perr.Error())
 		}
 		return s.login(credentials{authzid: authzid, user: user, pass: pass, mech: mech})
 	case "LOGIN":
@@ -134,7 +134,7 @@ func (s *session) cmdAuth(cmd pop3.Command) error {
 		}
 		return s.login(credentials{user: string(user), pass: string(pass), mech: mech})
 	default:
-		return s.refuse("unsupported", cmd.Verb, "unsupported authentication mechanism")
+		return s.refuse(RuleUnsupported, cmd.Verb, "unsupported authentication mechanism")
 	}
 }
 
@@ -150,7 +150,7 @@ func (s *session) saslStep(challenge string, initial *string) ([]byte, error) {
 			return nil, err
 		}
 		if err := s.flush(); err != nil {
-			return nil, &endError{reason: "client_gone", err: err}
+			return nil, &endError{reason: CloseClientGone, err: err}
 		}
 		line, err := s.readLine()
 		if err != nil {
@@ -163,7 +163,7 @@ func (s *session) saslStep(challenge string, initial *string) ([]byte, error) {
 	}
 	msg, err := pop3.DecodeSASL(resp)
 	if err != nil {
-		return nil, s.refuse("syntax", "AUTH", err.Error())
+		return nil, s.refuse(RuleSyntax, "AUTH", err.Error())
 	}
 	return msg, nil
 }
@@ -173,7 +173,7 @@ func (s *session) saslStep(challenge string, initial *string) ([]byte, error) {
 func (s *session) login(c credentials) error {
 	// Every login path comes here: one rule for all, before anything else.
 	if err := pop3.CheckCredentials(c.authzid, c.user, c.pass); err != nil {
-		return s.refuse("syntax", "AUTH", err.Error())
+		return s.refuse(RuleSyntax, "AUTH", err.Error())
 	}
 	if c.authzid == c.user {
 		c.authzid = "" // acting as oneself is an ordinary login
@@ -200,7 +200,7 @@ func (s *session) login(c credentials) error {
 		ev.Code, ev.Reason = "AUTH", err.Error()
 		s.srv.opts.Auditor.Auth(s.id, ev)
 		s.loginFailed(lm.userKey("", clientUser), c.pass)
-		return s.refuse("route", "AUTH", "[AUTH] authentication failed")
+		return s.refuse(RuleRoute, "AUTH", "[AUTH] authentication failed")
 	}
 	ev.Route = up.Name
 	plain := up.LoginPlain
@@ -208,7 +208,7 @@ func (s *session) login(c credentials) error {
 		if !plain {
 			ev.Reason = "authorization identity needs upstream.login: plain"
 			s.srv.opts.Auditor.Auth(s.id, ev)
-			return s.refuse("unsupported", "AUTH", "authorization identity not supported")
+			return s.refuse(RuleUnsupported, "AUTH", "authorization identity not supported")
 		}
 		c.authzid = login
 	} else {
@@ -225,14 +225,14 @@ func (s *session) login(c credentials) error {
 	if !plain && strings.Contains(c.user, " ") {
 		ev.Reason = "space in username"
 		s.srv.opts.Auditor.Auth(s.id, ev)
-		return s.refuse("syntax", "AUTH", "invalid username")
+		return s.refuse(RuleSyntax, "AUTH", "invalid username")
 	}
 	u, err := s.connect(up, c.mech == "APOP", &ev)
 	if err == errAPOPRoute {
 		// Nothing was tried: not a failed login.
 		ev.Code, ev.Reason = "AUTH", err.Error()
 		s.srv.opts.Auditor.Auth(s.id, ev)
-		return s.refuse("route", c.mech, "[AUTH] authentication failed")
+		return s.refuse(RuleRoute, c.mech, "[AUTH] authentication failed")
 	}
 	if err != nil {
 		s.srv.log.Warn("upstream unavailable", "session", s.id, "err", err)
@@ -270,14 +270,14 @@ func (s *session) login(c credentials) error {
 		}
 		if c.mech == "APOP" {
 			// The timestamp the client answered was this connection's.
-			return &endError{reason: "apop_failed", farewell: st.Line()}
+			return &endError{reason: CloseAPOPFailed, farewell: st.Line()}
 		}
 		s.badCommands++
 		// The server's own verdict, code and all or none: a client drops
 		// the saved password on [AUTH] (RFC 3206 §4), so the proxy never
 		// adds one the server did not give.
 		if s.badCommands >= s.srv.opts.MaxBadCommands {
-			return &endError{reason: "too_many_errors", farewell: st.Line()}
+			return &endError{reason: CloseTooManyErrors, farewell: st.Line()}
 		}
 		return s.writeLine(st.Line())
 	}
@@ -325,7 +325,7 @@ func countsAsFailedLogin(code string) bool {
 
 // refuseLogin audits a login that a limit refused and answers it.
 func (s *session) refuseLogin(ev AuthEvent, r *refusal) error {
-	ev.OK, ev.Code, ev.Reason = false, r.code, r.Rule
+	ev.OK, ev.Code, ev.Reason = false, r.code, string(r.Rule)
 	s.srv.opts.Auditor.Auth(s.id, ev)
 	return s.refuseFor(r.PolicyEvent, r.reply())
 }
@@ -351,21 +351,21 @@ func (s *session) cmdCapaBeforeLogin(cmd pop3.Command) error {
 func (s *session) cmdStls(cmd pop3.Command) error {
 	switch {
 	case s.lc.TLSMode != TLSStartTLS:
-		return s.refuse("unknown_command", cmd.Verb, "unknown command")
+		return s.refuse(RuleUnknownCommand, cmd.Verb, "unknown command")
 	case len(cmd.Args) > 0:
-		return s.refuse("syntax", cmd.Verb, "STLS takes no arguments")
+		return s.refuse(RuleSyntax, cmd.Verb, "STLS takes no arguments")
 	case s.tls != nil:
-		return s.refuse("wrong_state", cmd.Verb, "TLS already active")
+		return s.refuse(RuleWrongState, cmd.Verb, "TLS already active")
 	}
 	if s.cr.Buffered() > 0 {
-		s.policy("stls_injection", cmd.Verb, "data after STLS before the TLS handshake")
-		return &endError{reason: "stls_injection", farewell: "-ERR commands after STLS before TLS; closing"}
+		s.policy(RuleSTLSInjection, cmd.Verb, "data after STLS before the TLS handshake")
+		return &endError{reason: CloseSTLSInjection, farewell: "-ERR commands after STLS before TLS; closing"}
 	}
 	if err := s.reply(true, "begin TLS negotiation"); err != nil {
 		return err
 	}
 	if err := s.flush(); err != nil {
-		return &endError{reason: "client_gone", err: err}
+		return &endError{reason: CloseClientGone, err: err}
 	}
 	// What the client said before TLS counts for nothing after it.
 	s.pendingUser, s.chain = "", nil
@@ -383,5 +383,5 @@ func (s *session) writeCapa(caps []string) error {
 
 // cmdQuitBeforeLogin ends the session; there is no UPDATE state before login.
 func (s *session) cmdQuitBeforeLogin(cmd pop3.Command) error {
-	return &endError{reason: "quit", farewell: "+OK popproxy signing off"}
+	return &endError{reason: CloseQuit, farewell: "+OK popproxy signing off"}
 }

@@ -109,7 +109,7 @@ func (r *recorder) closeCount() int {
 }
 
 // refusedCount sums the Count of the refusal records of rule.
-func (r *recorder) refusedCount(rule string) int {
+func (r *recorder) refusedCount(rule proxy.Rule) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := 0

@@ -102,10 +102,10 @@ func (r *recorder) waitClose(t *testing.T) proxy.CloseEvent {
 	return r.closes[len(r.closes)-1]
 }
 
-func (r *recorder) policyRules() []string {
+func (r *recorder) policyRules() []proxy.Rule {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var rules []string
+	var rules []proxy.Rule
 	for _, p := range r.policy {
 		rules = append(rules, p.Rule)
 	}

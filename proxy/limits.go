@@ -175,12 +175,12 @@ type admission struct {
 
 // admit checks a new connection against the connection limits. It returns the
 // refusal's rule and the value that tripped it, or "".
-func (s *session) admit() (rule string, value int) {
+func (s *session) admit() (rule Rule, value int) {
 	lm := s.srv.limits
 	l := lm.limits()
 	ok, n := lm.sessions.Acquire()
 	if !ok {
-		return "limit.max_sessions", n
+		return RuleMaxSessions, n
 	}
 	s.admitted.global = true
 	addr := s.remote.Addr()
@@ -189,10 +189,10 @@ func (s *session) admit() (rule string, value int) {
 	}
 	key := s.ipKey()
 	if !lm.ipRate.Allow(key) {
-		return "limit.ip_connection_rate", 0
+		return RuleIPConnectionRate, 0
 	}
 	if ok, n := lm.ipSessions.Acquire(key); !ok {
-		return "limit.ip_sessions", n
+		return RuleIPSessions, n
 	}
 	s.admitted.perIP, s.admitted.ip = true, key
 	return "", 0
@@ -244,7 +244,7 @@ func (s *session) addressBlocked() *refusal {
 		return nil
 	}
 	if blocked, left := s.srv.limits.ipFailures.Blocked(s.ipKey()); blocked {
-		return &refusal{PolicyEvent{Rule: "limit.failed_logins_ip", Key: s.ipKey().String(), Value: left.Seconds()}, "AUTH", blockedText}
+		return &refusal{PolicyEvent{Rule: RuleFailedLoginsIP, Key: s.ipKey().String(), Value: left.Seconds()}, "AUTH", blockedText}
 	}
 	return nil
 }
@@ -255,7 +255,7 @@ func (s *session) userBlocked(user userKey) *refusal {
 		return nil
 	}
 	if blocked, left := s.srv.limits.userFailures.Blocked(user); blocked {
-		return &refusal{PolicyEvent{Rule: "limit.failed_logins_user", Key: user.String(), Value: left.Seconds()}, "AUTH", blockedText}
+		return &refusal{PolicyEvent{Rule: RuleFailedLoginsUser, Key: user.String(), Value: left.Seconds()}, "AUTH", blockedText}
 	}
 	return nil
 }
@@ -298,14 +298,14 @@ func (s *session) claimMailbox(tried, mailbox userKey) *refusal {
 	// valid account must not reset a guesser's count (Mailu's lesson).
 	lm.userFailures.Reset(tried)
 	if ok, n := lm.userSessions.Acquire(mailbox); !ok {
-		return &refusal{PolicyEvent{Rule: "limit.user_sessions", Key: mailbox.String(), Value: float64(n)}, "IN-USE", "mailbox in use by another session"}
+		return &refusal{PolicyEvent{Rule: RuleUserSessions, Key: mailbox.String(), Value: float64(n)}, "IN-USE", "mailbox in use by another session"}
 	}
 	s.admitted.perUser, s.admitted.user = true, mailbox
 	if ok, wait := lm.loginInterval.Claim(mailbox); !ok {
 		lm.userSessions.Release(mailbox)
 		s.admitted.perUser = false
 		secs := int(wait.Seconds() + 0.999)
-		return &refusal{PolicyEvent{Rule: "limit.login_delay", Key: mailbox.String(), Value: float64(secs)},
+		return &refusal{PolicyEvent{Rule: RuleLoginDelay, Key: mailbox.String(), Value: float64(secs)},
 			"LOGIN-DELAY", "wait " + strconv.Itoa(secs) + " seconds before logging in again"}
 	}
 	return nil
@@ -339,19 +339,19 @@ func (s *session) commandRefused(verb string) *refusal {
 		wait := r.Delay()
 		if wait > maxCommandWait {
 			r.Cancel()
-			return &refusal{PolicyEvent{Rule: "limit.command_rate", Verb: verb, Key: s.user, Value: float64(s.cmdRate.Limit())},
+			return &refusal{PolicyEvent{Rule: RuleCommandRate, Verb: verb, Key: s.user, Value: float64(s.cmdRate.Limit())},
 				"SYS/TEMP", "too many commands, slow down"}
 		}
 		if wait > 0 {
 			if !s.throttled {
 				s.throttled = true
-				s.policyEvent(PolicyEvent{Rule: "limit.command_rate.throttled", Verb: verb, Key: s.user, Value: float64(s.cmdRate.Limit())})
+				s.policyEvent(PolicyEvent{Rule: RuleCommandThrottled, Verb: verb, Key: s.user, Value: float64(s.cmdRate.Limit())})
 			}
 			s.sleep(wait)
 		}
 	}
 	if max := s.srv.limits.limits().MaxRetrievals; max > 0 && (verb == "RETR" || verb == "TOP") && s.retr+s.top >= max {
-		return &refusal{PolicyEvent{Rule: "limit.max_retrievals", Verb: verb, Key: s.user, Value: float64(s.retr + s.top)},
+		return &refusal{PolicyEvent{Rule: RuleMaxRetrievals, Verb: verb, Key: s.user, Value: float64(s.retr + s.top)},
 			"SYS/PERM", "retrieval limit for this session reached"}
 	}
 	return nil

@@ -43,7 +43,7 @@ func acceptingUpstream(t testing.TB, body string) string {
 	})
 }
 
-func (r *recorder) hasPolicy(rule string) bool {
+func (r *recorder) hasPolicy(rule proxy.Rule) bool {
 	for _, got := range r.policyRules() {
 		if got == rule {
 			return true

@@ -21,7 +21,11 @@ type refusalLog struct {
 	timer   *time.Timer // armed while windows is not empty
 }
 
-type refusalKey struct{ listener, rule, key string }
+type refusalKey struct {
+	listener string
+	rule     Rule
+	key      string
+}
 
 // refusalWindow is one key's current interval: the refusals since its last
 // record, and the latest of them, whose detail and value the summary repeats.

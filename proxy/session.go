@@ -41,16 +41,16 @@ const (
 // endError ends a session. reason goes to the audit log; farewell, if set, is
 // sent to the client first.
 type endError struct {
-	reason   string
+	reason   CloseReason
 	farewell string
 	err      error
 }
 
 func (e *endError) Error() string {
 	if e.err != nil {
-		return e.reason + ": " + e.err.Error()
+		return string(e.reason) + ": " + e.err.Error()
 	}
-	return e.reason
+	return string(e.reason)
 }
 
 func (e *endError) Unwrap() error { return e.err }
@@ -155,8 +155,8 @@ func (s *session) attach(c net.Conn) {
 // the result.
 func (s *session) startTLS() error {
 	if err := s.handshake(); err != nil {
-		s.policy("tls_handshake", "STLS", describeHandshakeError(err))
-		return &endError{reason: "tls_failed", err: err}
+		s.policy(RuleTLSHandshake, "STLS", describeHandshakeError(err))
+		return &endError{reason: CloseTLSFailed, err: err}
 	}
 	s.auditTLS(TLSStartTLS)
 	return nil
@@ -231,7 +231,7 @@ func (s *session) protect(f func() *endError) (end *endError) {
 	defer func() {
 		if r := recover(); r != nil {
 			s.srv.panicked(r, "session", s.id)
-			end = &endError{reason: "internal_error", farewell: "-ERR [SYS/TEMP] internal error", err: &panicError{r}}
+			end = &endError{reason: CloseInternalError, farewell: "-ERR [SYS/TEMP] internal error", err: &panicError{r}}
 		}
 	}()
 	return f()
@@ -249,18 +249,18 @@ func (s *session) admitConnection() *endError {
 	key := s.ipKey().String()
 	if rule, n := s.admit(); rule != "" {
 		return refuse(PolicyEvent{Rule: rule, Key: key, Value: float64(n)},
-			&endError{reason: "limit", farewell: "-ERR [SYS/TEMP] too many connections, try again later"})
+			&endError{reason: closeLimit, farewell: "-ERR [SYS/TEMP] too many connections, try again later"})
 	}
 	if s.lc.TLSMode != TLSImplicit {
 		return nil
 	}
 	if err := s.handshake(); err != nil {
-		return refuse(PolicyEvent{Rule: "tls_handshake", Key: key, Detail: describeHandshakeError(err)},
-			&endError{reason: "tls_failed", err: err})
+		return refuse(PolicyEvent{Rule: RuleTLSHandshake, Key: key, Detail: describeHandshakeError(err)},
+			&endError{reason: CloseTLSFailed, err: err})
 	}
 	if s.tls.NegotiatedProtocol == acmeTLSALPN {
 		// An ACME TLS-ALPN-01 validation: the handshake was the whole point.
-		return &endError{reason: "acme_challenge"}
+		return &endError{reason: closeACMEChallenge}
 	}
 	return nil
 }
@@ -295,7 +295,7 @@ func (s *session) run() *endError {
 		if err := s.next(); err != nil {
 			var e *endError
 			if !errors.As(err, &e) {
-				e = &endError{reason: "internal_error", farewell: "-ERR [SYS/TEMP] internal error", err: err}
+				e = &endError{reason: CloseInternalError, farewell: "-ERR [SYS/TEMP] internal error", err: err}
 			}
 			return e
 		}
@@ -332,13 +332,13 @@ func (s *session) finish(end *endError) {
 		s.raw.SetWriteDeadline(time.Now().Add(time.Second))
 		s.client.Conn.(*tls.Conn).CloseWrite()
 	}
-	if end.reason == "line_too_long" || end.reason == "too_many_errors" {
+	if end.reason == CloseLineTooLong || end.reason == CloseTooManyErrors {
 		s.lingerClose()
 	} else {
 		s.raw.Close()
 	}
 	var pe *panicError // already logged with its stack
-	if end.reason == "internal_error" && !errors.As(end.err, &pe) {
+	if end.reason == CloseInternalError && !errors.As(end.err, &pe) {
 		s.srv.log.Error("session failed", "session", s.id, "err", end.err)
 	}
 	s.srv.opts.Auditor.SessionClose(s.id, CloseEvent{
@@ -395,7 +395,7 @@ func (s *session) stop() {
 // the proxy must not serve without it.
 func (s *session) auditUnavailable() *endError {
 	if err := s.srv.opts.Auditor.Err(); err != nil && !s.srv.opts.AuditFailOpen {
-		return &endError{reason: "audit_failed", farewell: "-ERR [SYS/TEMP] service temporarily unavailable", err: err}
+		return &endError{reason: CloseAuditFailed, farewell: "-ERR [SYS/TEMP] service temporarily unavailable", err: err}
 	}
 	return nil
 }
@@ -416,7 +416,7 @@ func (s *session) next() error {
 	if !s.lineBuffered() {
 		// Answers to pipelined commands go out together, but never wait for input.
 		if err := s.flush(); err != nil {
-			return &endError{reason: "client_gone", err: err}
+			return &endError{reason: CloseClientGone, err: err}
 		}
 	}
 	line, err := s.readLine()
@@ -427,11 +427,11 @@ func (s *session) next() error {
 		return err
 	}
 	if len(line)+2 > pop3.MaxCommandLine && !isAuth(line) {
-		return s.refuse("line_too_long", "", "command line too long")
+		return s.refuse(RuleLineTooLong, "", "command line too long")
 	}
 	cmd, err := pop3.ParseCommand(line)
 	if err != nil {
-		return s.refuse("syntax", "", err.Error())
+		return s.refuse(RuleSyntax, "", err.Error())
 	}
 	if s.state == stateAuthorization {
 		return s.authorization(cmd)
@@ -468,24 +468,24 @@ func (s *session) readFailed(err error) error {
 	var ne net.Error
 	switch {
 	case s.client.isStopped():
-		return &endError{reason: "shutdown", farewell: "-ERR [SYS/TEMP] server shutting down", err: err}
+		return &endError{reason: CloseShutdown, farewell: "-ERR [SYS/TEMP] server shutting down", err: err}
 	case err == pop3.ErrLineTooLong:
-		s.policy("line_too_long", "", "")
-		return &endError{reason: "line_too_long", farewell: "-ERR line too long", err: err}
+		s.policy(RuleLineTooLong, "", "")
+		return &endError{reason: CloseLineTooLong, farewell: "-ERR line too long", err: err}
 	case errors.As(err, &ne) && ne.Timeout() && s.state == stateAuthorization:
-		return &endError{reason: "login_timeout", farewell: "-ERR [SYS/TEMP] login not completed in time", err: err}
+		return &endError{reason: CloseLoginTimeout, farewell: "-ERR [SYS/TEMP] login not completed in time", err: err}
 	case errors.As(err, &ne) && ne.Timeout():
-		return &endError{reason: "timeout", farewell: "-ERR disconnected for inactivity", err: err}
+		return &endError{reason: CloseTimeout, farewell: "-ERR disconnected for inactivity", err: err}
 	case err == io.EOF:
-		return &endError{reason: "client_closed"}
+		return &endError{reason: CloseClientClosed}
 	default:
-		return &endError{reason: "client_gone", err: err}
+		return &endError{reason: CloseClientGone, err: err}
 	}
 }
 
 // refuse answers -ERR for a command the proxy will not relay, audits it, and
 // ends the session once the client has made too many mistakes.
-func (s *session) refuse(rule, verb, text string) error {
+func (s *session) refuse(rule Rule, verb, text string) error {
 	return s.refuseFor(PolicyEvent{Rule: rule, Verb: verb, Detail: text}, text)
 }
 
@@ -494,12 +494,12 @@ func (s *session) refuseFor(p PolicyEvent, text string) error {
 	s.policyEvent(p)
 	s.badCommands++
 	if s.badCommands >= s.srv.opts.MaxBadCommands {
-		return &endError{reason: "too_many_errors", farewell: "-ERR " + text + "; too many errors, closing"}
+		return &endError{reason: CloseTooManyErrors, farewell: "-ERR " + text + "; too many errors, closing"}
 	}
 	return s.reply(false, text)
 }
 
-func (s *session) policy(rule, verb, detail string) {
+func (s *session) policy(rule Rule, verb, detail string) {
 	s.policyEvent(PolicyEvent{Rule: rule, Verb: verb, Detail: detail})
 }
 
@@ -523,7 +523,7 @@ func (s *session) writeLine(line string) error {
 	w := s.writer()
 	w.WriteString(line)
 	if _, err := w.WriteString("\r\n"); err != nil {
-		return &endError{reason: "client_gone", err: err}
+		return &endError{reason: CloseClientGone, err: err}
 	}
 	return nil
 }

@@ -94,7 +94,7 @@ func TestRefusedWithoutUpstream(t *testing.T) {
 		t.Fatalf("upstream received %q after the refused commands, want only NOOP", got)
 	}
 	rules := rec.policyRules()
-	for _, want := range []string{"wrong_state", "syntax", "unknown_command", "unsupported"} {
+	for _, want := range []proxy.Rule{proxy.RuleWrongState, proxy.RuleSyntax, proxy.RuleUnknownCommand, proxy.RuleUnsupported} {
 		if !slices.Contains(rules, want) {
 			t.Errorf("no %q policy event in %v", want, rules)
 		}

@@ -51,26 +51,26 @@ func (s *session) transaction(cmd pop3.Command) error {
 	}
 	if v, ok := transactionVerbs[cmd.Verb]; ok {
 		if msg := v.check(cmd.Args); msg != "" {
-			return s.refuse("syntax", cmd.Verb, msg)
+			return s.refuse(RuleSyntax, cmd.Verb, msg)
 		}
 		canonical := pop3.Command{Verb: cmd.Verb, Args: canonicalNumbers(cmd.Args)}
 		return s.relay(canonical, v.multi == alwaysMulti || v.multi == multiWithoutArgs && len(cmd.Args) == 0)
 	}
 	if ext := s.srv.extension(cmd.Verb); ext != nil {
 		if len(cmd.Args) > ext.MaxArgs {
-			return s.refuse("syntax", cmd.Verb, "too many arguments")
+			return s.refuse(RuleSyntax, cmd.Verb, "too many arguments")
 		}
 		for _, a := range cmd.Args {
 			if len(a) > pop3.MaxArgLen {
-				return s.refuse("syntax", cmd.Verb, "argument too long")
+				return s.refuse(RuleSyntax, cmd.Verb, "argument too long")
 			}
 		}
 		return s.relay(pop3.Command{Verb: cmd.Verb, Args: cmd.Args}, ext.Multiline)
 	}
 	if _, ok := authorizationVerbs[cmd.Verb]; ok || cmd.Verb == "APOP" {
-		return s.refuse("wrong_state", cmd.Verb, "already logged in")
+		return s.refuse(RuleWrongState, cmd.Verb, "already logged in")
 	}
-	return s.refuse("unknown_command", cmd.Verb, "unknown command")
+	return s.refuse(RuleUnknownCommand, cmd.Verb, "unknown command")
 }
 
 // check returns why args do not fit v, or "".
@@ -173,16 +173,16 @@ func (s *session) relay(cmd pop3.Command, multi bool) error {
 	s.account(cmd, ev)
 	if err != nil {
 		if errors.Is(err, errStopped) || s.client.isStopped() {
-			return &endError{reason: "shutdown", err: err}
+			return &endError{reason: CloseShutdown, err: err}
 		}
 		if s.client.failed {
-			return &endError{reason: "client_gone", err: err}
+			return &endError{reason: CloseClientGone, err: err}
 		}
 		s.srv.log.Warn("upstream failed during a multi-line response", "session", s.id, "verb", cmd.Verb, "err", err)
-		return &endError{reason: "upstream_failed", err: err}
+		return &endError{reason: CloseUpstream, err: err}
 	}
 	if err := s.up.release(); err != nil {
-		return &endError{reason: "upstream_failed", farewell: "-ERR [SYS/TEMP] mail server protocol error", err: err}
+		return &endError{reason: CloseUpstream, farewell: "-ERR [SYS/TEMP] mail server protocol error", err: err}
 	}
 	return nil
 }
@@ -252,10 +252,10 @@ func (s *session) roundTrip(cmd pop3.Command) ([]byte, pop3.Status, error) {
 
 func (s *session) upstreamFailed(err error) error {
 	if s.client.isStopped() {
-		return &endError{reason: "shutdown", farewell: "-ERR [SYS/TEMP] server shutting down", err: err}
+		return &endError{reason: CloseShutdown, farewell: "-ERR [SYS/TEMP] server shutting down", err: err}
 	}
 	s.srv.log.Warn("upstream failed", "session", s.id, "err", err)
-	return &endError{reason: "upstream_failed", farewell: "-ERR [SYS/TEMP] mail server connection lost", err: err}
+	return &endError{reason: CloseUpstream, farewell: "-ERR [SYS/TEMP] mail server connection lost", err: err}
 }
 
 // account updates the session's counters and writes the command's audit event.
@@ -310,5 +310,5 @@ func (s *session) cmdQuit() error {
 	}
 	s.committed = st.OK && len(s.marked) > 0
 	s.account(pop3.Command{Verb: "QUIT"}, CommandEvent{Verb: "QUIT", OK: st.OK, Octets: int64(len(status) + 2), Duration: time.Since(start), Size: -1})
-	return &endError{reason: "quit", farewell: st.Line()}
+	return &endError{reason: CloseQuit, farewell: st.Line()}
 }

@@ -149,7 +149,7 @@ func (a *auditor) Command(id string, e proxy.CommandEvent) {
 }
 
 func (a *auditor) Policy(id string, e proxy.PolicyEvent) {
-	rule := label(e.Rule)
+	rule := label(string(e.Rule))
 	n := float64(max(e.Count, 1)) // a summary of refused connections stands for Count
 	a.m.policyRefusals.WithLabelValues(rule).Add(n)
 	if limit, ok := strings.CutPrefix(rule, "limit."); ok {
@@ -170,7 +170,7 @@ func (a *auditor) Checkpoint(id string, e proxy.Counters) {
 
 func (a *auditor) SessionClose(id string, e proxy.CloseEvent) {
 	m := a.m
-	m.sessionCloses.WithLabelValues(label(e.Reason)).Inc()
+	m.sessionCloses.WithLabelValues(label(string(e.Reason))).Inc()
 	m.mu.Lock()
 	g, ok := m.open[id]
 	delete(m.open, id)
