@@ -300,6 +300,9 @@ func (s *session) login(c credentials) error {
 		u.close() // no QUIT: the server is mid-exchange
 		ev.Reason = broken.reason
 		s.srv.opts.Auditor.Auth(s.id, ev)
+		// The server had refused the token: else a guesser would hang
+		// up at the refusal and never be counted.
+		s.loginFailed(tried, c.pass)
 		return broken.end
 	}
 	if err != nil {

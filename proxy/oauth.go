@@ -38,9 +38,12 @@ func (s *session) authOAuth(mech string, initial *string) error {
 // exchange takes one; a server asking more is broken.
 const maxSASLSteps = 4
 
-// brokenOff is a relayed SASL exchange that the client broke off: it
-// cancelled, sent a line with a control character, or went away. The client
-// has been answered; end is the session's end, if it ends.
+// brokenOff is a relayed SASL exchange that the client broke off after a
+// challenge: it cancelled, sent a line with a control character, or went
+// away. The only challenge after an OAuth initial response is the server's
+// refusal (RFC 7628 §3.2.2; XOAUTH2 alike), so it is a failed login; curl
+// hangs up there rather than answer. The client has been answered; end is
+// the session's end, if it ends.
 type brokenOff struct {
 	reason string
 	end    error

@@ -296,26 +296,29 @@ func TestOAuthLongLines(t *testing.T) {
 	c.cmd("dXNlcj1h\x00bGljZQ==", "-ERR control character*")
 }
 
-// TestOAuthBrokenOff: a client that answers a relayed challenge with "*" or
-// a line with CR inside ends the exchange; the upstream is dropped, and it
-// is no failed login.
+// TestOAuthBrokenOff: a client that answers a relayed challenge, the
+// server's refusal, with "*" or a line with CR inside ends the exchange;
+// the upstream is dropped, and it is a failed login all the same.
 func TestOAuthBrokenOff(t *testing.T) {
 	challenge := base64.StdEncoding.EncodeToString([]byte(`{"status":"invalid_token"}`))
 	got := make(chan string, 20)
 	addr, rec, _ := oauthProxy(t, oauthUpstream(t, got, "+ "+challenge, "-ERR [AUTH] Authentication failed."), func(o *proxy.Options) {
-		o.Limits.FailuresPerUser = ratelimit.FailureConfig{MaxFailures: 1, Block: time.Minute}
+		o.Limits.FailuresPerUser = ratelimit.FailureConfig{MaxFailures: 3, Block: time.Minute}
 	})
 	c := dialTLS(t, addr)
 	c.cmd("AUTH OAUTHBEARER "+bearerResponse("alice", "t1"), "+ "+challenge)
 	c.cmd("*", "-ERR authentication cancelled")
 	c.cmd("AUTH OAUTHBEARER "+bearerResponse("alice", "t2"), "+ "+challenge)
 	c.cmd("AQ\r==", "-ERR control character*")
-	// Not blocked: neither counted.
+	c = dialTLS(t, addr)
 	c.cmd("AUTH OAUTHBEARER "+bearerResponse("alice", "t3"), "+ "+challenge)
-	c.cmd("AQ==", "-ERR [AUTH] Authentication failed.")
+	c.conn.Close() // hangs up, as curl does
+	rec.waitClose(t)
+	c = dialTLS(t, addr)
+	c.cmd("AUTH OAUTHBEARER "+bearerResponse("alice", "t4"), "-ERR [*") // three failures: blocked
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
-	if len(rec.auths) != 3 || rec.auths[0].OK || rec.auths[0].Reason == "" || rec.auths[2].Code != "AUTH" {
+	if len(rec.auths) != 4 || rec.auths[0].OK || rec.auths[0].Reason == "" || !strings.HasPrefix(rec.auths[3].Reason, "limit.") {
 		t.Errorf("auth events %+v", rec.auths)
 	}
 }
