@@ -50,6 +50,9 @@ func sampleSession(l *Log) {
 		Code: "AUTH", Reason: "invalid credentials"})
 	// A legacy server's bare -ERR (popa3d, mailbox unreadable): no code.
 	l.Auth(sid, proxy.AuthEvent{User: "alice", Mechanism: "USER", Upstream: "10.0.0.5:110"})
+	// A refused bearer token: the server's code, never the token.
+	l.Auth(sid, proxy.AuthEvent{User: "alice@example.com", Mechanism: "OAUTHBEARER", Upstream: "10.0.0.5:110", Route: "default",
+		Code: "AUTH", Reason: "Authentication failed."})
 	l.Auth(sid, proxy.AuthEvent{User: "alice", Mechanism: "PLAIN", OK: true, Upstream: "10.0.0.5:110"})
 	l.Command(sid, proxy.CommandEvent{Verb: "STAT", OK: true, Octets: 14, Duration: 1500 * time.Microsecond, Size: -1})
 	l.Command(sid, proxy.CommandEvent{Verb: "RETR", Args: []string{"1"}, OK: true, Octets: 2716,
@@ -146,8 +149,8 @@ func TestChainedGolden(t *testing.T) {
 	l := New(&buf, Options{Chain: true})
 	sampleSession(l)
 	golden(t, "chained.golden", buf.Bytes())
-	if n, err := Verify(bytes.NewReader(buf.Bytes())); err != nil || n != 22 {
-		t.Errorf("Verify = %d, %v; want 22 records", n, err)
+	if n, err := Verify(bytes.NewReader(buf.Bytes())); err != nil || n != 23 {
+		t.Errorf("Verify = %d, %v; want 23 records", n, err)
 	}
 }
 

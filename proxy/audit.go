@@ -48,7 +48,7 @@ type AuthEvent struct {
 	// Authzid is the SASL authorization identity when it is not User: a
 	// master user logging in to another's mailbox. Empty otherwise.
 	Authzid   string
-	Mechanism string // USER, PLAIN, LOGIN or APOP
+	Mechanism string // USER, PLAIN, LOGIN, APOP, OAUTHBEARER or XOAUTH2
 	OK        bool
 	Upstream  string // the address that answered, or the addresses tried
 	Route     string // the name of the upstream the user was routed to

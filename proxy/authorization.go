@@ -2,16 +2,13 @@ package proxy
 
 import (
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/popproxy/popproxy/internal/pop3"
 )
-
-// saslMechanisms are the mechanisms the proxy decodes itself (RFC 5034), so it
-// learns the username before it logs in upstream.
-var saslMechanisms = []string{"PLAIN", "LOGIN"}
 
 // authorizationVerbs are the commands of the AUTHORIZATION state (RFC 1939 §4),
 // answered by the proxy itself.
@@ -87,14 +84,31 @@ func (s *session) cmdPass(cmd pop3.Command) error {
 	return s.login(credentials{user: user, pass: cmd.Tail, mech: "USER"})
 }
 
-// cmdAuth implements RFC 5034 for PLAIN and LOGIN, with or without an initial
-// response, "=" for an empty one and "*" to cancel.
+// mechanisms are the SASL mechanisms offered on this connection: the
+// configured ones, but OAuth's only under TLS, since a bearer token is as
+// good as a password to whoever reads it.
+func (s *session) mechanisms() []string {
+	if s.tls != nil {
+		return s.srv.opts.Mechanisms
+	}
+	var out []string
+	for _, m := range s.srv.opts.Mechanisms {
+		if !pop3.IsOAuth(m) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// cmdAuth implements RFC 5034: PLAIN and LOGIN, with or without an initial
+// response, "=" for an empty one and "*" to cancel; OAUTHBEARER and XOAUTH2
+// are relayed (see authOAuth).
 func (s *session) cmdAuth(cmd pop3.Command) error {
 	if len(cmd.Args) == 0 {
 		// De facto: AUTH without arguments lists the mechanisms.
 		w := s.writer()
 		w.WriteString("+OK\r\n")
-		for _, m := range saslMechanisms {
+		for _, m := range s.mechanisms() {
 			w.WriteString(m + "\r\n")
 		}
 		return s.writeLine(".")
@@ -109,7 +123,16 @@ func (s *session) cmdAuth(cmd pop3.Command) error {
 	if len(cmd.Args) == 2 {
 		initial = &cmd.Args[1]
 	}
-	switch mech := strings.ToUpper(cmd.Args[0]); mech {
+	mech := strings.ToUpper(cmd.Args[0])
+	if !slices.Contains(s.mechanisms(), mech) {
+		if slices.Contains(s.srv.opts.Mechanisms, mech) && s.lc.TLSMode == TLSStartTLS {
+			return s.refuseWithoutTLS(cmd.Verb) // offered after STLS
+		}
+		return s.refuse(RuleUnsupported, cmd.Verb, "unsupported authentication mechanism")
+	}
+	switch mech {
+	case "OAUTHBEARER", "XOAUTH2":
+		return s.authOAuth(mech, initial)
 	case "PLAIN":
 		msg, err := s.saslStep("", initial)
 		if err != nil {
@@ -133,33 +156,17 @@ func (s *session) cmdAuth(cmd pop3.Command) error {
 			return err
 		}
 		return s.login(credentials{user: string(user), pass: string(pass), mech: mech})
-	default:
-		return s.refuse(RuleUnsupported, cmd.Verb, "unsupported authentication mechanism")
 	}
+	return s.refuse(RuleUnsupported, cmd.Verb, "unsupported authentication mechanism")
 }
 
 // saslStep returns the client's decoded response: the initial one if given,
 // else the answer to a "+ challenge" line. It returns nil and no error when the
 // exchange ended (cancelled or malformed) with the client already answered.
 func (s *session) saslStep(challenge string, initial *string) ([]byte, error) {
-	var resp string
-	if initial != nil {
-		resp = *initial
-	} else {
-		if err := s.writeLine("+ " + challenge); err != nil {
-			return nil, err
-		}
-		if err := s.flush(); err != nil {
-			return nil, &endError{reason: CloseClientGone, err: err}
-		}
-		line, err := s.readLine()
-		if err != nil {
-			return nil, s.readFailed(err)
-		}
-		resp = string(line)
-	}
-	if resp == "*" {
-		return nil, s.reply(false, "authentication cancelled")
+	resp, ok, err := s.saslResponse(challenge, initial)
+	if !ok {
+		return nil, err
 	}
 	msg, err := pop3.DecodeSASL(resp)
 	if err != nil {
@@ -168,11 +175,51 @@ func (s *session) saslStep(challenge string, initial *string) ([]byte, error) {
 	return msg, nil
 }
 
+// saslResponse returns the client's response as sent: the initial one if
+// given, else the answer to a "+ challenge" line. ok is false when the
+// exchange ended (cancelled with "*", or see challenge) with the client
+// already answered; err is then the session's end, if it ends.
+func (s *session) saslResponse(challenge string, initial *string) (resp string, ok bool, err error) {
+	if initial != nil {
+		resp = *initial
+	} else if resp, ok, err = s.challenge(challenge); !ok {
+		return "", false, err
+	}
+	if resp == "*" {
+		return "", false, s.reply(false, "authentication cancelled")
+	}
+	return resp, true, nil
+}
+
+// challenge sends "+ challenge" (RFC 5034 §4) and returns the client's
+// answer as sent. ok is false when the exchange is over: the client is gone
+// (err), or sent a line with a control character inside, which is refused
+// (Go's base64 decoder would skip CR and LF, and a relayed line would be cut
+// upstream); err is then the session's end, if the refusal ends it.
+func (s *session) challenge(challenge string) (line string, ok bool, err error) {
+	if err := s.writeLine("+ " + challenge); err != nil {
+		return "", false, err
+	}
+	if err := s.flush(); err != nil {
+		return "", false, &endError{reason: CloseClientGone, err: err}
+	}
+	b, err := s.readLine()
+	if err != nil {
+		return "", false, s.readFailed(err)
+	}
+	if err := pop3.CheckLine(b); err != nil {
+		return "", false, s.refuse(RuleSyntax, "AUTH", err.Error())
+	}
+	return string(b), true, nil
+}
+
 // login relays credentials upstream. The client stays in AUTHORIZATION on any
 // failure and may try again.
 func (s *session) login(c credentials) error {
 	// Every login path comes here: one rule for all, before anything else.
-	if err := pop3.CheckCredentials(c.authzid, c.user, c.pass); err != nil {
+	// A bearer token is the server's to judge; its user was checked
+	// alike when it was read (authOAuth).
+	if err := pop3.CheckCredentials(c.authzid, c.user, c.pass); err != nil && !pop3.IsOAuth(c.mech) {
 		return s.refuse(RuleSyntax, "AUTH", err.Error())
 	}
 	if c.authzid == c.user {
@@ -242,7 +289,22 @@ func (s *session) login(c credentials) error {
 		return s.reply(false, "[SYS/TEMP] mail server unavailable, try again later")
 	}
 	ev.Upstream = u.addr
-	st, err := u.login(c, plain)
+	var st pop3.Status
+	if pop3.IsOAuth(c.mech) {
+		st, err = s.relayOAuth(u, c) // whatever upstream.login says
+	} else {
+		st, err = u.login(c, plain)
+	}
+	var broken *brokenOff
+	if errors.As(err, &broken) {
+		u.close() // no QUIT: the server is mid-exchange
+		ev.Reason = broken.reason
+		s.srv.opts.Auditor.Auth(s.id, ev)
+		// The server had refused the token: else a guesser would hang
+		// up at the refusal and never be counted.
+		s.loginFailed(tried, c.pass)
+		return broken.end
+	}
 	if err != nil {
 		u.close()
 		if errors.Is(err, errNoSASLPlain) {
@@ -333,7 +395,7 @@ func (s *session) refuseLogin(ev AuthEvent, r *refusal) error {
 // cmdCapaBeforeLogin answers from what this proxy supports on this connection
 // and what the upstreams it may log in to are known to support (RFC 2449 §5).
 func (s *session) cmdCapaBeforeLogin(cmd pop3.Command) error {
-	caps := sharedCaps(s.sessionCaps(), !s.tlsMissing())
+	caps := sharedCaps(s.sessionCaps(), !s.tlsMissing(), s.mechanisms())
 	if s.lc.TLSMode == TLSStartTLS && s.tls == nil {
 		caps = append(caps, "STLS")
 	}

@@ -214,13 +214,17 @@ func (s *session) probe(cmd pop3.Command, multi bool) (pop3.Status, []string, er
 
 // sharedCaps are the capabilities CAPA lists alike before and after login
 // (RFC 2449 §6), given the upstream ones: those first, then popproxy's
-// own, which it provides whatever the server: USER and SASL (it logs in
-// itself) unless login is false (before STLS where TLS is required, RFC 2595
-// §4), response codes, and pipelining (it answers commands in order).
-func sharedCaps(up capBits, login bool) []string {
+// own, which it provides whatever the server: USER and SASL with mechs (it
+// logs in itself) unless login is false (before STLS where TLS is
+// required, RFC 2595 §4), response codes, and pipelining (it answers
+// commands in order).
+func sharedCaps(up capBits, login bool, mechs []string) []string {
 	caps := up.names()
 	if login {
-		caps = append(caps, "USER", "SASL "+strings.Join(saslMechanisms, " "))
+		caps = append(caps, "USER")
+		if len(mechs) > 0 {
+			caps = append(caps, "SASL "+strings.Join(mechs, " "))
+		}
 	}
 	return append(caps, "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING")
 }

@@ -45,6 +45,12 @@ type Options struct {
 	IdleTimeout time.Duration
 	// MaxBadCommands ends a session after that many refused commands. Default 10.
 	MaxBadCommands int
+	// Mechanisms are the SASL mechanisms offered to clients (RFC 5034), in
+	// CAPA's order: PLAIN and LOGIN, which the proxy decodes, and
+	// OAUTHBEARER (RFC 7628) and XOAUTH2, which it relays to the server
+	// with the client's bearer token, only over TLS. If nil, PLAIN and
+	// LOGIN.
+	Mechanisms []string
 	// Extensions are commands relayed after login beyond RFC 1939's.
 	Extensions []Extension
 	// ResolveUIDs makes the proxy ask the server "UIDL n" and "LIST n"
@@ -202,6 +208,9 @@ func New(opts Options) *Server {
 	}
 	if opts.MaxBadCommands <= 0 {
 		opts.MaxBadCommands = 10
+	}
+	if opts.Mechanisms == nil {
+		opts.Mechanisms = []string{"PLAIN", "LOGIN"}
 	}
 	opts.Upstream = opts.Upstream.withDefaults("default")
 	upstreams := make(map[string]Upstream, len(opts.Upstreams))

@@ -30,9 +30,10 @@ const (
 const (
 	// clientBufferSize holds a few pipelined commands of RFC 2449's 255 octets.
 	clientBufferSize = 1024
-	// maxSASLLine bounds AUTH lines, which may carry long initial responses
-	// (OAuth tokens) beyond the 255-octet command limit.
-	maxSASLLine = 8 << 10
+	// maxSASLLine bounds AUTH lines and SASL continuation lines, which
+	// may carry OAuth bearer tokens of several KiB beyond the 255-octet
+	// command limit; other lines that long are refused once read.
+	maxSASLLine = 16 << 10
 	// lingerTime and lingerBytes bound lingerClose.
 	lingerTime  = 2 * time.Second
 	lingerBytes = 2 << 20

@@ -285,7 +285,7 @@ func (s *session) cmdCapaAfterLogin() error {
 	if err != nil {
 		return err
 	}
-	caps := sharedCaps(s.sessionCaps(), true)
+	caps := sharedCaps(s.sessionCaps(), true, s.mechanisms())
 	for _, line := range lines {
 		c, ok := pop3.FilterCapability(line)
 		tag, _, _ := strings.Cut(c, " ")

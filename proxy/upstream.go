@@ -43,10 +43,13 @@ type upstream struct {
 	peer string
 }
 
-// credentials are held only for the length of a login attempt.
+// credentials are held only for the length of a login attempt. For OAuth,
+// pass is the bearer token (what a failed login fingerprints) and initial
+// the client's initial response, relayed as sent.
 type credentials struct {
 	authzid, user, pass string
 	mech                string
+	initial             string
 }
 
 // dialInfo is what the upstream may be told about the client.
@@ -430,16 +433,21 @@ func (u *upstream) readList() ([]string, error) {
 // readStatus borrows a reader and reads a status line. The caller relays any
 // body and then calls release.
 func (u *upstream) readStatus() ([]byte, pop3.Status, error) {
-	if u.br == nil {
-		u.br = readerPool.Get().(*bufio.Reader)
-		u.br.Reset(u.conn)
-	}
-	line, err := pop3.ReadLine(u.br, pop3.MaxResponseLine)
+	line, err := u.readLine(pop3.MaxResponseLine)
 	if err != nil {
 		return nil, pop3.Status{}, err
 	}
 	st, err := pop3.ParseStatus(line)
 	return line, st, err
+}
+
+// readLine borrows a reader and reads a line of at most max octets.
+func (u *upstream) readLine(max int) ([]byte, error) {
+	if u.br == nil {
+		u.br = readerPool.Get().(*bufio.Reader)
+		u.br.Reset(u.conn)
+	}
+	return pop3.ReadLine(u.br, max)
 }
 
 // release returns the reader after a complete response. POP3 is lockstep, so

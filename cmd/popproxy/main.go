@@ -230,6 +230,7 @@ func serverOptions(cfg *config.Config, auditor proxy.Auditor, logger *slog.Logge
 		LoginTimeout:       cfg.Timeouts.Login,
 		IdleTimeout:        cfg.Timeouts.Idle,
 		MaxBadCommands:     cfg.Limits.MaxBadCommands,
+		Mechanisms:         cfg.Auth.Mechanisms,
 		Extensions:         exts,
 		Auditor:            auditor,
 		Logger:             logger,

@@ -36,6 +36,7 @@ type Config struct {
 	Timeouts  Timeouts   `yaml:"timeouts"`
 	Limits    Limits     `yaml:"limits"`
 	Commands  Commands   `yaml:"commands"`
+	Auth      Auth       `yaml:"auth"`
 	Audit     Audit      `yaml:"audit"`
 	Admin     Admin      `yaml:"admin"`
 
@@ -222,6 +223,17 @@ type Extension struct {
 	Multiline bool   `yaml:"multiline"`
 }
 
+// Auth configures how clients log in.
+type Auth struct {
+	// Mechanisms are the SASL mechanisms offered to clients (RFC 5034), in
+	// the order CAPA lists them: some of Mechanisms below.
+	Mechanisms []string `yaml:"mechanisms"`
+}
+
+// Mechanisms popproxy can serve: PLAIN and LOGIN it decodes, OAUTHBEARER
+// (RFC 7628) and XOAUTH2 it relays to the server, which checks the token.
+var Mechanisms = []string{"PLAIN", "LOGIN", "OAUTHBEARER", "XOAUTH2"}
+
 // Audit configures the audit trail.
 type Audit struct {
 	// Output is "stdout", "syslog" or a file path.
@@ -267,6 +279,7 @@ func Default() Config {
 			PerSession:   PerSession{CommandRate: 1000, CommandBurst: 5000},
 			UsernameCase: "fold",
 		},
+		Auth:  Auth{Mechanisms: []string{"PLAIN", "LOGIN"}},
 		Audit: Audit{Output: "stdout", Checkpoint: 5 * time.Minute, OnFailure: "close"},
 	}
 }
@@ -343,6 +356,9 @@ func (c *Config) Complete() error {
 
 func (c *Config) complete() {
 	c.normalizeUpstreams()
+	for i, m := range c.Auth.Mechanisms {
+		c.Auth.Mechanisms[i] = strings.ToUpper(m) // SASL names ignore case (RFC 4422 §3.1)
+	}
 	if c.TLS.SessionTickets == nil {
 		on := true
 		c.TLS.SessionTickets = &on
@@ -429,6 +445,7 @@ func (c *Config) problems() problems {
 		bad("timeouts.shutdown_grace", "must not be negative")
 	}
 	c.validateLimits(bad)
+	c.validateAuth(bad)
 	verbs := map[string]bool{}
 	for i, e := range c.Commands.Allow {
 		field := fmt.Sprintf("commands.allow[%d]", i)
@@ -456,6 +473,31 @@ func (c *Config) problems() problems {
 		bad("audit.checkpoint", "must not be negative")
 	}
 	return ps
+}
+
+func (c *Config) validateAuth(bad func(string, string, ...any)) {
+	if len(c.Auth.Mechanisms) == 0 {
+		bad("auth.mechanisms", "lists none: name at least one of %s", strings.Join(Mechanisms, ", "))
+	}
+	seen := map[string]bool{}
+	for i, m := range c.Auth.Mechanisms {
+		field := fmt.Sprintf("auth.mechanisms[%d]", i)
+		switch {
+		case !slices.Contains(Mechanisms, m):
+			bad(field, "%q is not one of %s", m, strings.Join(Mechanisms, ", "))
+		case seen[m]:
+			bad(field, "%s is listed twice", m)
+		case pop3.IsOAuth(m) && !c.listensWithTLS():
+			// A bearer token is as good as a password to whoever reads it.
+			bad(field, "%s is offered only over TLS, and no listener has TLS", m)
+		}
+		seen[m] = true
+	}
+}
+
+// listensWithTLS reports whether a listener has TLS, from the start or after STLS.
+func (c *Config) listensWithTLS() bool {
+	return slices.ContainsFunc(c.Listeners, func(l Listener) bool { return l.TLS != TLSNone })
 }
 
 func (c *Config) validateLimits(bad func(string, string, ...any)) {

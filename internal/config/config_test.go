@@ -311,3 +311,28 @@ func TestEditDistance(t *testing.T) {
 		}
 	}
 }
+
+func TestAuthMechanisms(t *testing.T) {
+	plain := "listeners: [{name: a, address: a:1}]\nupstream: {address: a:1}\n"
+	tls := "listeners: [{name: a, address: a:1, tls: implicit}]\ntls: {self_signed: [pop.example.com]}\nupstream: {address: a:1, allow_plaintext_upstream: true}\n"
+	cfg, err := Parse([]byte(plain))
+	if err != nil || !slices.Equal(cfg.Auth.Mechanisms, []string{"PLAIN", "LOGIN"}) {
+		t.Fatalf("default mechanisms: %v, %v", cfg, err)
+	}
+	cfg, err = Parse([]byte(tls + "auth:\n  mechanisms: [oauthbearer, XOAUTH2, PLAIN]\n"))
+	if err != nil || !slices.Equal(cfg.Auth.Mechanisms, []string{"OAUTHBEARER", "XOAUTH2", "PLAIN"}) {
+		t.Fatalf("mechanisms: %v, %v", cfg, err)
+	}
+	for yaml, want := range map[string]string{
+		plain + "auth: {mechanisms: []}":                  "auth.mechanisms (line 3): lists none",
+		plain + "auth: {mechanisms: [PLAIN, CRAM-MD5]}":   `auth.mechanisms[1] (line 3): "CRAM-MD5" is not one of PLAIN, LOGIN, OAUTHBEARER, XOAUTH2`,
+		plain + "auth: {mechanisms: [PLAIN, plain]}":      "auth.mechanisms[1] (line 3): PLAIN is listed twice",
+		plain + "auth:\n  mechanisms:\n    - XOAUTH2\n":   "auth.mechanisms[0] (line 5): XOAUTH2 is offered only over TLS, and no listener has TLS",
+		tls + "auth: {mechanisms: [OAUTHBEARER, GSSAPI]}": `auth.mechanisms[1] (line 4): "GSSAPI" is not one of`,
+	} {
+		_, err := Parse([]byte(yaml))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: error %v, want %q", yaml, err, want)
+		}
+	}
+}

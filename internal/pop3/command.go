@@ -34,10 +34,8 @@ type Command struct {
 // characters, NUL included: some servers cut a line at NUL, so "USER a\x00b" would
 // mean different things to the proxy and to the server.
 func ParseCommand(line []byte) (Command, error) {
-	for _, c := range line {
-		if c < ' ' || c == 0x7f {
-			return Command{}, ErrBadChar
-		}
+	if err := CheckLine(line); err != nil {
+		return Command{}, err
 	}
 	s := string(line)
 	keyword, tail, _ := strings.Cut(s, " ")
@@ -51,6 +49,17 @@ func ParseCommand(line []byte) (Command, error) {
 		return Command{}, ErrBadKeyword
 	}
 	return Command{Verb: strings.ToUpper(keyword), Args: strings.FieldsFunc(tail, isSP), Tail: tail}, nil
+}
+
+// CheckLine returns ErrBadChar if line (without its CRLF) holds a control
+// character: CR, LF and NUL included, which could end or cut it upstream.
+func CheckLine(line []byte) error {
+	for _, c := range line {
+		if c < ' ' || c == 0x7f {
+			return ErrBadChar
+		}
+	}
+	return nil
 }
 
 // isSP is the only argument separator (RFC 1939 §3). strings.Fields would also

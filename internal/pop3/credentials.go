@@ -51,6 +51,15 @@ func CheckCredentials(authzid, user, pass string) error {
 	return nil
 }
 
+// CheckUser applies CheckCredentials' rule for user names alone, for logins
+// whose secret the proxy does not read (OAuth 2.0 bearer tokens).
+func CheckUser(name string) error {
+	if why := badField(name, MaxUserLen, false); why != "" {
+		return fmt.Errorf("%w: user name %s", ErrBadCredentials, why)
+	}
+	return nil
+}
+
 // badField says what is wrong with s, or returns "" if nothing is.
 func badField(s string, max int, spaces bool) string {
 	switch {

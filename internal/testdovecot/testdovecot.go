@@ -152,6 +152,15 @@ type Config struct {
 	// -ERR, so only the greeting tells whether XCLIENT works. Start's
 	// readiness check connects from 127.0.0.1.
 	LoginTrusted []string
+
+	// OAuth2IntrospectionURL, if set, offers SASL OAUTHBEARER and XOAUTH2
+	// too, checked by an oauth2 passdb: every token is POSTed to this URL
+	// (RFC 7662 token introspection, force_introspection = yes, no
+	// caching) as token=..., and a login succeeds when the answer is JSON
+	// with "active": true and "username" the user logging in. Such a user
+	// still needs an entry in Users, for the mailbox (userdb). Password
+	// logins are unchanged.
+	OAuth2IntrospectionURL string
 }
 
 // Instance is a running private Dovecot. Its methods are safe for
@@ -360,8 +369,31 @@ func (d *Instance) prepare(cfg Config) error {
 	if err := os.WriteFile(filepath.Join(d.dir, "users"), users.Bytes(), 0o644); err != nil {
 		return fmt.Errorf("testdovecot: %w", err)
 	}
+	if cfg.OAuth2IntrospectionURL != "" {
+		return d.writeOAuth2Config(cfg.OAuth2IntrospectionURL)
+	}
 	return nil
 }
+
+// writeOAuth2Config writes the oauth2 passdb's settings (Dovecot 2.3's
+// dovecot-oauth2.conf.ext).
+func (d *Instance) writeOAuth2Config(url string) error {
+	if strings.ContainsAny(url, " \r\n\"") {
+		return fmt.Errorf("testdovecot: OAuth2IntrospectionURL %q holds a space, a quote or a line break", url)
+	}
+	conf := "introspection_mode = post\n" +
+		"introspection_url = " + url + "\n" +
+		"force_introspection = yes\n" +
+		"username_attribute = username\n" +
+		"active_attribute = active\n" +
+		"active_value = true\n"
+	if err := os.WriteFile(d.oauth2Path(), []byte(conf), 0o644); err != nil {
+		return fmt.Errorf("testdovecot: %w", err)
+	}
+	return nil
+}
+
+func (d *Instance) oauth2Path() string { return filepath.Join(d.dir, "dovecot-oauth2.conf.ext") }
 
 // mailIdentity returns the uid and gid the mail processes run as and own
 // the maildirs. Dovecot refuses uid 0 for mail, so when running as root
@@ -416,6 +448,7 @@ type confData struct {
 	HAProxyPort     int
 	HAProxyTrusted  string // space-separated, for haproxy_trusted_networks
 	LoginTrusted    string // space-separated, for login_trusted_networks
+	OAuth2Config    string // the oauth2 passdb's file, if OAuth is offered
 	ProcessLimit    int
 	ClientLimit     int
 	LoginProcesses  int
@@ -480,6 +513,9 @@ func (d *Instance) start() error {
 			return fmt.Errorf("testdovecot: %w", err)
 		}
 		data.NonRoot, data.UserName, data.GroupName = true, u.Username, g.Name
+	}
+	if cfg.OAuth2IntrospectionURL != "" {
+		data.OAuth2Config = d.oauth2Path()
 	}
 	var err error
 	if cfg.TLSCert != "" {

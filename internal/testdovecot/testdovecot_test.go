@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/pem"
 	"errors"
@@ -795,5 +796,32 @@ func TestXClientUntrusted(t *testing.T) {
 	}
 	if log := d.logSince(0); strings.Contains(log, "192.0.2.7") || strings.Contains(log, "untrusted1") {
 		t.Errorf("the ignored XCLIENT reached the log:\n%s", log)
+	}
+}
+
+// TestOAuth2 logs in with a bearer token that the introspection endpoint
+// knows, with both mechanisms, and fails with one it does not.
+func TestOAuth2(t *testing.T) {
+	t.Parallel()
+	in := NewIntrospection(t, map[string]string{"good-token": "alice"})
+	d := New(t, Config{Users: map[string]string{"alice": "pw"}, OAuth2IntrospectionURL: in.URL})
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	c := dial(t, d.Addr())
+	c.expect("+OK")
+	c.cmd("CAPA", "+OK")
+	if capa := string(c.body()); !strings.Contains(capa, "SASL PLAIN LOGIN OAUTHBEARER XOAUTH2") {
+		t.Errorf("CAPA: %q", capa)
+	}
+	c.cmd("AUTH OAUTHBEARER "+b64("n,a=alice,\x01auth=Bearer good-token\x01\x01"), "+OK")
+	c = dial(t, d.Addr())
+	c.expect("+OK")
+	c.cmd("AUTH XOAUTH2 "+b64("user=alice\x01auth=Bearer good-token\x01\x01"), "+OK")
+	c = dial(t, d.Addr())
+	c.expect("+OK")
+	c.cmd("AUTH OAUTHBEARER "+b64("n,a=alice,\x01auth=Bearer bad-token\x01\x01"), "+ ")
+	c.cmd("AQ==", "-ERR [AUTH]")
+	dial(t, d.Addr()).login("alice", "pw") // passwords still work
+	if in.Requests() != 3 {
+		t.Errorf("%d introspection requests, want 3", in.Requests())
 	}
 }
