@@ -50,7 +50,8 @@ func (l Limits) SharedUserKey(upstream, login string) string {
 
 func sharedAddressKey(p netip.Prefix) string { return "ip:" + p.String() }
 
-func (k userKey) shared() string { return "user:" + k.String() }
+// shared is "user:upstream/login", and "user:/login" with no upstream.
+func (k userKey) shared() string { return "user:" + k.upstream + "/" + k.login }
 
 // sharedUnavailable is the verdict on a login while the shared store does not
 // answer: none (apply the local limits) or, with SharedFailClosed, a refusal.
