@@ -139,6 +139,8 @@ func (st *Store) do(ctx context.Context, f func(ctx context.Context) error) erro
 	if skip {
 		return ErrUnavailable
 	}
+	// The caller's cancellation is ignored: a guesser who hangs up during
+	// the delay must still have its failure counted. The timeout bounds it.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), st.timeout)
 	defer cancel()
 	start := time.Now()
