@@ -152,10 +152,15 @@ func (k userKey) String() string {
 // limits keep case. Only ASCII, as case-insensitive servers do: Unicode
 // folding would merge names a server tells apart (the Kelvin sign lowers to k).
 func (lm *limiter) userKey(upstream, login string) userKey {
-	if !lm.limits().KeepUsernameCase {
-		login = route.LowerASCII(login)
+	return userKey{upstream, lm.limits().foldLogin(login)}
+}
+
+// foldLogin is login as the per-user limits key it.
+func (l *Limits) foldLogin(login string) string {
+	if l.KeepUsernameCase {
+		return login
 	}
-	return userKey{upstream, login}
+	return route.LowerASCII(login)
 }
 
 // SetLimits replaces the limits; open sessions are not dropped and the state
@@ -170,7 +175,8 @@ type admission struct {
 	perIP   bool
 	ip      netip.Prefix // the per-address key, while perIP
 	perUser bool
-	user    userKey // the per-user key of the session slot and bandwidth, while perUser
+	shared  bool    // the session slot is in Options.Shared, not perUser
+	user    userKey // the per-user key of the session slot and bandwidth, while perUser or shared
 }
 
 // admit checks a new connection against the connection limits. It returns the
@@ -188,7 +194,7 @@ func (s *session) admit() (rule Rule, value int) {
 		return "", 0
 	}
 	key := s.ipKey()
-	if !lm.ipRate.Allow(key) {
+	if !s.connectionAllowed(key) {
 		return RuleIPConnectionRate, 0
 	}
 	if ok, n := lm.ipSessions.Acquire(key); !ok {
@@ -196,6 +202,18 @@ func (s *session) admit() (rule Rule, value int) {
 	}
 	s.admitted.perIP, s.admitted.ip = true, key
 	return "", 0
+}
+
+// connectionAllowed applies the per-address connection rate: fleet-wide if
+// there is a shared store and it answers, else this proxy's own.
+func (s *session) connectionAllowed(key netip.Prefix) bool {
+	l := s.srv.limits.limits()
+	if sh := s.srv.opts.Shared; sh != nil && l.PerIPRate > 0 {
+		if ok, err := sh.AllowConnection(s.ctx, sharedAddressKey(key), l.PerIPRate, max(l.PerIPBurst, 1)); err == nil {
+			return ok
+		}
+	}
+	return s.srv.limits.ipRate.Allow(key)
 }
 
 // release gives back what admit and login took.
@@ -209,6 +227,9 @@ func (s *session) release() {
 	}
 	if s.admitted.perUser {
 		lm.userSessions.Release(s.admitted.user)
+	}
+	if s.admitted.shared {
+		s.srv.opts.Shared.EndSession(s.admitted.user.shared(), s.id)
 	}
 	if s.userRate != nil {
 		lm.userBandwidth.Release(s.admitted.user, s.userRate)
@@ -243,10 +264,12 @@ func (s *session) addressBlocked() *refusal {
 	if s.trusted() {
 		return nil
 	}
-	if blocked, left := s.srv.limits.ipFailures.Blocked(s.ipKey()); blocked {
-		return &refusal{PolicyEvent{Rule: RuleFailedLoginsIP, Key: s.ipKey().String(), Value: left.Seconds()}, "AUTH", blockedText}
+	ip := s.ipKey()
+	left, r := s.blockLeft(sharedAddressKey(ip), func() (bool, time.Duration) { return s.srv.limits.ipFailures.Blocked(ip) })
+	if r == nil && left > 0 {
+		r = &refusal{PolicyEvent{Rule: RuleFailedLoginsIP, Key: ip.String(), Value: left.Seconds()}, "AUTH", blockedText}
 	}
-	return nil
+	return r
 }
 
 // userBlocked reports the block, if any, on user.
@@ -254,23 +277,50 @@ func (s *session) userBlocked(user userKey) *refusal {
 	if s.trusted() {
 		return nil
 	}
-	if blocked, left := s.srv.limits.userFailures.Blocked(user); blocked {
-		return &refusal{PolicyEvent{Rule: RuleFailedLoginsUser, Key: user.String(), Value: left.Seconds()}, "AUTH", blockedText}
+	left, r := s.blockLeft(user.shared(), func() (bool, time.Duration) { return s.srv.limits.userFailures.Blocked(user) })
+	if r == nil && left > 0 {
+		r = &refusal{PolicyEvent{Rule: RuleFailedLoginsUser, Key: user.String(), Value: left.Seconds()}, "AUTH", blockedText}
 	}
-	return nil
+	return r
+}
+
+// blockLeft returns the block left on a key: the fleet's if there is a shared
+// store and it answers, else the one local reports. A store that does not
+// answer may refuse the login instead (sharedUnavailable).
+func (s *session) blockLeft(key string, local func() (bool, time.Duration)) (time.Duration, *refusal) {
+	if sh := s.srv.opts.Shared; sh != nil {
+		left, err := sh.Blocked(s.ctx, key)
+		if err == nil {
+			return left, nil
+		}
+		if r := s.sharedUnavailable(); r != nil {
+			return 0, r
+		}
+	}
+	_, left := local()
+	return left, nil
 }
 
 // loginFailed counts a refused login with password against the address and
 // the user, and makes the client wait, progressively longer, before it hears
 // so. Only distinct passwords count: per user, a password tried again adds
 // nothing; per address, each user and password pair counts once, so that
-// trying one password on many users (spraying) counts for each user.
+// trying one password on many users (spraying) counts for each user. With a
+// shared store that answers, the counts are the fleet's.
 func (s *session) loginFailed(user userKey, password string) {
 	if s.trusted() {
 		return
 	}
 	lm := s.srv.limits
 	ip := s.ipKey()
+	if sh := s.srv.opts.Shared; sh != nil {
+		l := lm.limits()
+		d, err := sh.Fail(s.ctx, sharedAddressKey(ip), l.FailuresPerIP, user.shared(), l.FailuresPerUser, user.upstream, user.login, password)
+		if err == nil {
+			s.sleep(d)
+			return
+		}
+	}
 	secret := lm.fingerprints.Of(user.upstream, user.login, password)
 	lm.ipFailures.Fail(ip, secret)
 	lm.userFailures.Fail(user, secret)
@@ -291,24 +341,50 @@ func (s *session) sleep(d time.Duration) {
 }
 
 // claimMailbox takes the mailbox's session slot and login interval after a
-// successful upstream login as tried, or says which limit refuses.
+// successful upstream login as tried, or says which limit refuses: the
+// fleet's if there is a shared store and it answers, else this proxy's.
 func (s *session) claimMailbox(tried, mailbox userKey) *refusal {
 	lm := s.srv.limits
 	// A success clears the user's failures but never the address's: one
 	// valid account must not reset a guesser's count (Mailu's lesson).
 	lm.userFailures.Reset(tried)
+	if sh := s.srv.opts.Shared; sh != nil {
+		l := lm.limits()
+		inUse, wait, err := sh.Login(s.ctx, tried.shared(), mailbox.shared(), s.id, l.PerUserSessions, l.LoginDelay)
+		switch {
+		case err != nil:
+			if r := s.sharedUnavailable(); r != nil {
+				return r
+			}
+		case inUse > 0:
+			return mailboxInUse(mailbox, inUse)
+		case wait > 0:
+			return loginTooSoon(mailbox, wait)
+		default:
+			s.admitted.shared, s.admitted.user = true, mailbox
+			return nil
+		}
+	}
 	if ok, n := lm.userSessions.Acquire(mailbox); !ok {
-		return &refusal{PolicyEvent{Rule: RuleUserSessions, Key: mailbox.String(), Value: float64(n)}, "IN-USE", "mailbox in use by another session"}
+		return mailboxInUse(mailbox, n)
 	}
 	s.admitted.perUser, s.admitted.user = true, mailbox
 	if ok, wait := lm.loginInterval.Claim(mailbox); !ok {
 		lm.userSessions.Release(mailbox)
 		s.admitted.perUser = false
-		secs := int(wait.Seconds() + 0.999)
-		return &refusal{PolicyEvent{Rule: RuleLoginDelay, Key: mailbox.String(), Value: float64(secs)},
-			"LOGIN-DELAY", "wait " + strconv.Itoa(secs) + " seconds before logging in again"}
+		return loginTooSoon(mailbox, wait)
 	}
 	return nil
+}
+
+func mailboxInUse(mailbox userKey, sessions int) *refusal {
+	return &refusal{PolicyEvent{Rule: RuleUserSessions, Key: mailbox.String(), Value: float64(sessions)}, "IN-USE", "mailbox in use by another session"}
+}
+
+func loginTooSoon(mailbox userKey, wait time.Duration) *refusal {
+	secs := int(wait.Seconds() + 0.999)
+	return &refusal{PolicyEvent{Rule: RuleLoginDelay, Key: mailbox.String(), Value: float64(secs)},
+		"LOGIN-DELAY", "wait " + strconv.Itoa(secs) + " seconds before logging in again"}
 }
 
 // startTransactionLimits sets up the per-session limiters at login.

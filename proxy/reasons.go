@@ -59,6 +59,8 @@ const (
 	RuleCommandRate      Rule = "limit.command_rate"
 	RuleCommandThrottled Rule = "limit.command_rate.throttled"
 	RuleMaxRetrievals    Rule = "limit.max_retrievals"
+	// The fleet's shared store did not answer and limits.shared says closed.
+	RuleSharedUnavailable Rule = "limit.shared_unavailable"
 )
 
 // Rules are the rules a policy record may carry.
@@ -67,4 +69,5 @@ var Rules = []Rule{
 	RuleTLSRequired, RuleTLSHandshake, RuleSTLSInjection,
 	RuleMaxSessions, RuleIPSessions, RuleIPConnectionRate, RuleFailedLoginsIP, RuleFailedLoginsUser,
 	RuleUserSessions, RuleLoginDelay, RuleCommandRate, RuleCommandThrottled, RuleMaxRetrievals,
+	RuleSharedUnavailable,
 }

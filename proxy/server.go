@@ -68,6 +68,13 @@ type Options struct {
 	// Limits bound sessions, logins, commands and bandwidth; see Limits.
 	// SetLimits changes them later.
 	Limits Limits
+	// Shared, if not nil, holds the failed logins, per-user sessions,
+	// LOGIN-DELAY and per-address connection rate for a fleet of proxies;
+	// the other limits stay this proxy's. While it does not answer, the
+	// proxy applies its own limits instead, or, if SharedFailClosed,
+	// refuses logins with [SYS/TEMP].
+	Shared           SharedLimits
+	SharedFailClosed bool
 	// Auditor receives audit events. If nil, nothing is audited.
 	Auditor Auditor
 	// RefusalInterval is how often refused connections (connection limits,

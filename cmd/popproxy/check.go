@@ -42,6 +42,10 @@ func checkConfig(cfg *config.Config, logger *slog.Logger) error {
 	// built as run builds them.
 	_, err := serverOptions(cfg, nil, logger)
 	fail("", err)
+	if cfg.Limits.Shared != nil {
+		_, err := sharedConfig(cfg.Limits.Shared)
+		fail("", err)
+	}
 	if cfg.UsesTLS() {
 		fail("tls", tlsconf.Check(serverTLS(cfg), logger))
 	}

@@ -23,6 +23,8 @@ usage:
                                         serve a built-in sample mail drop through popproxy
   popproxy audit verify FILE...         check the hash chain of audit files, oldest first
   popproxy audit report FILE...         summarise audit files per user
+  popproxy limits show|clear -config FILE USER|ADDRESS
+                                        show or clear a user's or an address's fleet-wide limits
   popproxy version                      print the version, revision, build date and Go version
   popproxy help [COMMAND]               print this help, or a command's
 
@@ -54,6 +56,8 @@ func cli(args []string, stdout, stderr io.Writer) int {
 		err = demoCommand(args, stdout, stderr)
 	case "audit":
 		err = auditSubcommand(args, stdout, stderr)
+	case "limits":
+		err = limitsCommand(args, stdout, stderr)
 	case "version":
 		if err = parseFlags(flag.NewFlagSet("version", flag.ContinueOnError), args, "usage: popproxy version\n", stdout); err == nil {
 			err = printVersion(stdout)

@@ -9,6 +9,8 @@
 //	popproxy demo                        run against an embedded sample mail drop
 //	popproxy audit verify FILE...        check the hash chain of audit files, oldest first
 //	popproxy audit report FILE...        summarise audit files per user
+//	popproxy limits show|clear -config FILE USER|ADDRESS
+//	                                     show or clear fleet-wide limits in the shared store
 //	popproxy version                     print the version and build information
 //	popproxy help [COMMAND]              print the usage
 package main
@@ -63,6 +65,13 @@ func run(cfg *config.Config, configPath string, logger *slog.Logger, ready func(
 		return err
 	}
 	m.Circuits(circuits(cfg, opts.Breaker))
+	shared, err := openShared(cfg, &opts, m, logger)
+	if err != nil {
+		return err
+	}
+	if shared != nil {
+		defer shared.Close()
+	}
 	srv := proxy.New(opts)
 	var listenerPanics atomic.Int64 // recovered in PROXY-header reading
 	m.Panics(func() int64 { return srv.Panics() + listenerPanics.Load() })

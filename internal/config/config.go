@@ -171,6 +171,34 @@ type Limits struct {
 	// UsernameCase is how the per-user limits treat the case of the login
 	// sent upstream: "fold" (ASCII, for servers that ignore case) or "keep".
 	UsernameCase string `yaml:"username_case"`
+	// Shared, if set, keeps the failed logins, the per-user sessions,
+	// LOGIN-DELAY and the per-address connection rate in Redis or Valkey,
+	// so that a fleet of instances applies them as one. Nil: each instance
+	// keeps its own, as without it.
+	Shared *Shared `yaml:"shared"`
+}
+
+// Shared is the store of the fleet-wide limits.
+type Shared struct {
+	// Address is the store's host:port.
+	Address string `yaml:"address"`
+	// PasswordFile holds the store's password (AUTH), on its first line.
+	PasswordFile string `yaml:"password_file"`
+	// TLS is none or implicit (the store's tls-port); CAFile, the CAs that
+	// sign its certificate, else the system's.
+	TLS    string `yaml:"tls"`
+	CAFile string `yaml:"ca_file"`
+	// Prefix starts every key. Default "popproxy:".
+	Prefix string `yaml:"prefix"`
+	// Timeout bounds each round trip to the store. Default 50ms.
+	Timeout time.Duration `yaml:"timeout"`
+	// SessionLease is how long a session of a crashed instance keeps its
+	// per-user slot. Default 30s.
+	SessionLease time.Duration `yaml:"session_lease"`
+	// OnUnavailable is what a slow or unreachable store means: "local"
+	// (each instance applies its own limits until the store answers) or
+	// "closed" (logins are refused with [SYS/TEMP]).
+	OnUnavailable string `yaml:"on_unavailable"`
 }
 
 // PerIP limits each client address (IPv6: each prefix).
@@ -326,6 +354,10 @@ func (c *Config) resolvePaths(dir string) {
 		}
 	}
 	abs(&c.Routes.MapFile)
+	if sh := c.Limits.Shared; sh != nil {
+		abs(&sh.PasswordFile)
+		abs(&sh.CAFile)
+	}
 	if c.Audit.Output != "stdout" && c.Audit.Output != "syslog" {
 		abs(&c.Audit.Output)
 	}
@@ -358,6 +390,9 @@ func (c *Config) complete() {
 	c.normalizeUpstreams()
 	for i, m := range c.Auth.Mechanisms {
 		c.Auth.Mechanisms[i] = strings.ToUpper(m) // SASL names ignore case (RFC 4422 §3.1)
+	}
+	if sh := c.Limits.Shared; sh != nil {
+		sh.complete()
 	}
 	if c.TLS.SessionTickets == nil {
 		on := true
@@ -544,6 +579,51 @@ func (c *Config) validateLimits(bad func(string, string, ...any)) {
 	}
 	if l.UsernameCase != "fold" && l.UsernameCase != "keep" {
 		bad("limits.username_case", "%q is not one of fold, keep", l.UsernameCase)
+	}
+	if l.Shared != nil {
+		l.Shared.validate(bad)
+	}
+}
+
+// complete fills in the defaults of the shared store.
+func (sh *Shared) complete() {
+	if sh.TLS == "" {
+		sh.TLS = TLSNone
+	}
+	if sh.Prefix == "" {
+		sh.Prefix = "popproxy:"
+	}
+	if sh.Timeout == 0 {
+		sh.Timeout = 50 * time.Millisecond
+	}
+	if sh.SessionLease == 0 {
+		sh.SessionLease = 30 * time.Second
+	}
+	if sh.OnUnavailable == "" {
+		sh.OnUnavailable = "local"
+	}
+}
+
+func (sh *Shared) validate(bad func(string, string, ...any)) {
+	if sh.Address == "" {
+		bad("limits.shared.address", "is required (host:port of Redis or Valkey)")
+	} else {
+		checkAddress(bad, "limits.shared.address", sh.Address)
+	}
+	if sh.TLS != TLSNone && sh.TLS != TLSImplicit {
+		bad("limits.shared.tls", "%q is not one of none, implicit", sh.TLS)
+	}
+	if sh.TLS == TLSNone && sh.CAFile != "" {
+		bad("limits.shared.ca_file", "is set but limits.shared.tls is none")
+	}
+	if sh.Timeout <= 0 {
+		bad("limits.shared.timeout", "must be positive, not %s", sh.Timeout)
+	}
+	if sh.SessionLease < 3*time.Second {
+		bad("limits.shared.session_lease", "must be at least 3s, not %s", sh.SessionLease)
+	}
+	if sh.OnUnavailable != "local" && sh.OnUnavailable != "closed" {
+		bad("limits.shared.on_unavailable", "%q is not one of local, closed", sh.OnUnavailable)
 	}
 }
 

@@ -336,3 +336,33 @@ func TestAuthMechanisms(t *testing.T) {
 		}
 	}
 }
+
+func TestSharedLimits(t *testing.T) {
+	cfg, err := Parse([]byte(valid + "limits:\n  shared: {address: redis.example:6379}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Shared{Address: "redis.example:6379", TLS: TLSNone, Prefix: "popproxy:", Timeout: 50 * time.Millisecond,
+		SessionLease: 30 * time.Second, OnUnavailable: "local"}
+	if sh := cfg.Limits.Shared; sh == nil || *sh != want {
+		t.Errorf("defaults: %+v, want %+v", sh, want)
+	}
+	if cfg, _ := Parse([]byte(valid)); cfg.Limits.Shared != nil {
+		t.Errorf("without limits.shared: %+v, want nil (each instance its own limits)", cfg.Limits.Shared)
+	}
+	tests := []struct{ yaml, want string }{
+		{"limits:\n  shared: {tls: none}\n", "limits.shared.address (line 4): is required"},
+		{"limits:\n  shared:\n    address: r:1\n    on_unavailable: open\n", `limits.shared.on_unavailable (line 6): "open" is not one of local, closed`},
+		{"limits:\n  shared:\n    address: r:1\n    tls: starttls\n", `limits.shared.tls (line 6): "starttls" is not one of none, implicit`},
+		{"limits:\n  shared:\n    address: r:1\n    ca_file: ca.pem\n", "limits.shared.ca_file (line 6): is set but limits.shared.tls is none"},
+		{"limits:\n  shared:\n    address: r:1\n    session_lease: 1s\n", "limits.shared.session_lease (line 6): must be at least 3s"},
+		{"limits:\n  shared:\n    address: r:1\n    timeout: -1s\n", "limits.shared.timeout (line 6): must be positive"},
+		{"limits:\n  shared:\n    adress: r:1\n", `limits.shared.adress (line 5): unknown key; did you mean "address"?`},
+	}
+	for _, tt := range tests {
+		_, err := Parse([]byte(valid + tt.yaml))
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%q: error\n%v\nwant it to contain\n%s", tt.yaml, err, tt.want)
+		}
+	}
+}

@@ -193,6 +193,27 @@ func (m *Metrics) Circuits(f func() []CircuitState) {
 	m.scrape.mu.Unlock()
 }
 
+// SharedLimitsState is the store of the fleet-wide limits, as reported to
+// SharedLimits: counts since the process started.
+type SharedLimitsState struct {
+	Requests, Errors int64         // round trips, and the failed ones among them
+	RoundTrip        time.Duration // the time of all round trips, summed
+	Unavailable      bool          // the store is not answering now
+}
+
+// SharedLimits makes f the source of the summary
+// popproxy_shared_limits_round_trip_seconds (count and sum: the mean round
+// trip is rate(_sum) / rate(_count)), the counter
+// popproxy_shared_limits_errors_total and the gauge
+// popproxy_shared_limits_unavailable. f is called at each scrape, possibly
+// concurrently. Calling SharedLimits again replaces f; with f nil the
+// metrics are not exported.
+func (m *Metrics) SharedLimits(f func() SharedLimitsState) {
+	m.scrape.mu.Lock()
+	m.scrape.sharedLimits = f
+	m.scrape.mu.Unlock()
+}
+
 // Handler returns the HTTP handler of the metrics listener:
 //
 //   - /metrics: the registry in the Prometheus exposition formats (promhttp);

@@ -581,3 +581,29 @@ func TestNewIndependent(t *testing.T) {
 	a.Handler(nil)
 	a.Handler(nil) // registering the handler's own metrics twice must not panic
 }
+
+func TestSharedLimits(t *testing.T) {
+	m := New()
+	if n, err := testutil.GatherAndCount(m.reg, "popproxy_shared_limits_unavailable"); err != nil || n != 0 {
+		t.Errorf("without limits.shared: %d series, %v; want none", n, err)
+	}
+	m.SharedLimits(func() SharedLimitsState {
+		return SharedLimitsState{Requests: 4, Errors: 1, RoundTrip: 2 * time.Millisecond, Unavailable: true}
+	})
+	compare(t, m, "popproxy_shared_limits_round_trip_seconds", `
+		# HELP popproxy_shared_limits_round_trip_seconds Round trips to the store of the fleet-wide limits (limits.shared), failed ones included, and their time.
+		# TYPE popproxy_shared_limits_round_trip_seconds summary
+		popproxy_shared_limits_round_trip_seconds_sum 0.002
+		popproxy_shared_limits_round_trip_seconds_count 4
+	`)
+	compare(t, m, "popproxy_shared_limits_errors_total", `
+		# HELP popproxy_shared_limits_errors_total Round trips to the store of the fleet-wide limits that failed or timed out.
+		# TYPE popproxy_shared_limits_errors_total counter
+		popproxy_shared_limits_errors_total 1
+	`)
+	compare(t, m, "popproxy_shared_limits_unavailable", `
+		# HELP popproxy_shared_limits_unavailable 1 while the store of the fleet-wide limits does not answer and limits.shared.on_unavailable applies, else 0.
+		# TYPE popproxy_shared_limits_unavailable gauge
+		popproxy_shared_limits_unavailable 1
+	`)
+}

@@ -15,12 +15,16 @@ type scrapeCollector struct {
 	auditFailuresDesc *prometheus.Desc
 	circuitDesc       *prometheus.Desc
 	panicsDesc        *prometheus.Desc
+	sharedRTTDesc     *prometheus.Desc
+	sharedErrorsDesc  *prometheus.Desc
+	sharedDownDesc    *prometheus.Desc
 
 	mu            sync.Mutex // guards the functions, not their calls
 	certExpiry    func() map[string]time.Time
 	auditFailures func() int64
 	circuits      func() []CircuitState
 	panics        func() int64
+	sharedLimits  func() SharedLimitsState
 }
 
 var _ prometheus.Collector = (*scrapeCollector)(nil)
@@ -43,6 +47,18 @@ func newScrapeCollector() *scrapeCollector {
 			prometheus.BuildFQName(namespace, "", "panics_total"),
 			"Panics recovered: each ended one session (or one piece of background work), not the process. Any is a bug worth reporting.",
 			nil, nil),
+		sharedRTTDesc: prometheus.NewDesc(
+			prometheus.BuildFQName(namespace, "shared_limits", "round_trip_seconds"),
+			"Round trips to the store of the fleet-wide limits (limits.shared), failed ones included, and their time.",
+			nil, nil),
+		sharedErrorsDesc: prometheus.NewDesc(
+			prometheus.BuildFQName(namespace, "shared_limits", "errors_total"),
+			"Round trips to the store of the fleet-wide limits that failed or timed out.",
+			nil, nil),
+		sharedDownDesc: prometheus.NewDesc(
+			prometheus.BuildFQName(namespace, "shared_limits", "unavailable"),
+			"1 while the store of the fleet-wide limits does not answer and limits.shared.on_unavailable applies, else 0.",
+			nil, nil),
 	}
 }
 
@@ -52,6 +68,9 @@ func (c *scrapeCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.auditFailuresDesc
 	ch <- c.circuitDesc
 	ch <- c.panicsDesc
+	ch <- c.sharedRTTDesc
+	ch <- c.sharedErrorsDesc
+	ch <- c.sharedDownDesc
 }
 
 // Collect implements prometheus.Collector. The functions are called without
@@ -59,8 +78,19 @@ func (c *scrapeCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Lock()
 	certExpiry, auditFailures, circuits, panics := c.certExpiry, c.auditFailures, c.circuits, c.panics
+	sharedLimits := c.sharedLimits
 	c.mu.Unlock()
 
+	if sharedLimits != nil {
+		st := sharedLimits()
+		ch <- prometheus.MustNewConstSummary(c.sharedRTTDesc, uint64(st.Requests), st.RoundTrip.Seconds(), nil)
+		ch <- constMetric(c.sharedErrorsDesc, prometheus.CounterValue, float64(st.Errors))
+		down := 0.0
+		if st.Unavailable {
+			down = 1
+		}
+		ch <- constMetric(c.sharedDownDesc, prometheus.GaugeValue, down)
+	}
 	if panics != nil {
 		ch <- constMetric(c.panicsDesc, prometheus.CounterValue, float64(panics()))
 	}

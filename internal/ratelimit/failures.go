@@ -135,7 +135,7 @@ func (f *Failures[K]) Delay(key K) time.Duration {
 	if e == nil || f.forgotten(&e.val, now) {
 		return 0
 	}
-	return f.delay(int(e.val.count))
+	return f.cfg.Delay(int(e.val.count))
 }
 
 // Blocked reports whether key is blocked, and for how much longer.
@@ -201,9 +201,10 @@ func (f *Failures[K]) setExpiry(e *entry[K, failState]) {
 	e.hold = s.until
 }
 
-// delay is the delay after n failures.
-func (f *Failures[K]) delay(n int) time.Duration {
-	d, top := f.cfg.BaseDelay, f.cfg.MaxDelay
+// Delay is the delay after n failures counted: zero for none, BaseDelay
+// after one, doubling with each further failure up to MaxDelay.
+func (c FailureConfig) Delay(n int) time.Duration {
+	d, top := c.BaseDelay, c.MaxDelay
 	if n < 1 || d <= 0 {
 		return 0
 	}

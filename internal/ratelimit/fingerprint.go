@@ -34,6 +34,13 @@ func NewFingerprinter() *Fingerprinter {
 	return &Fingerprinter{key: key}
 }
 
+// NewFingerprinterKey returns a Fingerprinter with the given key, for
+// processes that must agree on fingerprints (a fleet sharing its failed-login
+// counts). Keep the key as secret as the fingerprints' meaning must be.
+func NewFingerprinterKey(key []byte) *Fingerprinter {
+	return &Fingerprinter{key: append([]byte(nil), key...)}
+}
+
 // Of returns the fingerprint of parts taken together. Each part is prefixed
 // with its length, so ("ab", "c") and ("a", "bc") differ.
 func (f *Fingerprinter) Of(parts ...string) Fingerprint {
