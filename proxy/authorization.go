@@ -10,33 +10,6 @@ import (
 	"github.com/popproxy/popproxy/internal/pop3"
 )
 
-// authorizationVerbs are the commands of the AUTHORIZATION state (RFC 1939 §4),
-// answered by the proxy itself.
-var authorizationVerbs = map[string]func(*session, pop3.Command) error{
-	"USER": (*session).cmdUser,
-	"PASS": (*session).cmdPass,
-	"AUTH": (*session).cmdAuth,
-	"CAPA": (*session).cmdCapaBeforeLogin,
-	"STLS": (*session).cmdStls,
-	// XPOPPROXY ids... : the popproxies a session came through (see
-	// upstream.passChain); not advertised, useful only between popproxies.
-	"XPOPPROXY": (*session).cmdChain,
-	"QUIT":      (*session).cmdQuitBeforeLogin,
-	"APOP":      (*session).cmdApop,
-}
-
-// authorization handles one command before login.
-func (s *session) authorization(cmd pop3.Command) error {
-	if h, ok := authorizationVerbs[cmd.Verb]; ok {
-		return h(s, cmd)
-	}
-	switch {
-	case transactionVerbs[cmd.Verb] != (txVerb{}) || s.srv.extension(cmd.Verb) != nil:
-		return s.refuse(RuleWrongState, cmd.Verb, "not logged in")
-	}
-	return s.refuse(RuleUnknownCommand, cmd.Verb, "unknown command")
-}
-
 // cmdChain records the instance ids of the popproxies in front of this one.
 // A client can only make its own session refuse upstreams.
 func (s *session) cmdChain(cmd pop3.Command) error {

@@ -149,7 +149,7 @@ func (s *session) learnCapabilities(up Upstream) error {
 	if st.OK {
 		var names []string
 		for _, line := range lines {
-			if c, ok := pop3.FilterCapability(line); ok {
+			if c, ok := filterCapability(line); ok {
 				names = append(names, c)
 			}
 		}

@@ -434,10 +434,7 @@ func (s *session) next() error {
 	if err != nil {
 		return s.refuse(RuleSyntax, "", err.Error())
 	}
-	if s.state == stateAuthorization {
-		return s.authorization(cmd)
-	}
-	return s.transaction(cmd)
+	return s.dispatch(cmd)
 }
 
 // readLine reads one client line, which must arrive whole before the login

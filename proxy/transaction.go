@@ -10,94 +10,17 @@ import (
 	"github.com/popproxy/popproxy/internal/pop3"
 )
 
-// multiLine says when a +OK reply to a command has a body.
-type multiLine int
-
-const (
-	singleLine multiLine = iota + 1
-	alwaysMulti
-	multiWithoutArgs // LIST and UIDL: a listing without argument, one line with
-)
-
-// txVerb is the syntax of a TRANSACTION command relayed upstream. Every
-// argument is a number; the first is a message number (at least 1).
-type txVerb struct {
-	minArgs, maxArgs int
-	multi            multiLine
-}
-
-// transactionVerbs are RFC 1939 §5's commands; CAPA and QUIT are handled apart.
-var transactionVerbs = map[string]txVerb{
-	"STAT": {0, 0, singleLine},
-	"LIST": {0, 1, multiWithoutArgs},
-	"RETR": {1, 1, alwaysMulti},
-	"DELE": {1, 1, singleLine},
-	"NOOP": {0, 0, singleLine},
-	"RSET": {0, 0, singleLine},
-	"TOP":  {2, 2, alwaysMulti},
-	"UIDL": {0, 1, multiWithoutArgs},
-}
-
-// transaction handles one command after login.
-func (s *session) transaction(cmd pop3.Command) error {
-	if r := s.commandRefused(cmd.Verb); r != nil {
-		return s.refuseFor(r.PolicyEvent, r.reply())
+// relayExtension relays a command the configuration allows (Options.Extensions).
+func (s *session) relayExtension(cmd pop3.Command, ext *Extension) error {
+	if len(cmd.Args) > ext.MaxArgs {
+		return s.refuse(RuleSyntax, cmd.Verb, "too many arguments")
 	}
-	switch cmd.Verb {
-	case "CAPA":
-		return s.cmdCapaAfterLogin()
-	case "QUIT":
-		return s.cmdQuit()
-	}
-	if v, ok := transactionVerbs[cmd.Verb]; ok {
-		if msg := v.check(cmd.Args); msg != "" {
-			return s.refuse(RuleSyntax, cmd.Verb, msg)
-		}
-		canonical := pop3.Command{Verb: cmd.Verb, Args: canonicalNumbers(cmd.Args)}
-		return s.relay(canonical, v.multi == alwaysMulti || v.multi == multiWithoutArgs && len(cmd.Args) == 0)
-	}
-	if ext := s.srv.extension(cmd.Verb); ext != nil {
-		if len(cmd.Args) > ext.MaxArgs {
-			return s.refuse(RuleSyntax, cmd.Verb, "too many arguments")
-		}
-		for _, a := range cmd.Args {
-			if len(a) > pop3.MaxArgLen {
-				return s.refuse(RuleSyntax, cmd.Verb, "argument too long")
-			}
-		}
-		return s.relay(pop3.Command{Verb: cmd.Verb, Args: cmd.Args}, ext.Multiline)
-	}
-	if _, ok := authorizationVerbs[cmd.Verb]; ok || cmd.Verb == "APOP" {
-		return s.refuse(RuleWrongState, cmd.Verb, "already logged in")
-	}
-	return s.refuse(RuleUnknownCommand, cmd.Verb, "unknown command")
-}
-
-// check returns why args do not fit v, or "".
-func (v txVerb) check(args []string) string {
-	if len(args) < v.minArgs || len(args) > v.maxArgs {
-		return "wrong number of arguments"
-	}
-	for i, a := range args {
-		n, err := pop3.ParseNumber(a)
-		if err != nil {
-			return "invalid number"
-		}
-		if i == 0 && n == 0 {
-			return "no such message"
+	for _, a := range cmd.Args {
+		if len(a) > pop3.MaxArgLen {
+			return s.refuse(RuleSyntax, cmd.Verb, "argument too long")
 		}
 	}
-	return ""
-}
-
-// canonicalNumbers rewrites checked numbers without leading zeros.
-func canonicalNumbers(args []string) []string {
-	out := make([]string, len(args))
-	for i, a := range args {
-		n, _ := pop3.ParseNumber(a)
-		out[i] = strconv.Itoa(n)
-	}
-	return out
+	return s.relay(pop3.Command{Verb: cmd.Verb, Args: cmd.Args}, ext.Multiline)
 }
 
 func (srv *Server) extension(verb string) *Extension {
@@ -187,12 +110,6 @@ func (s *session) relay(cmd pop3.Command, multi bool) error {
 	return nil
 }
 
-// namesMessage reports whether verb's first argument is a message number
-// whose message its audit event names: RETR and TOP read it, DELE deletes it.
-func namesMessage(verb string) bool {
-	return verb == "RETR" || verb == "TOP" || verb == "DELE"
-}
-
 // watcher picks what the audit learns from a multi-line body as it passes:
 // a message's Message-ID from its header, sizes and unique ids from listings.
 func (s *session) watcher(cmd pop3.Command, msg int, ev *CommandEvent) func([]byte) bool {
@@ -280,14 +197,14 @@ func (s *session) account(cmd pop3.Command, ev CommandEvent) {
 // cmdCapaAfterLogin lists what CAPA before login listed (RFC 2449 §6: those
 // may not differ between states), and the server's EXPIRE and LOGIN-DELAY,
 // which may differ after login: they are the user's.
-func (s *session) cmdCapaAfterLogin() error {
+func (s *session) cmdCapaAfterLogin(pop3.Command) error {
 	_, lines, err := s.probe(pop3.Command{Verb: "CAPA"}, true)
 	if err != nil {
 		return err
 	}
 	caps := sharedCaps(s.sessionCaps(), true, s.mechanisms())
 	for _, line := range lines {
-		c, ok := pop3.FilterCapability(line)
+		c, ok := filterCapability(line)
 		tag, _, _ := strings.Cut(c, " ")
 		if ok && (tag == "EXPIRE" || tag == "LOGIN-DELAY") {
 			caps = append(caps, c)
@@ -298,7 +215,7 @@ func (s *session) cmdCapaAfterLogin() error {
 
 // cmdQuit relays QUIT: the upstream enters UPDATE and commits deletions
 // (RFC 1939 §6), and its answer says whether that worked.
-func (s *session) cmdQuit() error {
+func (s *session) cmdQuit(pop3.Command) error {
 	start := time.Now()
 	status, st, err := s.roundTrip(pop3.Command{Verb: "QUIT"})
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/popproxy/popproxy/internal/pop3"
 	"github.com/popproxy/popproxy/internal/ratelimit"
+	"github.com/popproxy/popproxy/proxy"
 )
 
 // TLS modes of a listener or of the upstream.
@@ -481,6 +482,10 @@ func (c *Config) problems() problems {
 	}
 	c.validateLimits(bad)
 	c.validateAuth(bad)
+	// The proxy answers these or speaks them to upstreams itself. XCLIENT
+	// and XPOPPROXY would let a logged-in client tell the server a forged
+	// address or proxy chain.
+	reserved := proxy.ReservedVerbs()
 	verbs := map[string]bool{}
 	for i, e := range c.Commands.Allow {
 		field := fmt.Sprintf("commands.allow[%d]", i)
@@ -488,7 +493,7 @@ func (c *Config) problems() problems {
 		switch {
 		case !pop3.IsKeyword(v):
 			bad(field+".verb", "%q is not a command keyword (letters and digits, 1 to 16)", e.Verb)
-		case builtin[v]:
+		case slices.Contains(reserved, v):
 			bad(field+".verb", "%s is handled by the proxy itself", v)
 		case verbs[v]:
 			bad(field+".verb", "%s is listed twice", v)
@@ -776,15 +781,6 @@ func checkVersion(bad func(string, string, ...any), field, v string, allowed ...
 	if v != "" && !slices.Contains(allowed, v) {
 		bad(field, "%q is not one of %s", v, strings.Join(allowed, ", "))
 	}
-}
-
-// builtin are the commands the proxy implements or speaks to upstreams
-// itself; they cannot be relayed as extensions. XCLIENT and XPOPPROXY would
-// let a logged-in client tell the server a forged address or proxy chain.
-var builtin = map[string]bool{
-	"USER": true, "PASS": true, "APOP": true, "AUTH": true, "STLS": true, "CAPA": true, "QUIT": true,
-	"STAT": true, "LIST": true, "RETR": true, "DELE": true, "NOOP": true, "RSET": true, "TOP": true, "UIDL": true,
-	"XCLIENT": true, "XPOPPROXY": true,
 }
 
 // checkHosts makes sure each address names a host that the server's

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/popproxy/popproxy/proxy"
 )
 
 func TestParseDefaults(t *testing.T) {
@@ -363,6 +365,18 @@ func TestSharedLimits(t *testing.T) {
 		_, err := Parse([]byte(valid + tt.yaml))
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%q: error\n%v\nwant it to contain\n%s", tt.yaml, err, tt.want)
+		}
+	}
+}
+
+// TestReservedVerbs checks that every verb in the proxy's verb table, and
+// only those, cannot be allowed as an extension.
+func TestReservedVerbs(t *testing.T) {
+	for _, v := range append(proxy.ReservedVerbs(), "XFOO") {
+		_, err := Parse([]byte("listeners: [{name: a, address: a:1}]\nupstream: {address: a:1}\ncommands: {allow: [{verb: " + v + "}]}"))
+		reserved := err != nil && strings.Contains(err.Error(), v+" is handled by the proxy itself")
+		if want := v != "XFOO"; reserved != want {
+			t.Errorf("commands.allow %s: err %v, want reserved %v", v, err, want)
 		}
 	}
 }

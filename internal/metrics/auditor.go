@@ -8,9 +8,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// verbList is the RFC 1939 and RFC 2449 TRANSACTION verbs that get a label
-// value of their own; any other verb is counted as "other".
-var verbList = []string{"STAT", "LIST", "RETR", "DELE", "NOOP", "RSET", "TOP", "UIDL", "CAPA", "QUIT", verbOther}
+// verbList is the TRANSACTION verbs of the proxy's verb table, which get a
+// label value of their own; any other verb is counted as "other".
+var verbList = append(proxy.TransactionVerbs(), verbOther)
 
 const verbOther = "other"
 

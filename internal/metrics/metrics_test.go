@@ -607,3 +607,17 @@ func TestSharedLimits(t *testing.T) {
 		popproxy_shared_limits_unavailable 1
 	`)
 }
+
+// TestVerbLabels checks that the verb labels are the proxy's verb table's
+// TRANSACTION verbs, and "other".
+func TestVerbLabels(t *testing.T) {
+	want := append(proxy.TransactionVerbs(), "other")
+	if !reflect.DeepEqual(verbList, want) {
+		t.Errorf("verbList = %v, want %v", verbList, want)
+	}
+	for _, v := range proxy.TransactionVerbs() {
+		if got := verbLabel(strings.ToLower(v)); got != v {
+			t.Errorf("verbLabel(%q) = %q, want %q", strings.ToLower(v), got, v)
+		}
+	}
+}
