@@ -58,13 +58,13 @@ func (s *session) greeting() string {
 func (s *session) cmdApop(cmd pop3.Command) error {
 	switch {
 	case !s.lc.APOP:
-		return s.refuse(RuleUnsupported, cmd.Verb, "APOP is not supported; use USER/PASS or AUTH")
+		return s.refuse(refused(RuleUnsupported, cmd.Verb, "APOP is not supported; use USER/PASS or AUTH"))
 	case s.tlsMissing():
 		return s.refuseWithoutTLS(cmd.Verb)
 	case len(cmd.Args) != 2 || !pop3.IsAPOPDigest(cmd.Args[1]):
-		return s.refuse(RuleSyntax, cmd.Verb, "usage: APOP name digest (32 hexadecimal digits)")
+		return s.refuse(refused(RuleSyntax, cmd.Verb, "usage: APOP name digest (32 hexadecimal digits)"))
 	case s.timestamp == "":
-		return s.refuse(RuleUnsupported, cmd.Verb, "APOP is not available on this connection; use USER/PASS or AUTH")
+		return s.refuse(refused(RuleUnsupported, cmd.Verb, "APOP is not available on this connection; use USER/PASS or AUTH"))
 	}
 	return s.login(credentials{user: cmd.Args[0], pass: cmd.Args[1], mech: "APOP"})
 }

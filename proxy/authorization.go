@@ -14,7 +14,7 @@ import (
 // A client can only make its own session refuse upstreams.
 func (s *session) cmdChain(cmd pop3.Command) error {
 	if len(cmd.Args) == 0 || len(cmd.Args) > maxChain {
-		return s.refuse(RuleSyntax, cmd.Verb, "usage: XPOPPROXY id...")
+		return s.refuse(refused(RuleSyntax, cmd.Verb, "usage: XPOPPROXY id..."))
 	}
 	s.chain = cmd.Args
 	return s.reply(true, "")
@@ -28,7 +28,7 @@ func (s *session) tlsMissing() bool {
 // refuseWithoutTLS is the answer to a login attempt before STLS when TLS is
 // required (RFC 2595 §4, RFC 8314).
 func (s *session) refuseWithoutTLS(verb string) error {
-	return s.refuse(RuleTLSRequired, verb, "[AUTH] TLS required: send STLS first")
+	return s.refuse(refused(RuleTLSRequired, verb, "[AUTH] TLS required: send STLS first"))
 }
 
 func (s *session) cmdUser(cmd pop3.Command) error {
@@ -36,7 +36,7 @@ func (s *session) cmdUser(cmd pop3.Command) error {
 		return s.refuseWithoutTLS(cmd.Verb)
 	}
 	if len(cmd.Args) != 1 {
-		return s.refuse(RuleSyntax, cmd.Verb, "usage: USER name")
+		return s.refuse(refused(RuleSyntax, cmd.Verb, "usage: USER name"))
 	}
 	s.pendingUser = cmd.Args[0]
 	return s.reply(true, "send PASS")
@@ -47,10 +47,10 @@ func (s *session) cmdPass(cmd pop3.Command) error {
 		return s.refuseWithoutTLS(cmd.Verb)
 	}
 	if s.pendingUser == "" {
-		return s.refuse(RuleWrongState, cmd.Verb, "send USER first")
+		return s.refuse(refused(RuleWrongState, cmd.Verb, "send USER first"))
 	}
 	if cmd.Tail == "" {
-		return s.refuse(RuleSyntax, cmd.Verb, "usage: PASS password")
+		return s.refuse(refused(RuleSyntax, cmd.Verb, "usage: PASS password"))
 	}
 	user := s.pendingUser
 	s.pendingUser = ""
@@ -87,7 +87,7 @@ func (s *session) cmdAuth(cmd pop3.Command) error {
 		return s.writeLine(".")
 	}
 	if len(cmd.Args) > 2 {
-		return s.refuse(RuleSyntax, cmd.Verb, "usage: AUTH mechanism [initial-response]")
+		return s.refuse(refused(RuleSyntax, cmd.Verb, "usage: AUTH mechanism [initial-response]"))
 	}
 	if s.tlsMissing() {
 		return s.refuseWithoutTLS(cmd.Verb)
@@ -101,7 +101,7 @@ func (s *session) cmdAuth(cmd pop3.Command) error {
 		if slices.Contains(s.srv.opts.Mechanisms, mech) && s.lc.TLSMode == TLSStartTLS {
 			return s.refuseWithoutTLS(cmd.Verb) // offered after STLS
 		}
-		return s.refuse(RuleUnsupported, cmd.Verb, "unsupported authentication mechanism")
+		return s.refuse(refused(RuleUnsupported, cmd.Verb, "unsupported authentication mechanism"))
 	}
 	switch mech {
 	case "OAUTHBEARER", "XOAUTH2":
@@ -116,7 +116,7 @@ func (s *session) cmdAuth(cmd pop3.Command) error {
 		}
 		authzid, user, pass, perr := pop3.ParsePlain(msg)
 		if perr != nil {
-			return s.refuse(RuleSyntax, cmd.Verb, perr.Error())
+			return s.refuse(refused(RuleSyntax, cmd.Verb, perr.Error()))
 		}
 		return s.login(credentials{authzid: authzid, user: user, pass: pass, mech: mech})
 	case "LOGIN":
@@ -130,7 +130,7 @@ func (s *session) cmdAuth(cmd pop3.Command) error {
 		}
 		return s.login(credentials{user: string(user), pass: string(pass), mech: mech})
 	}
-	return s.refuse(RuleUnsupported, cmd.Verb, "unsupported authentication mechanism")
+	return s.refuse(refused(RuleUnsupported, cmd.Verb, "unsupported authentication mechanism"))
 }
 
 // saslStep returns the client's decoded response: the initial one if given,
@@ -143,7 +143,7 @@ func (s *session) saslStep(challenge string, initial *string) ([]byte, error) {
 	}
 	msg, err := pop3.DecodeSASL(resp)
 	if err != nil {
-		return nil, s.refuse(RuleSyntax, "AUTH", err.Error())
+		return nil, s.refuse(refused(RuleSyntax, "AUTH", err.Error()))
 	}
 	return msg, nil
 }
@@ -181,7 +181,7 @@ func (s *session) challenge(challenge string) (line string, ok bool, err error) 
 		return "", false, s.readFailed(err)
 	}
 	if err := pop3.CheckLine(b); err != nil {
-		return "", false, s.refuse(RuleSyntax, "AUTH", err.Error())
+		return "", false, s.refuse(refused(RuleSyntax, "AUTH", err.Error()))
 	}
 	return string(b), true, nil
 }
@@ -193,7 +193,7 @@ func (s *session) login(c credentials) error {
 	// A bearer token is the server's to judge; its user was checked
 	// alike when it was read (authOAuth).
 	if err := pop3.CheckCredentials(c.authzid, c.user, c.pass); err != nil && !pop3.IsOAuth(c.mech) {
-		return s.refuse(RuleSyntax, "AUTH", err.Error())
+		return s.refuse(refused(RuleSyntax, "AUTH", err.Error()))
 	}
 	if c.authzid == c.user {
 		c.authzid = "" // acting as oneself is an ordinary login
@@ -220,7 +220,7 @@ func (s *session) login(c credentials) error {
 		ev.Code, ev.Reason = "AUTH", err.Error()
 		s.srv.opts.Auditor.Auth(s.id, ev)
 		s.loginFailed(lm.userKey("", clientUser), c.pass)
-		return s.refuse(RuleRoute, "AUTH", "[AUTH] authentication failed")
+		return s.refuse(refused(RuleRoute, "AUTH", "[AUTH] authentication failed"))
 	}
 	ev.Route = up.Name
 	plain := up.LoginPlain
@@ -228,7 +228,7 @@ func (s *session) login(c credentials) error {
 		if !plain {
 			ev.Reason = "authorization identity needs upstream.login: plain"
 			s.srv.opts.Auditor.Auth(s.id, ev)
-			return s.refuse(RuleUnsupported, "AUTH", "authorization identity not supported")
+			return s.refuse(refused(RuleUnsupported, "AUTH", "authorization identity not supported"))
 		}
 		c.authzid = login
 	} else {
@@ -245,14 +245,14 @@ func (s *session) login(c credentials) error {
 	if !plain && strings.Contains(c.user, " ") {
 		ev.Reason = "space in username"
 		s.srv.opts.Auditor.Auth(s.id, ev)
-		return s.refuse(RuleSyntax, "AUTH", "invalid username")
+		return s.refuse(refused(RuleSyntax, "AUTH", "invalid username"))
 	}
 	u, err := s.connect(up, c.mech == "APOP", &ev)
 	if err == errAPOPRoute {
 		// Nothing was tried: not a failed login.
 		ev.Code, ev.Reason = "AUTH", err.Error()
 		s.srv.opts.Auditor.Auth(s.id, ev)
-		return s.refuse(RuleRoute, c.mech, "[AUTH] authentication failed")
+		return s.refuse(refused(RuleRoute, c.mech, "[AUTH] authentication failed"))
 	}
 	if err != nil {
 		s.srv.log.Warn("upstream unavailable", "session", s.id, "err", err)
@@ -332,7 +332,7 @@ func (s *session) login(c credentials) error {
 		s.upCaps, s.upCapsFixed = known&has, true
 	}
 	s.state = stateTransaction
-	s.lastCheckpoint = time.Now()
+	s.stats.lastCheckpoint = time.Now()
 	s.startTransactionLimits()
 	return s.reply(true, ev.Reason)
 }
@@ -362,7 +362,7 @@ func countsAsFailedLogin(code string) bool {
 func (s *session) refuseLogin(ev AuthEvent, r *refusal) error {
 	ev.OK, ev.Code, ev.Reason = false, r.code, string(r.Rule)
 	s.srv.opts.Auditor.Auth(s.id, ev)
-	return s.refuseFor(r.PolicyEvent, r.reply())
+	return s.refuse(*r)
 }
 
 // cmdCapaBeforeLogin answers from what this proxy supports on this connection
@@ -386,15 +386,15 @@ func (s *session) cmdCapaBeforeLogin(cmd pop3.Command) error {
 func (s *session) cmdStls(cmd pop3.Command) error {
 	switch {
 	case s.lc.TLSMode != TLSStartTLS:
-		return s.refuse(RuleUnknownCommand, cmd.Verb, "unknown command")
+		return s.refuse(refused(RuleUnknownCommand, cmd.Verb, "unknown command"))
 	case len(cmd.Args) > 0:
-		return s.refuse(RuleSyntax, cmd.Verb, "STLS takes no arguments")
+		return s.refuse(refused(RuleSyntax, cmd.Verb, "STLS takes no arguments"))
 	case s.tls != nil:
-		return s.refuse(RuleWrongState, cmd.Verb, "TLS already active")
+		return s.refuse(refused(RuleWrongState, cmd.Verb, "TLS already active"))
 	}
 	if s.cr.Buffered() > 0 {
-		s.policy(RuleSTLSInjection, cmd.Verb, "data after STLS before the TLS handshake")
-		return &endError{reason: CloseSTLSInjection, farewell: "-ERR commands after STLS before TLS; closing"}
+		return s.refuse(refusal{PolicyEvent: PolicyEvent{Rule: RuleSTLSInjection, Verb: cmd.Verb, Detail: "data after STLS before the TLS handshake"},
+			end: &endError{reason: CloseSTLSInjection, farewell: "-ERR commands after STLS before TLS; closing"}})
 	}
 	if err := s.reply(true, "begin TLS negotiation"); err != nil {
 		return err

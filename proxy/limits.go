@@ -188,7 +188,7 @@ func (s *session) admit() (rule Rule, value int) {
 	if !ok {
 		return RuleMaxSessions, n
 	}
-	s.admitted.global = true
+	s.lim.admitted.global = true
 	addr := s.remote.Addr()
 	if l.Trusted.Contains(addr) {
 		return "", 0
@@ -200,7 +200,7 @@ func (s *session) admit() (rule Rule, value int) {
 	if ok, n := lm.ipSessions.Acquire(key); !ok {
 		return RuleIPSessions, n
 	}
-	s.admitted.perIP, s.admitted.ip = true, key
+	s.lim.admitted.perIP, s.lim.admitted.ip = true, key
 	return "", 0
 }
 
@@ -219,20 +219,20 @@ func (s *session) connectionAllowed(key netip.Prefix) bool {
 // release gives back what admit and login took.
 func (s *session) release() {
 	lm := s.srv.limits
-	if s.admitted.global {
+	if s.lim.admitted.global {
 		lm.sessions.Release()
 	}
-	if s.admitted.perIP {
-		lm.ipSessions.Release(s.admitted.ip)
+	if s.lim.admitted.perIP {
+		lm.ipSessions.Release(s.lim.admitted.ip)
 	}
-	if s.admitted.perUser {
-		lm.userSessions.Release(s.admitted.user)
+	if s.lim.admitted.perUser {
+		lm.userSessions.Release(s.lim.admitted.user)
 	}
-	if s.admitted.shared {
-		s.srv.opts.Shared.EndSession(s.admitted.user.shared(), s.id)
+	if s.lim.admitted.shared {
+		s.srv.opts.Shared.EndSession(s.lim.admitted.user.shared(), s.id)
 	}
-	if s.userRate != nil {
-		lm.userBandwidth.Release(s.admitted.user, s.userRate)
+	if s.lim.userRate != nil {
+		lm.userBandwidth.Release(s.lim.admitted.user, s.lim.userRate)
 	}
 }
 
@@ -244,15 +244,6 @@ func (s *session) ipKey() netip.Prefix {
 func (s *session) trusted() bool {
 	return s.srv.limits.limits().Trusted.Contains(s.remote.Addr())
 }
-
-// refusal is a limit's verdict: what to audit and what to tell the client.
-type refusal struct {
-	PolicyEvent
-	code string // RFC 2449/3206 response code
-	text string
-}
-
-func (r *refusal) reply() string { return "[" + r.code + "] " + r.text }
 
 // Blocks after too many failed logins are answered [AUTH] (RFC 3206 §4): they
 // follow failed credentials, and a client should ask its user rather than
@@ -267,7 +258,7 @@ func (s *session) addressBlocked() *refusal {
 	ip := s.ipKey()
 	left, r := s.blockLeft(sharedAddressKey(ip), func() (bool, time.Duration) { return s.srv.limits.ipFailures.Blocked(ip) })
 	if r == nil && left > 0 {
-		r = &refusal{PolicyEvent{Rule: RuleFailedLoginsIP, Key: ip.String(), Value: left.Seconds()}, "AUTH", blockedText}
+		r = &refusal{PolicyEvent{Rule: RuleFailedLoginsIP, Key: ip.String(), Value: left.Seconds()}, "AUTH", blockedText, nil}
 	}
 	return r
 }
@@ -279,7 +270,7 @@ func (s *session) userBlocked(user userKey) *refusal {
 	}
 	left, r := s.blockLeft(user.shared(), func() (bool, time.Duration) { return s.srv.limits.userFailures.Blocked(user) })
 	if r == nil && left > 0 {
-		r = &refusal{PolicyEvent{Rule: RuleFailedLoginsUser, Key: user.String(), Value: left.Seconds()}, "AUTH", blockedText}
+		r = &refusal{PolicyEvent{Rule: RuleFailedLoginsUser, Key: user.String(), Value: left.Seconds()}, "AUTH", blockedText, nil}
 	}
 	return r
 }
@@ -361,43 +352,43 @@ func (s *session) claimMailbox(tried, mailbox userKey) *refusal {
 		case wait > 0:
 			return loginTooSoon(mailbox, wait)
 		default:
-			s.admitted.shared, s.admitted.user = true, mailbox
+			s.lim.admitted.shared, s.lim.admitted.user = true, mailbox
 			return nil
 		}
 	}
 	if ok, n := lm.userSessions.Acquire(mailbox); !ok {
 		return mailboxInUse(mailbox, n)
 	}
-	s.admitted.perUser, s.admitted.user = true, mailbox
+	s.lim.admitted.perUser, s.lim.admitted.user = true, mailbox
 	if ok, wait := lm.loginInterval.Claim(mailbox); !ok {
 		lm.userSessions.Release(mailbox)
-		s.admitted.perUser = false
+		s.lim.admitted.perUser = false
 		return loginTooSoon(mailbox, wait)
 	}
 	return nil
 }
 
 func mailboxInUse(mailbox userKey, sessions int) *refusal {
-	return &refusal{PolicyEvent{Rule: RuleUserSessions, Key: mailbox.String(), Value: float64(sessions)}, "IN-USE", "mailbox in use by another session"}
+	return &refusal{PolicyEvent{Rule: RuleUserSessions, Key: mailbox.String(), Value: float64(sessions)}, "IN-USE", "mailbox in use by another session", nil}
 }
 
 func loginTooSoon(mailbox userKey, wait time.Duration) *refusal {
 	secs := int(wait.Seconds() + 0.999)
 	return &refusal{PolicyEvent{Rule: RuleLoginDelay, Key: mailbox.String(), Value: float64(secs)},
-		"LOGIN-DELAY", "wait " + strconv.Itoa(secs) + " seconds before logging in again"}
+		"LOGIN-DELAY", "wait " + strconv.Itoa(secs) + " seconds before logging in again", nil}
 }
 
 // startTransactionLimits sets up the per-session limiters at login.
 func (s *session) startTransactionLimits() {
 	l := s.srv.limits.limits()
 	if l.CommandRate > 0 {
-		s.cmdRate = rate.NewLimiter(l.CommandRate, max(l.CommandBurst, 1))
+		s.lim.cmdRate = rate.NewLimiter(l.CommandRate, max(l.CommandBurst, 1))
 	}
 	if l.SessionBandwidth > 0 {
-		s.sessRate = rate.NewLimiter(bytesPerSecond(l.SessionBandwidth), burstFor(l.SessionBandwidth))
+		s.lim.sessRate = rate.NewLimiter(bytesPerSecond(l.SessionBandwidth), burstFor(l.SessionBandwidth))
 	}
 	if l.UserBandwidth > 0 {
-		s.userRate = s.srv.limits.userBandwidth.Acquire(s.admitted.user)
+		s.lim.userRate = s.srv.limits.userBandwidth.Acquire(s.lim.admitted.user)
 	}
 }
 
@@ -410,33 +401,34 @@ const maxCommandWait = 5 * time.Second
 // fast as it can is slowed down, not broken; the first time a session is held
 // back is audited.
 func (s *session) commandRefused(verb string) *refusal {
-	if s.cmdRate != nil {
-		r := s.cmdRate.Reserve()
+	if s.lim.cmdRate != nil {
+		r := s.lim.cmdRate.Reserve()
 		wait := r.Delay()
 		if wait > maxCommandWait {
 			r.Cancel()
-			return &refusal{PolicyEvent{Rule: RuleCommandRate, Verb: verb, Key: s.user, Value: float64(s.cmdRate.Limit())},
-				"SYS/TEMP", "too many commands, slow down"}
+			return &refusal{PolicyEvent{Rule: RuleCommandRate, Verb: verb, Key: s.user, Value: float64(s.lim.cmdRate.Limit())},
+				"SYS/TEMP", "too many commands, slow down", nil}
 		}
 		if wait > 0 {
-			if !s.throttled {
-				s.throttled = true
-				s.policyEvent(PolicyEvent{Rule: RuleCommandThrottled, Verb: verb, Key: s.user, Value: float64(s.cmdRate.Limit())})
+			if !s.lim.throttled {
+				s.lim.throttled = true
+				// Not a refusal: the command goes on, held back.
+				s.srv.opts.Auditor.Policy(s.id, PolicyEvent{Rule: RuleCommandThrottled, Verb: verb, Key: s.user, Value: float64(s.lim.cmdRate.Limit())})
 			}
 			s.sleep(wait)
 		}
 	}
-	if max := s.srv.limits.limits().MaxRetrievals; max > 0 && (verb == "RETR" || verb == "TOP") && s.retr+s.top >= max {
-		return &refusal{PolicyEvent{Rule: RuleMaxRetrievals, Verb: verb, Key: s.user, Value: float64(s.retr + s.top)},
-			"SYS/PERM", "retrieval limit for this session reached"}
+	if max := s.srv.limits.limits().MaxRetrievals; max > 0 && (verb == "RETR" || verb == "TOP") && s.stats.retr+s.stats.top >= max {
+		return &refusal{PolicyEvent{Rule: RuleMaxRetrievals, Verb: verb, Key: s.user, Value: float64(s.stats.retr + s.stats.top)},
+			"SYS/PERM", "retrieval limit for this session reached", nil}
 	}
 	return nil
 }
 
 // shaped wraps w in the session's and the user's bandwidth limits, if any.
 func (s *session) shaped(w io.Writer) io.Writer {
-	if s.sessRate == nil && s.userRate == nil {
+	if s.lim.sessRate == nil && s.lim.userRate == nil {
 		return w
 	}
-	return ratelimit.WriterContext(s.ctx, w, s.sessRate, s.userRate)
+	return ratelimit.WriterContext(s.ctx, w, s.lim.sessRate, s.lim.userRate)
 }

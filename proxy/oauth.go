@@ -29,7 +29,7 @@ func (s *session) authOAuth(mech string, initial *string) error {
 		user, token, err = parse(msg)
 	}
 	if err != nil {
-		return s.refuse(RuleSyntax, "AUTH", "[AUTH] "+err.Error())
+		return s.refuse(refused(RuleSyntax, "AUTH", "[AUTH] "+err.Error()))
 	}
 	return s.login(credentials{user: user, pass: token, mech: mech, initial: resp})
 }

@@ -87,13 +87,9 @@ type session struct {
 	timestamp   string
 	preopenDial time.Duration
 
-	ctx       context.Context // cancelled by stop: ends waits on limits
-	cancel    context.CancelFunc
-	admitted  admission
-	userRate  *rate.Limiter // the user's shared bandwidth, if limited
-	sessRate  *rate.Limiter // this session's bandwidth, if limited
-	cmdRate   *rate.Limiter // this session's command rate, if limited
-	throttled bool          // the command rate has held this session back
+	ctx    context.Context // cancelled by stop: ends waits on limits
+	cancel context.CancelFunc
+	lim    sessionLimits
 
 	state       state
 	pendingUser string   // from USER, until PASS
@@ -105,14 +101,30 @@ type session struct {
 	user        string // the user logged in, or last tried; never the password
 	badCommands int
 
-	msgs           messages
+	msgs  messages
+	stats stats
+}
+
+// stats are a session's running totals, for its checkpoint and close
+// records, and what became of its deletions.
+type stats struct {
 	lastCheckpoint time.Time
 	retr, top      int
 	dele           int
-	marked         []int
+	marked         []int // messages marked deleted, in the order DELE marked them
 	committed      bool
 	commitUnknown  string // why committed is unknown, if it is
-	incomplete     bool
+	incomplete     bool   // a response was cut short
+}
+
+// sessionLimits is what a session holds against the limits: the slots it
+// was admitted to, with their keys, and after login its own limiters.
+type sessionLimits struct {
+	admitted  admission
+	userRate  *rate.Limiter // the user's shared bandwidth, if limited
+	sessRate  *rate.Limiter // this session's bandwidth, if limited
+	cmdRate   *rate.Limiter // this session's command rate, if limited
+	throttled bool          // the command rate has held this session back
 }
 
 func newSession(srv *Server, c net.Conn, lc *Listener) *session {
@@ -156,8 +168,8 @@ func (s *session) attach(c net.Conn) {
 // the result.
 func (s *session) startTLS() error {
 	if err := s.handshake(); err != nil {
-		s.policy(RuleTLSHandshake, "STLS", describeHandshakeError(err))
-		return &endError{reason: CloseTLSFailed, err: err}
+		return s.refuse(refusal{PolicyEvent: PolicyEvent{Rule: RuleTLSHandshake, Verb: "STLS", Detail: describeHandshakeError(err)},
+			end: &endError{reason: CloseTLSFailed, err: err}})
 	}
 	s.auditTLS(TLSStartTLS)
 	return nil
@@ -326,7 +338,7 @@ func (s *session) finish(end *endError) {
 	if up != nil {
 		up.close()
 	}
-	if s.tls != nil && !s.incomplete {
+	if s.tls != nil && !s.stats.incomplete {
 		// Let the client see a proper close_notify (best effort, bounded).
 		// Never after a cut response: a TLS client would take the close
 		// for a clean end of a truncated message.
@@ -344,13 +356,13 @@ func (s *session) finish(end *endError) {
 	}
 	s.srv.opts.Auditor.SessionClose(s.id, CloseEvent{
 		Counters:      s.counters(),
-		UIDLs:         s.msgs.uidls(s.marked),
+		UIDLs:         s.msgs.uidls(s.stats.marked),
 		Reason:        end.reason,
-		Committed:     s.committed,
-		CommitUnknown: s.commitUnknown,
+		Committed:     s.stats.committed,
+		CommitUnknown: s.stats.commitUnknown,
 		User:          s.user,
 		LoggedIn:      s.state == stateTransaction,
-		Incomplete:    s.incomplete,
+		Incomplete:    s.stats.incomplete,
 	})
 }
 
@@ -360,10 +372,10 @@ func (s *session) counters() Counters {
 		Duration: time.Since(s.start),
 		BytesIn:  s.client.in,
 		BytesOut: s.client.out,
-		Retr:     s.retr,
-		Top:      s.top,
-		Dele:     s.dele,
-		Marked:   s.marked,
+		Retr:     s.stats.retr,
+		Top:      s.stats.top,
+		Dele:     s.stats.dele,
+		Marked:   s.stats.marked,
 	}
 }
 
@@ -403,8 +415,8 @@ func (s *session) auditUnavailable() *endError {
 
 // checkpoint audits a long session's running totals between commands.
 func (s *session) checkpoint() {
-	if every := s.srv.opts.CheckpointInterval; every > 0 && time.Since(s.lastCheckpoint) >= every {
-		s.lastCheckpoint = time.Now()
+	if every := s.srv.opts.CheckpointInterval; every > 0 && time.Since(s.stats.lastCheckpoint) >= every {
+		s.stats.lastCheckpoint = time.Now()
 		s.srv.opts.Auditor.Checkpoint(s.id, s.counters())
 	}
 }
@@ -428,11 +440,11 @@ func (s *session) next() error {
 		return err
 	}
 	if len(line)+2 > pop3.MaxCommandLine && !isAuth(line) {
-		return s.refuse(RuleLineTooLong, "", "command line too long")
+		return s.refuse(refused(RuleLineTooLong, "", "command line too long"))
 	}
 	cmd, err := pop3.ParseCommand(line)
 	if err != nil {
-		return s.refuse(RuleSyntax, "", err.Error())
+		return s.refuse(refused(RuleSyntax, "", err.Error()))
 	}
 	return s.dispatch(cmd)
 }
@@ -468,8 +480,8 @@ func (s *session) readFailed(err error) error {
 	case s.client.isStopped():
 		return &endError{reason: CloseShutdown, farewell: "-ERR [SYS/TEMP] server shutting down", err: err}
 	case err == pop3.ErrLineTooLong:
-		s.policy(RuleLineTooLong, "", "")
-		return &endError{reason: CloseLineTooLong, farewell: "-ERR line too long", err: err}
+		return s.refuse(refusal{PolicyEvent: PolicyEvent{Rule: RuleLineTooLong},
+			end: &endError{reason: CloseLineTooLong, farewell: "-ERR line too long", err: err}})
 	case errors.As(err, &ne) && ne.Timeout() && s.state == stateAuthorization:
 		return &endError{reason: CloseLoginTimeout, farewell: "-ERR [SYS/TEMP] login not completed in time", err: err}
 	case errors.As(err, &ne) && ne.Timeout():
@@ -481,28 +493,42 @@ func (s *session) readFailed(err error) error {
 	}
 }
 
-// refuse answers -ERR for a command the proxy will not relay, audits it, and
-// ends the session once the client has made too many mistakes.
-func (s *session) refuse(rule Rule, verb, text string) error {
-	return s.refuseFor(PolicyEvent{Rule: rule, Verb: verb, Detail: text}, text)
+// refusal is what the proxy will not do, a rule's or a limit's verdict: what
+// to audit and what to tell the client.
+type refusal struct {
+	PolicyEvent
+	code string // RFC 2449/3206 response code, if any
+	text string
+	// end, if set, ends the session instead of answering -ERR text.
+	end *endError
 }
 
-// refuseFor is refuse with a full policy event (a limit's key and value).
-func (s *session) refuseFor(p PolicyEvent, text string) error {
-	s.policyEvent(p)
+// refused is a refusal by rule of a command, verb if known, for the reason
+// text, which the client is told and the audit records.
+func refused(rule Rule, verb, text string) refusal {
+	return refusal{PolicyEvent: PolicyEvent{Rule: rule, Verb: verb, Detail: text}, text: text}
+}
+
+func (r *refusal) reply() string {
+	if r.code == "" {
+		return r.text
+	}
+	return "[" + r.code + "] " + r.text
+}
+
+// refuse is the one way to refuse: it audits r, then ends the session if r
+// says so, or answers -ERR and ends the session once the client has made
+// too many mistakes.
+func (s *session) refuse(r refusal) error {
+	s.srv.opts.Auditor.Policy(s.id, r.PolicyEvent)
+	if r.end != nil {
+		return r.end
+	}
 	s.badCommands++
 	if s.badCommands >= s.srv.opts.MaxBadCommands {
-		return &endError{reason: CloseTooManyErrors, farewell: "-ERR " + text + "; too many errors, closing"}
+		return &endError{reason: CloseTooManyErrors, farewell: "-ERR " + r.reply() + "; too many errors, closing"}
 	}
-	return s.reply(false, text)
-}
-
-func (s *session) policy(rule Rule, verb, detail string) {
-	s.policyEvent(PolicyEvent{Rule: rule, Verb: verb, Detail: detail})
-}
-
-func (s *session) policyEvent(p PolicyEvent) {
-	s.srv.opts.Auditor.Policy(s.id, p)
+	return s.reply(false, r.reply())
 }
 
 // reply writes a status line.

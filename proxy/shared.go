@@ -59,5 +59,5 @@ func (s *session) sharedUnavailable() *refusal {
 	if !s.srv.opts.SharedFailClosed {
 		return nil
 	}
-	return &refusal{PolicyEvent{Rule: RuleSharedUnavailable}, "SYS/TEMP", "login limits unavailable, try again later"}
+	return &refusal{PolicyEvent{Rule: RuleSharedUnavailable}, "SYS/TEMP", "login limits unavailable, try again later", nil}
 }

@@ -13,11 +13,11 @@ import (
 // relayExtension relays a command the configuration allows (Options.Extensions).
 func (s *session) relayExtension(cmd pop3.Command, ext *Extension) error {
 	if len(cmd.Args) > ext.MaxArgs {
-		return s.refuse(RuleSyntax, cmd.Verb, "too many arguments")
+		return s.refuse(refused(RuleSyntax, cmd.Verb, "too many arguments"))
 	}
 	for _, a := range cmd.Args {
 		if len(a) > pop3.MaxArgLen {
-			return s.refuse(RuleSyntax, cmd.Verb, "argument too long")
+			return s.refuse(refused(RuleSyntax, cmd.Verb, "argument too long"))
 		}
 	}
 	return s.relay(pop3.Command{Verb: cmd.Verb, Args: cmd.Args}, ext.Multiline)
@@ -76,7 +76,7 @@ func (s *session) relay(cmd pop3.Command, multi bool) error {
 		ev.Octets += n
 		if err != nil {
 			// No terminator reaches the client: a cut message must not look whole.
-			s.incomplete, ev.Incomplete = true, true
+			s.stats.incomplete, ev.Incomplete = true, true
 		}
 	}
 	if msg > 0 {
@@ -180,15 +180,15 @@ func (s *session) account(cmd pop3.Command, ev CommandEvent) {
 	if ev.OK {
 		switch cmd.Verb {
 		case "RETR":
-			s.retr++
+			s.stats.retr++
 		case "TOP":
-			s.top++
+			s.stats.top++
 		case "DELE":
 			n, _ := pop3.ParseNumber(cmd.Args[0])
-			s.marked = append(s.marked, n)
-			s.dele++
+			s.stats.marked = append(s.stats.marked, n)
+			s.stats.dele++
 		case "RSET":
-			s.marked = nil
+			s.stats.marked = nil
 		}
 	}
 	s.srv.opts.Auditor.Command(s.id, ev)
@@ -219,13 +219,13 @@ func (s *session) cmdQuit(pop3.Command) error {
 	start := time.Now()
 	status, st, err := s.roundTrip(pop3.Command{Verb: "QUIT"})
 	if err != nil {
-		if len(s.marked) > 0 {
+		if len(s.stats.marked) > 0 {
 			// The server may have entered UPDATE and deleted them, or not.
-			s.commitUnknown = "QUIT sent, but the server's answer was lost"
+			s.stats.commitUnknown = "QUIT sent, but the server's answer was lost"
 		}
 		return err
 	}
-	s.committed = st.OK && len(s.marked) > 0
+	s.stats.committed = st.OK && len(s.stats.marked) > 0
 	s.account(pop3.Command{Verb: "QUIT"}, CommandEvent{Verb: "QUIT", OK: st.OK, Octets: int64(len(status) + 2), Duration: time.Since(start), Size: -1})
 	return &endError{reason: CloseQuit, farewell: st.Line()}
 }

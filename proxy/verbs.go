@@ -160,7 +160,7 @@ const (
 func (s *session) dispatch(cmd pop3.Command) error {
 	if s.state == stateTransaction {
 		if r := s.commandRefused(cmd.Verb); r != nil {
-			return s.refuseFor(r.PolicyEvent, r.reply())
+			return s.refuse(*r)
 		}
 	}
 	v, ok := verbs[cmd.Verb]
@@ -168,7 +168,7 @@ func (s *session) dispatch(cmd pop3.Command) error {
 		return s.notHere(cmd, v)
 	}
 	if msg := v.args.check(cmd.Args); msg != "" {
-		return s.refuse(RuleSyntax, cmd.Verb, msg)
+		return s.refuse(refused(RuleSyntax, cmd.Verb, msg))
 	}
 	if h := v.handler(s.state); h != nil {
 		return h(s, cmd)
@@ -185,12 +185,12 @@ func (s *session) notHere(cmd pop3.Command, v verb) error {
 			return s.relayExtension(cmd, ext)
 		}
 		if v.in != 0 {
-			return s.refuse(RuleWrongState, cmd.Verb, "already logged in")
+			return s.refuse(refused(RuleWrongState, cmd.Verb, "already logged in"))
 		}
 	} else if v.in != 0 || ext != nil {
-		return s.refuse(RuleWrongState, cmd.Verb, "not logged in")
+		return s.refuse(refused(RuleWrongState, cmd.Verb, "not logged in"))
 	}
-	return s.refuse(RuleUnknownCommand, cmd.Verb, "unknown command")
+	return s.refuse(refused(RuleUnknownCommand, cmd.Verb, "unknown command"))
 }
 
 // relayVerb relays a checked TRANSACTION command, its numbers written
