@@ -186,97 +186,172 @@ func (s *session) challenge(challenge string) (line string, ok bool, err error) 
 	return string(b), true, nil
 }
 
-// login relays credentials upstream. The client stays in AUTHORIZATION on any
-// failure and may try again.
+// login relays credentials upstream, in steps, each returning what the next
+// needs: identity (the names the client gave), admission of its address,
+// route (the upstream, and the names it will see), admission of the user,
+// dial and secure, authenticate, claim the mailbox, start the session. The
+// client stays in AUTHORIZATION on any failure and may try again.
+//
+// Admission comes in two parts: a blocked address learns nothing, not even
+// whether its name routes; a user's block is keyed on the name the upstream
+// sees, which only the route knows.
+//
+// A step that returns nil has answered the client; its error is then the
+// session's end, if it ends.
 func (s *session) login(c credentials) error {
-	// Every login path comes here: one rule for all, before anything else.
-	// A bearer token is the server's to judge; its user was checked
-	// alike when it was read (authOAuth).
+	id, err := s.identify(c)
+	if id == nil {
+		return err
+	}
+	if r := s.addressBlocked(); r != nil {
+		return s.refuseLogin(id.ev, r)
+	}
+	t, err := s.routeLogin(id)
+	if t == nil {
+		return err
+	}
+	if r := s.userBlocked(t.tried); r != nil {
+		return s.refuseLogin(t.ev, r)
+	}
+	u, err := s.dialLogin(t)
+	if u == nil {
+		return err
+	}
+	if ok, err := s.authenticate(t, u); !ok {
+		return err
+	}
+	// The credentials are good: only now may the proxy say anything about the
+	// mailbox (in use, logged in too recently) without revealing that it exists.
+	if r := s.claimMailbox(t.tried, t.mailbox); r != nil {
+		u.close() // no QUIT: nothing may be committed on this login's behalf
+		return s.refuseLogin(t.ev, r)
+	}
+	return s.startSession(t, u)
+}
+
+// identity is a login's names as the client gave them, and its audit
+// record, which the later steps complete.
+type identity struct {
+	c     credentials // authzid empty when the client acts as itself
+	typed string      // the user name the client typed
+	ev    AuthEvent
+}
+
+// identify checks the credentials' syntax, one rule for every login path,
+// and notes the user for the close record, even if this login fails.
+func (s *session) identify(c credentials) (*identity, error) {
+	// A bearer token is the server's to judge; its user was checked alike
+	// when it was read (authOAuth).
 	if err := pop3.CheckCredentials(c.authzid, c.user, c.pass); err != nil && !pop3.IsOAuth(c.mech) {
-		return s.refuse(refused(RuleSyntax, "AUTH", err.Error()))
+		return nil, s.refuse(refused(RuleSyntax, "AUTH", err.Error()))
 	}
 	if c.authzid == c.user {
 		c.authzid = "" // acting as oneself is an ordinary login
 	}
-	ev := AuthEvent{User: c.user, Authzid: c.authzid, Mechanism: c.mech}
-	clientUser := c.user
-	s.user = clientUser // for the close record, even if this login fails
-	if r := s.addressBlocked(); r != nil {
-		return s.refuseLogin(ev, r)
-	}
+	s.user = c.user
+	return &identity{c: c, typed: c.user, ev: AuthEvent{User: c.user, Authzid: c.authzid, Mechanism: c.mech}}, nil
+}
+
+// target is where a login goes: the upstream, the credentials as it will
+// see them, and the per-user limit keys.
+type target struct {
+	*identity // c rewritten for the upstream
+	up        Upstream
+	plain     bool   // the upstream logs in with AUTH PLAIN
+	login     string // the mailbox's name as the upstream sees it
+	// tried is the key failures count against, the name whose password is
+	// tried; mailbox is the key of sessions and LOGIN-DELAY.
+	tried, mailbox userKey
+}
+
+// routeLogin finds the upstream and rewrites the names for it. The mailbox
+// is the authorization identity's, if there is one (a master user logging
+// in to it): that name is routed and rewritten, and the master user's goes
+// upstream as given.
+func (s *session) routeLogin(id *identity) (*target, error) {
 	lm := s.srv.limits
-	// The mailbox is the authorization identity's, if there is one (a master
-	// user logging in to it): that name is routed and rewritten, and the
-	// master user's goes upstream as given.
-	owner := c.user
-	if c.authzid != "" {
-		owner = c.authzid
+	owner := id.c.user
+	if id.c.authzid != "" {
+		owner = id.c.authzid
 	}
 	up, login, err := s.srv.route(owner)
 	if err != nil {
 		// Answered and counted like refused credentials: whether a name is
 		// routable is none of the client's business. With no upstream, the
 		// client's name is the user's key.
-		ev.Code, ev.Reason = "AUTH", err.Error()
-		s.srv.opts.Auditor.Auth(s.id, ev)
-		s.loginFailed(lm.userKey("", clientUser), c.pass)
-		return s.refuse(refused(RuleRoute, "AUTH", "[AUTH] authentication failed"))
+		id.ev.Code, id.ev.Reason = "AUTH", err.Error()
+		s.srv.opts.Auditor.Auth(s.id, id.ev)
+		s.loginFailed(lm.userKey("", id.typed), id.c.pass)
+		return nil, s.refuse(refused(RuleRoute, "AUTH", "[AUTH] authentication failed"))
 	}
-	ev.Route = up.Name
-	plain := up.LoginPlain
-	if c.authzid != "" {
-		if !plain {
-			ev.Reason = "authorization identity needs upstream.login: plain"
-			s.srv.opts.Auditor.Auth(s.id, ev)
-			return s.refuse(refused(RuleUnsupported, "AUTH", "authorization identity not supported"))
+	id.ev.Route = up.Name
+	t := &target{identity: id, up: up, plain: up.LoginPlain, login: login}
+	if id.c.authzid != "" {
+		if !t.plain {
+			id.ev.Reason = "authorization identity needs upstream.login: plain"
+			s.srv.opts.Auditor.Auth(s.id, id.ev)
+			return nil, s.refuse(refused(RuleUnsupported, "AUTH", "authorization identity not supported"))
 		}
-		c.authzid = login
+		id.c.authzid = login
 	} else {
-		c.user = login
+		id.c.user = login
 	}
 	// The per-user limits are keyed on the names the upstream sees, however
 	// the client spelt them (alice@a.example, alice@b.example with
 	// strip_domain). Failures count against the name whose password is
 	// tried; sessions and LOGIN-DELAY against the mailbox.
-	tried, mailbox := lm.userKey(up.Name, c.user), lm.userKey(up.Name, login)
-	if r := s.userBlocked(tried); r != nil {
-		return s.refuseLogin(ev, r)
+	t.tried, t.mailbox = lm.userKey(up.Name, id.c.user), lm.userKey(up.Name, login)
+	return t, nil
+}
+
+// dialLogin connects to t's upstream, with the breaker, and sends what it
+// is told of the client (PROXY, XCLIENT, XPOPPROXY) and STLS: see connect.
+// A name that USER cannot carry is refused before.
+func (s *session) dialLogin(t *target) (*upstream, error) {
+	if !t.plain && strings.Contains(t.c.user, " ") {
+		t.ev.Reason = "space in username"
+		s.srv.opts.Auditor.Auth(s.id, t.ev)
+		return nil, s.refuse(refused(RuleSyntax, "AUTH", "invalid username"))
 	}
-	if !plain && strings.Contains(c.user, " ") {
-		ev.Reason = "space in username"
-		s.srv.opts.Auditor.Auth(s.id, ev)
-		return s.refuse(refused(RuleSyntax, "AUTH", "invalid username"))
-	}
-	u, err := s.connect(up, c.mech == "APOP", &ev)
+	u, err := s.connect(t.up, t.c.mech == "APOP", &t.ev)
 	if err == errAPOPRoute {
 		// Nothing was tried: not a failed login.
-		ev.Code, ev.Reason = "AUTH", err.Error()
-		s.srv.opts.Auditor.Auth(s.id, ev)
-		return s.refuse(refused(RuleRoute, c.mech, "[AUTH] authentication failed"))
+		t.ev.Code, t.ev.Reason = "AUTH", err.Error()
+		s.srv.opts.Auditor.Auth(s.id, t.ev)
+		return nil, s.refuse(refused(RuleRoute, t.c.mech, "[AUTH] authentication failed"))
 	}
 	if err != nil {
 		s.srv.log.Warn("upstream unavailable", "session", s.id, "err", err)
-		ev.Upstream = strings.Join(up.Addresses, ",")
-		ev.Code, ev.Reason, ev.DialFailed = "SYS/TEMP", err.Error(), true
-		s.srv.opts.Auditor.Auth(s.id, ev)
-		return s.reply(false, "[SYS/TEMP] mail server unavailable, try again later")
+		t.ev.Upstream = strings.Join(t.up.Addresses, ",")
+		t.ev.Code, t.ev.Reason, t.ev.DialFailed = "SYS/TEMP", err.Error(), true
+		s.srv.opts.Auditor.Auth(s.id, t.ev)
+		return nil, s.reply(false, "[SYS/TEMP] mail server unavailable, try again later")
 	}
-	ev.Upstream = u.addr
+	t.ev.Upstream = u.addr
+	return u, nil
+}
+
+// authenticate logs in to u: OAuth relayed, whatever upstream.login says,
+// else as the upstream logs in (USER/PASS, AUTH PLAIN, APOP passthrough). A
+// refusal counts as a failed login when the password was at fault (see
+// countsAsFailedLogin). ok is false if the login failed, u closed and the
+// client answered.
+func (s *session) authenticate(t *target, u *upstream) (ok bool, err error) {
 	var st pop3.Status
-	if pop3.IsOAuth(c.mech) {
-		st, err = s.relayOAuth(u, c) // whatever upstream.login says
+	if pop3.IsOAuth(t.c.mech) {
+		st, err = s.relayOAuth(u, t.c)
 	} else {
-		st, err = u.login(c, plain)
+		st, err = u.login(t.c, t.plain)
 	}
 	var broken *brokenOff
 	if errors.As(err, &broken) {
 		u.close() // no QUIT: the server is mid-exchange
-		ev.Reason = broken.reason
-		s.srv.opts.Auditor.Auth(s.id, ev)
+		t.ev.Reason = broken.reason
+		s.srv.opts.Auditor.Auth(s.id, t.ev)
 		// The server had refused the token: else a guesser would hang
 		// up at the refusal and never be counted.
-		s.loginFailed(tried, c.pass)
-		return broken.end
+		s.loginFailed(t.tried, t.c.pass)
+		return false, broken.end
 	}
 	if err != nil {
 		u.close()
@@ -284,57 +359,58 @@ func (s *session) login(c credentials) error {
 			// A configuration error, not the user's: -ERR [SYS/TEMP], and
 			// no failed login counted.
 			s.srv.log.Error("upstream login impossible: set login: user for this upstream, or offer AUTH PLAIN on the server",
-				"session", s.id, "upstream", up.Name, "address", u.addr, "err", err)
+				"session", s.id, "upstream", t.up.Name, "address", u.addr, "err", err)
 		} else {
 			s.srv.log.Warn("upstream login failed", "session", s.id, "err", err)
 		}
-		ev.Code, ev.Reason, ev.DialFailed = "SYS/TEMP", err.Error(), true
-		s.srv.opts.Auditor.Auth(s.id, ev)
-		return s.reply(false, "[SYS/TEMP] mail server error, try again later")
+		t.ev.Code, t.ev.Reason, t.ev.DialFailed = "SYS/TEMP", err.Error(), true
+		s.srv.opts.Auditor.Auth(s.id, t.ev)
+		return false, s.reply(false, "[SYS/TEMP] mail server error, try again later")
 	}
-	ev.OK, ev.Code, ev.Reason = st.OK, st.Code, pop3.Sanitize(st.Text)
-	if !st.OK {
-		u.exchange("QUIT\r\n") // harmless in AUTHORIZATION: no UPDATE state
-		u.close()
-		s.srv.opts.Auditor.Auth(s.id, ev)
-		if countsAsFailedLogin(st.Code) {
-			// For APOP the digest stands for the password. It changes with
-			// every timestamp, so each failed APOP counts, a stale
-			// client's as much as a guesser's.
-			s.loginFailed(tried, c.pass)
-		}
-		if c.mech == "APOP" {
-			// The timestamp the client answered was this connection's.
-			return &endError{reason: CloseAPOPFailed, farewell: st.Line()}
-		}
-		s.badCommands++
-		// The server's own verdict, code and all or none: a client drops
-		// the saved password on [AUTH] (RFC 3206 §4), so the proxy never
-		// adds one the server did not give.
-		if s.badCommands >= s.srv.opts.MaxBadCommands {
-			return &endError{reason: CloseTooManyErrors, farewell: st.Line()}
-		}
-		return s.writeLine(st.Line())
+	t.ev.OK, t.ev.Code, t.ev.Reason = st.OK, st.Code, pop3.Sanitize(st.Text)
+	if st.OK {
+		return true, nil
 	}
-	// The credentials are good: only now may the proxy say anything about the
-	// mailbox (in use, logged in too recently) without revealing that it exists.
-	if r := s.claimMailbox(tried, mailbox); r != nil {
-		u.close() // no QUIT: nothing may be committed on this login's behalf
-		return s.refuseLogin(ev, r)
+	u.exchange("QUIT\r\n") // harmless in AUTHORIZATION: no UPDATE state
+	u.close()
+	s.srv.opts.Auditor.Auth(s.id, t.ev)
+	if countsAsFailedLogin(st.Code) {
+		// For APOP the digest stands for the password. It changes with
+		// every timestamp, so each failed APOP counts, a stale
+		// client's as much as a guesser's.
+		s.loginFailed(t.tried, t.c.pass)
 	}
-	s.srv.opts.Auditor.Auth(s.id, ev)
+	if t.c.mech == "APOP" {
+		// The timestamp the client answered was this connection's.
+		return false, &endError{reason: CloseAPOPFailed, farewell: st.Line()}
+	}
+	s.badCommands++
+	// The server's own verdict, code and all or none: a client drops
+	// the saved password on [AUTH] (RFC 3206 §4), so the proxy never
+	// adds one the server did not give.
+	if s.badCommands >= s.srv.opts.MaxBadCommands {
+		return false, &endError{reason: CloseTooManyErrors, farewell: st.Line()}
+	}
+	return false, s.writeLine(st.Line())
+}
+
+// startSession audits the login, makes u the session's upstream, learns
+// what is not yet known of its capabilities, and enters TRANSACTION with
+// the session limits started.
+func (s *session) startSession(t *target, u *upstream) error {
+	s.srv.opts.Auditor.Auth(s.id, t.ev)
 	s.setUpstream(u)
-	if err := s.learnCapabilities(up); err != nil {
+	if err := s.learnCapabilities(t.up); err != nil {
 		return err
 	}
 	if !s.upCapsFixed {
-		known, has := s.srv.upstreamCapabilities(up)
+		known, has := s.srv.upstreamCapabilities(t.up)
 		s.upCaps, s.upCapsFixed = known&has, true
 	}
 	s.state = stateTransaction
 	s.stats.lastCheckpoint = time.Now()
 	s.startTransactionLimits()
-	return s.reply(true, ev.Reason)
+	return s.reply(true, t.ev.Reason)
 }
 
 // countsAsFailedLogin reports whether a server's -ERR to a login, with
