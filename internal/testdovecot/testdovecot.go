@@ -819,6 +819,12 @@ func (d *Instance) Restart() error {
 	case !d.stopped:
 		return errors.New("testdovecot: restart: still running; Stop or Kill it first")
 	}
+	// A master killed while it updated its list of instances leaves this
+	// lock behind, and the next one waits 10 s for it to go stale (seen
+	// with 2.3.19: "file_dotlock_open(.../state/instances) failed").
+	if err := os.Remove(filepath.Join(d.dir, "state", "instances.lock")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("testdovecot: restart: %w", err)
+	}
 	deadline := time.Now().Add(restartTimeout)
 	for {
 		err := d.start()
