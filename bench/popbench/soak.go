@@ -418,7 +418,7 @@ func injectFault(dc *testdovecot.Instance, kind string, ph *soakPhase, done chan
 		return
 	}
 	greeted := make(chan time.Time, 1)
-	go func() { greeted <- firstGreeting(dc.Addr()) }()
+	go func() { greeted <- dc.Greeted(nil) }()
 	// Dovecot's master closes its ports at once, but with many sessions its
 	// stop can take seconds more (5 s seen): the outage counts from the fault.
 	time.Sleep(time.Until(began.Add(wait)))
@@ -432,23 +432,6 @@ func injectFault(dc *testdovecot.Instance, kind string, ph *soakPhase, done chan
 	ph.faults = append(ph.faults, f)
 	ph.mu.Unlock()
 	done <- nil
-}
-
-// firstGreeting polls addr every 10 ms until a server there greets +OK,
-// and returns when it did. Its connections wait 100 ms for the greeting, so
-// that a paused server's answer is seen as soon as it resumes.
-func firstGreeting(addr string) time.Time {
-	for {
-		if c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond); err == nil {
-			c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
-			line, _ := bufio.NewReader(c).ReadString('\n')
-			c.Close()
-			if strings.HasPrefix(line, "+OK") {
-				return time.Now()
-			}
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // soakIntegrity counts the messages whose fate broke RFC 1939 §6.

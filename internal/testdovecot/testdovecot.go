@@ -230,6 +230,7 @@ func Start(cfg Config) (*Instance, error) {
 			d.removeDirs()
 			return nil, err
 		}
+		d.setAddrs()
 		err = d.start()
 		if err == nil {
 			return d, nil
@@ -444,6 +445,17 @@ func choosePorts(cfg Config) (ports, error) {
 	return p, nil
 }
 
+// setAddrs sets the addresses of d.ports, which Restart keeps.
+func (d *Instance) setAddrs() {
+	addr := func(port int) string {
+		if port == 0 {
+			return ""
+		}
+		return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	}
+	d.addr, d.tlsAddr, d.haAddr = addr(d.ports.plain), addr(d.ports.tls), addr(d.ports.haproxy)
+}
+
 // start writes the config for d.ports and runs Dovecot until it greets. It
 // returns an error wrapping errAddrInUse if a port was taken.
 func (d *Instance) start() error {
@@ -529,13 +541,6 @@ func (d *Instance) start() error {
 	d.done = make(chan struct{})
 	go waitProcess(cmd, d.done)
 
-	d.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	if tlsPort != 0 {
-		d.tlsAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(tlsPort))
-	}
-	if haPort != 0 {
-		d.haAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(haPort))
-	}
 	if err := d.waitReady(); err != nil {
 		_ = d.killGroup() // the start error says more
 		log := d.logSince(logStart)
@@ -573,7 +578,7 @@ func (d *Instance) waitLoginLog(logStart int64) error {
 			return fmt.Errorf("no pop3-login line in the log within %v", readyTimeout)
 		}
 		if time.Since(lastPoke) >= pokeInterval {
-			_ = greets(d.addr) // one more line, which pushes the others out
+			_, _ = greets(d.addr) // one more line, which pushes the others out
 			lastPoke = time.Now()
 		}
 		time.Sleep(logPoll)
@@ -645,7 +650,7 @@ func (d *Instance) waitReady() error {
 			return errors.New("dovecot exited during start")
 		default:
 		}
-		err := greets(d.addr)
+		_, err := greets(d.addr)
 		if err == nil {
 			return nil
 		}
@@ -656,28 +661,48 @@ func (d *Instance) waitReady() error {
 	}
 }
 
-// greets connects to addr and checks for a +OK greeting.
-func greets(addr string) error {
+// greets connects to addr, checks for a +OK greeting and returns when it
+// came.
+func greets(addr string) (time.Time, error) {
 	c, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
-		return err
+		return time.Time{}, err
 	}
 	defer c.Close()
 	if err := c.SetDeadline(time.Now().Add(2 * time.Second)); err != nil {
-		return err
+		return time.Time{}, err
 	}
 	r := bufio.NewReader(c)
 	line, err := r.ReadString('\n')
 	if err != nil {
-		return err
+		return time.Time{}, err
 	}
+	greeted := time.Now()
 	if !strings.HasPrefix(line, "+OK") {
-		return fmt.Errorf("unexpected greeting %q", line)
+		return time.Time{}, fmt.Errorf("unexpected greeting %q", line)
 	}
 	// Leave politely, so the log shows no aborted session.
 	_, _ = io.WriteString(c, "QUIT\r\n")
 	_, _ = r.ReadString('\n')
-	return nil
+	return greeted, nil
+}
+
+// Greeted polls the plain port every 10 ms until Dovecot greets with +OK,
+// and returns when it did: once it is stopped or paused, the moment it
+// serves again after Restart or Resume. A connection made while Dovecot is
+// paused waits for its greeting. If done is closed first, Greeted returns
+// the zero time.
+func (d *Instance) Greeted(done <-chan struct{}) time.Time {
+	for {
+		if t, err := greets(d.addr); err == nil {
+			return t
+		}
+		select {
+		case <-done:
+			return time.Time{}
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // Addr returns the plain POP3 address, "127.0.0.1:port". STLS is offered
