@@ -443,7 +443,7 @@ func TestUpstreamBackWithinASecond(t *testing.T) {
 			defer wg.Wait()
 			defer close(done)
 			greeted := make(chan time.Time, 1)
-			wg.Go(func() { greeted <- firstGreeting(d.Addr(), done) })
+			wg.Go(func() { greeted <- d.Greeted(done) })
 			logins := make(chan time.Time, 1)
 			for range 4 {
 				wg.Go(func() { keepLoggingIn(addr, "ida", "pw-ida", done, logins) })
@@ -503,26 +503,6 @@ func keepLoggingIn(addr, user, pass string, done <-chan struct{}, logins chan<- 
 		case <-done:
 			return
 		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
-// firstGreeting polls addr every 10 ms until a server there sends +OK, and
-// returns when it did (or the zero time once done is closed).
-func firstGreeting(addr string, done <-chan struct{}) time.Time {
-	for {
-		if c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond); err == nil {
-			c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
-			line, _ := bufio.NewReader(c).ReadString('\n')
-			c.Close()
-			if strings.HasPrefix(line, "+OK") {
-				return time.Now()
-			}
-		}
-		select {
-		case <-done:
-			return time.Time{}
-		case <-time.After(10 * time.Millisecond):
 		}
 	}
 }

@@ -60,23 +60,24 @@ const (
 
 // options are the command-line flags.
 type options struct {
-	sizeMB      int
-	seed        int64
-	proxyBin    string
-	jsonPath    string
-	audit       string
-	rounds      int
-	noops       int
-	clients     int
-	sessionTime time.Duration
-	idle        int
-	slowMB      int
-	slowRate    float64
-	soakClients int
-	soakTime    time.Duration
-	tests       map[string]bool
-	relay       bool
-	keep        bool
+	sizeMB        int
+	seed          int64
+	proxyBin      string
+	jsonPath      string
+	audit         string
+	rounds        int
+	noops         int
+	clients       int
+	sessionTime   time.Duration
+	idle          int
+	slowMB        int
+	slowRate      float64
+	soakClients   int
+	soakTime      time.Duration
+	soakPenalties bool
+	tests         map[string]bool
+	relay         bool
+	keep          bool
 }
 
 // defaultTests run without -tests; allTests are those -tests accepts.
@@ -109,6 +110,7 @@ func main() {
 	flag.Float64Var(&o.slowRate, "slow-rate", 20, "slow reader's speed in `MB/s`")
 	flag.IntVar(&o.soakClients, "soak-clients", 32, "concurrent TLS clients per target in the soak")
 	flag.DurationVar(&o.soakTime, "soak-time", 6*time.Minute, "length of the soak, in cycles of 15 s, 8 at least")
+	flag.BoolVar(&o.soakPenalties, "soak-penalties", false, "keep popproxy's failed-login penalties for the soak clients' address (see soak.go)")
 	flag.StringVar(&tests, "tests", strings.Join(defaultTests, ","), "comma-separated measurements to run, of "+strings.Join(allTests, ","))
 	flag.BoolVar(&o.relay, "relay", false, "also measure a minimal TCP relay (a reference for one more hop)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work folder (configs, logs, maildirs)")

@@ -596,7 +596,7 @@ func TestRestart(t *testing.T) {
 }
 
 // TestPause: a paused instance accepts connections but says nothing until
-// Resume; Stop ends a paused instance.
+// Resume, which Greeted notices; Stop ends a paused instance.
 func TestPause(t *testing.T) {
 	t.Parallel()
 	d := New(t, Config{Users: map[string]string{"alice": "pw"}})
@@ -617,8 +617,15 @@ func TestPause(t *testing.T) {
 	if _, err := io.WriteString(c.c, "NOOP\r\n"); err != nil {
 		t.Fatal(err)
 	}
+	greeted := make(chan time.Time, 1)
+	go func() { greeted <- d.Greeted(nil) }()
+	time.Sleep(200 * time.Millisecond)
+	resumed := time.Now()
 	if err := d.Resume(); err != nil {
 		t.Fatal(err)
+	}
+	if g := <-greeted; g.Before(resumed) || g.Sub(resumed) > time.Second {
+		t.Errorf("Greeted %v after Resume, want within a second", g.Sub(resumed))
 	}
 	c.expect("+OK")
 	g := newClient(t, conn)
@@ -631,6 +638,11 @@ func TestPause(t *testing.T) {
 	}
 	if err := d.Resume(); err == nil {
 		t.Error("Resume of a stopped instance succeeded")
+	}
+	done := make(chan struct{})
+	close(done)
+	if g := d.Greeted(done); !g.IsZero() {
+		t.Errorf("Greeted a stopped instance at %v", g)
 	}
 }
 

@@ -48,25 +48,34 @@ func FreePort() (int, error) {
 // Greets connects to addr and checks for a +OK greeting, then sends QUIT,
 // so that the server logs no aborted session.
 func Greets(addr string) error {
+	_, err := GreetedAt(addr)
+	return err
+}
+
+// GreetedAt is Greets, also returning when the greeting came (before the
+// QUIT), for tests that time how soon a server serves again.
+func GreetedAt(addr string) (time.Time, error) {
 	c, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
-		return err
+		return time.Time{}, err
 	}
 	defer c.Close()
 	if err := c.SetDeadline(time.Now().Add(2 * time.Second)); err != nil {
-		return err
+		return time.Time{}, err
 	}
 	r := bufio.NewReader(c)
 	line, err := r.ReadString('\n')
 	if err != nil {
-		return err
+		return time.Time{}, err
 	}
+	greeted := time.Now()
 	if !strings.HasPrefix(line, "+OK") {
-		return fmt.Errorf("unexpected greeting %q", line)
+		return time.Time{}, fmt.Errorf("unexpected greeting %q", line)
 	}
+	// Leave politely, so the server's log shows no aborted session.
 	_, _ = io.WriteString(c, "QUIT\r\n")
 	_, _ = r.ReadString('\n')
-	return nil
+	return greeted, nil
 }
 
 // SetParentDeathSignal asks Linux (and FreeBSD) to send SIGTERM to the
