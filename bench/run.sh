@@ -20,6 +20,10 @@
 #                                RETR with the audit trail off and to a file
 #   bench/run.sh -tests limits-retr
 #                                RETR with every limit off and with the defaults
+#   bench/run.sh -tests shared-sessions
+#                                sessions/s (-clients, 64) with the limits in a
+#                                private redis-server (limits.shared) against
+#                                the same limits kept by the instance
 #   bench/run.sh -tests soak     32 TLS clients fetch, check and delete mail through
 #                                popproxy and from Dovecot while Dovecot is restarted
 #                                or paused every 15 s: work kept, first login after

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -708,5 +709,62 @@ func TestLimitFailedLoginsAcrossDomainsDovecot(t *testing.T) {
 	c.cmd("PASS pw-plain", "-ERR [AUTH] too many failed logins, try again later")
 	if n := tap.connections(); n != 3 {
 		t.Errorf("the blocked login reached Dovecot (%d connections)", n)
+	}
+}
+
+// TestLimitStateAndClear shows and clears what the proxy's own limits hold on
+// a user, under the key the routes send it upstream, and on an address: an
+// operator's `popproxy limits` without a shared store.
+func TestLimitStateAndClear(t *testing.T) {
+	up := passwordUpstream(t, "secret", nil)
+	addr, srv, _ := startProxy(t, up, withRoutedLimits(t, up, proxy.Limits{
+		FailuresPerUser: ratelimit.FailureConfig{MaxFailures: 2, Window: time.Minute, Block: time.Minute},
+		FailuresPerIP:   ratelimit.FailureConfig{MaxFailures: 10, Window: time.Minute},
+		PerUserSessions: 2,
+		LoginDelay:      time.Minute,
+	}))
+	c := dial(t, addr)
+	for i, user := range []string{"alice@a.example", "alice@b.example"} {
+		c.cmd("USER "+user, "+OK*")
+		c.cmd("PASS wrong"+strconv.Itoa(i), "-ERR [AUTH] invalid credentials")
+	}
+	b := dial(t, addr)
+	b.login("bob", "secret")
+
+	state := func(name, key string) proxy.LimitState {
+		t.Helper()
+		for _, s := range srv.LimitState(name) {
+			if s.Key == key {
+				return s
+			}
+		}
+		t.Fatalf("LimitState(%q) = %+v: no key %s", name, srv.LimitState(name), key)
+		return proxy.LimitState{}
+	}
+	if s := state("Alice@c.example", "user:store/alice"); s.Failures != 2 || s.Blocked <= 50*time.Second || s.Sessions != 0 {
+		t.Errorf("alice: %+v, want 2 failures and blocked", s)
+	}
+	if s := state("127.0.0.1", "ip:127.0.0.1/32"); s.Failures != 2 || s.Blocked != 0 || s.Sessions != 2 {
+		t.Errorf("127.0.0.1: %+v, want 2 failures, not blocked, 2 connections", s)
+	}
+	if s := state("bob", "user:store/bob"); s.Sessions != 1 || s.LoginDelay <= 50*time.Second || s.Failures != 0 {
+		t.Errorf("bob: %+v, want one session and a LOGIN-DELAY", s)
+	}
+
+	if keys := srv.ClearLimits("alice"); !slices.Contains(keys, "user:store/alice") {
+		t.Errorf("ClearLimits(alice) = %v", keys)
+	}
+	srv.ClearLimits("bob")
+	if s := state("alice", "user:store/alice"); s != (proxy.LimitState{Key: "user:store/alice"}) {
+		t.Errorf("alice after ClearLimits: %+v", s)
+	}
+	if s := state("bob", "user:store/bob"); s.Sessions != 1 || s.LoginDelay != 0 {
+		t.Errorf("bob after ClearLimits: %+v, want his session kept and no LOGIN-DELAY", s)
+	}
+	c.login("alice@a.example", "secret")
+	dial(t, addr).login("bob", "secret")
+	srv.ClearLimits("127.0.0.1")
+	if s := state("127.0.0.1", "ip:127.0.0.1/32"); s.Failures != 0 {
+		t.Errorf("127.0.0.1 after ClearLimits: %+v", s)
 	}
 }

@@ -28,6 +28,8 @@
 //	                                                  stunnel4 and Dovecot's own TLS
 //	audit-retr, limits-retr              variants.go  RETR with audit on against off,
 //	                                                  and with default limits against none
+//	shared-sessions                      shared.go    sessions/s with limits.shared in a
+//	                                                  private redis-server against without
 //	soak                                 soak.go      work kept while Dovecot is restarted
 //	                                                  or paused every 15 s, over TLS
 //
@@ -83,7 +85,7 @@ type options struct {
 // defaultTests run without -tests; allTests are those -tests accepts.
 var (
 	defaultTests = []string{"retr", "noop", "sessions", "idle", "slow"}
-	allTests     = append(slices.Clone(defaultTests), "tls-retr", "tls-handshakes", "tls-idle", "audit-retr", "limits-retr", "soak")
+	allTests     = append(slices.Clone(defaultTests), "tls-retr", "tls-handshakes", "tls-idle", "audit-retr", "limits-retr", "shared-sessions", "soak")
 )
 
 func main() {
@@ -240,6 +242,11 @@ func run(o options) (err error) {
 	}
 	if o.tests["limits-retr"] {
 		if err := b.limitsRETR(); err != nil {
+			return err
+		}
+	}
+	if o.tests["shared-sessions"] {
+		if err := b.sharedSessions(); err != nil {
 			return err
 		}
 	}

@@ -84,6 +84,8 @@ type proxyConf struct {
 	// (the upstream stays plain); clients is the clients' side of it.
 	cert    *benchCert
 	clients *tls.Config
+	// admin, if set, is the admin listener's host:port (/metrics).
+	admin string
 }
 
 // Every client comes from 127.0.0.1 and most log in as the same user, so
@@ -149,6 +151,9 @@ func startProxyConf(bin, work, name string, pc proxyConf) (*child, error) {
 	conf.WriteString("timeouts:\n  idle: 10m\n  shutdown_grace: 2s\n")
 	conf.WriteString(pc.limits)
 	fmt.Fprintf(&conf, "audit:\n  output: %s\n", output)
+	if pc.admin != "" {
+		fmt.Fprintf(&conf, "admin:\n  address: %s\n", pc.admin)
+	}
 	if pc.audit == "chain" {
 		conf.WriteString("  chain: true\n  resolve_uids: false\n")
 	}

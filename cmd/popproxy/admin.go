@@ -11,25 +11,27 @@ import (
 	"github.com/popproxy/popproxy/audit"
 	"github.com/popproxy/popproxy/internal/config"
 	"github.com/popproxy/popproxy/internal/metrics"
+	"github.com/popproxy/popproxy/proxy"
 )
 
-// serveAdmin starts the admin HTTP listener: /metrics, /healthz, /readyz.
-func serveAdmin(addr string, m *metrics.Metrics, ready func() error, logger *slog.Logger) (*http.Server, error) {
+// serveAdmin starts the admin HTTP listener: /metrics, /healthz, /readyz,
+// and srv's own limits (adminHandler).
+func serveAdmin(addr string, m *metrics.Metrics, ready func() error, srv *proxy.Server, logger *slog.Logger) (*http.Server, error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	srv := &http.Server{Handler: m.Handler(ready), ReadHeaderTimeout: 10 * time.Second}
+	hs := &http.Server{Handler: adminHandler(m.Handler(ready), srv), ReadHeaderTimeout: 10 * time.Second}
 	logger.Info("admin listening", "address", l.Addr().String())
 	if ap, err := netip.ParseAddrPort(l.Addr().String()); err == nil && !ap.Addr().IsLoopback() {
 		logger.Warn("admin listener is not on loopback: /metrics has no authentication", "address", l.Addr().String())
 	}
 	go func() {
-		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := hs.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			logger.Error("admin listener failed", "err", err)
 		}
 	}()
-	return srv, nil
+	return hs, nil
 }
 
 // readiness reports not ready while the proxy refuses sessions because the

@@ -24,7 +24,10 @@ usage:
   popproxy audit verify FILE...         check the hash chain of audit files, oldest first
   popproxy audit report FILE...         summarise audit files per user
   popproxy limits show|clear -config FILE USER|ADDRESS
-                                        show or clear a user's or an address's fleet-wide limits
+                                        show or clear a user's or an address's limits: the fleet's
+                                        (limits.shared), else the instance's (admin.address)
+  popproxy limits -admin HOST:PORT show|clear USER|ADDRESS
+                                        the same through an instance's admin listener
   popproxy version                      print the version, revision, build date and Go version
   popproxy help [COMMAND]               print this help, or a command's
 

@@ -12,60 +12,83 @@ import (
 
 	"github.com/popproxy/popproxy/internal/config"
 	"github.com/popproxy/popproxy/internal/sharedlimits"
+	"github.com/popproxy/popproxy/proxy"
 )
 
 const limitsUsage = `usage:
-  popproxy limits show -config FILE USER|ADDRESS    print what the fleet's store holds on a user or an address
+  popproxy limits show -config FILE USER|ADDRESS    print what the limits hold on a user or an address
   popproxy limits clear -config FILE USER|ADDRESS   forget its failed logins, block and LOGIN-DELAY
+  popproxy limits -admin HOST:PORT show|clear USER|ADDRESS
 
-Both work on the store of limits.shared in FILE. A USER is looked up as the
-routes send it upstream and under its own name on every upstream; an ADDRESS
-is grouped by limits.ipv6_prefix as the proxy counts it.`
+With limits.shared in FILE, both work on the fleet's store. Without it, or
+with -admin, they work on one instance's own limits through its admin
+listener (admin.address in FILE), which answers loopback only. A USER is
+looked up as the routes send it upstream and under its own name on every
+upstream; an ADDRESS is grouped by limits.ipv6_prefix as the proxy counts it.`
 
 // adminTimeout bounds the store's answers to an operator, who can wait
 // longer than a login.
 const adminTimeout = 5 * time.Second
 
-// limitsCommand is `popproxy limits show|clear -config FILE USER|ADDRESS`.
+// limitsCommand is `popproxy limits show|clear -config FILE USER|ADDRESS`,
+// or with -admin HOST:PORT instead of -config, before or after show|clear.
 func limitsCommand(args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
+	fs := flag.NewFlagSet("limits", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	configPath := fs.String("config", "", "configuration `FILE` (YAML)")
+	adminAddr := fs.String("admin", "", "an instance's admin listener `HOST:PORT`")
+	parse := func(args []string) error {
+		err := fs.Parse(args)
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(stdout, limitsUsage)
+			return err
+		}
+		if err != nil {
+			return usageError{err.Error(), limitsUsage + "\n"}
+		}
+		return nil
+	}
+	if err := parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
 		return usageError{"limits needs a subcommand", limitsUsage + "\n"}
 	}
-	sub := args[0]
+	sub := fs.Arg(0)
 	switch sub {
 	case "show", "clear":
-	case "-h", "-help", "--help", "help":
+	case "help":
 		fmt.Fprintln(stdout, limitsUsage)
 		return flag.ErrHelp
 	default:
 		return usageError{fmt.Sprintf("unknown command %q", "limits "+sub), limitsUsage + "\n"}
 	}
-	fs := flag.NewFlagSet("limits "+sub, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	configPath := fs.String("config", "", "configuration `FILE` (YAML)")
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(stdout, limitsUsage)
-			return err
-		}
-		return usageError{err.Error(), limitsUsage + "\n"}
+	if err := parse(fs.Args()[1:]); err != nil {
+		return err
 	}
-	if *configPath == "" || fs.NArg() != 1 {
-		return usageError{"limits " + sub + " needs -config FILE and one USER or ADDRESS", limitsUsage + "\n"}
+	if *configPath == "" && *adminAddr == "" || fs.NArg() != 1 {
+		return usageError{"limits " + sub + " needs -config FILE or -admin HOST:PORT, and one USER or ADDRESS", limitsUsage + "\n"}
+	}
+	name := fs.Arg(0)
+	if *adminAddr != "" {
+		return adminLimits(*adminAddr, sub, name, stdout)
 	}
 	cfg, err := config.Load(*configPath)
 	if err != nil {
 		return err
 	}
 	if cfg.Limits.Shared == nil {
-		return fmt.Errorf("%s: limits.shared is not set: each instance keeps its own limits, which this command cannot reach yet", *configPath)
+		if cfg.Admin.Address == "" {
+			return fmt.Errorf("%s: neither limits.shared nor admin.address is set: no store or instance to ask", *configPath)
+		}
+		return adminLimits(cfg.Admin.Address, sub, name, stdout)
 	}
 	sc, err := sharedConfig(cfg.Limits.Shared)
 	if err != nil {
 		return err
 	}
 	sc.Timeout = max(sc.Timeout, adminTimeout)
-	keys, err := limitKeys(cfg, fs.Arg(0))
+	keys, err := limitKeys(cfg, name)
 	if err != nil {
 		return err
 	}
@@ -84,8 +107,7 @@ func limitsCommand(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "%s failures=%d blocked=%s sessions=%d login_delay=%s\n", key, s.Failures,
-			s.Blocked.Round(time.Second), s.Sessions, s.LoginDelay.Round(time.Second))
+		printLimitState(stdout, proxy.LimitState{Key: key, Failures: s.Failures, Blocked: s.Blocked, Sessions: s.Sessions, LoginDelay: s.LoginDelay})
 	}
 	return nil
 }

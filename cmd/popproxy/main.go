@@ -91,7 +91,7 @@ func run(cfg *config.Config, configPath string, logger *slog.Logger, ready func(
 		m.CertExpiry(certs.NotAfter)
 	}
 	if cfg.Admin.Address != "" {
-		admin, err := serveAdmin(cfg.Admin.Address, m, readiness(cfg, auditLog), logger)
+		admin, err := serveAdmin(cfg.Admin.Address, m, readiness(cfg, auditLog), srv, logger)
 		if err != nil {
 			for _, l := range listeners {
 				l.Close()

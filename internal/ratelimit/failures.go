@@ -150,6 +150,18 @@ func (f *Failures[K]) Blocked(key K) (blocked bool, remaining time.Duration) {
 	return true, time.Duration(e.val.until - now)
 }
 
+// Count returns key's failures not yet forgotten: 0 if none.
+func (f *Failures[K]) Count(key K) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, now := f.clk.read()
+	e := f.t.peek(key, now)
+	if e == nil || f.forgotten(&e.val, now) {
+		return 0
+	}
+	return int(e.val.count)
+}
+
 // Reset forgets key's failures and ends its block. The caller decides when:
 // after a successful login, Reset the per-user key (the user proved who
 // they are), but not the per-address key, since an attacker with one valid

@@ -155,6 +155,9 @@ func TestFailuresReset(t *testing.T) {
 		f.Fail("user", newSecret())
 		f.Fail("ip", newSecret())
 	}
+	if n := f.Count("user"); n != 5 {
+		t.Errorf("Count = %d, want 5", n)
+	}
 	f.Reset("user") // a successful login: the caller resets the per-user key only
 	if b, _ := f.Blocked("user"); b {
 		t.Error("user still blocked after Reset")
@@ -164,6 +167,9 @@ func TestFailuresReset(t *testing.T) {
 	}
 	if b, _ := f.Blocked("ip"); !b {
 		t.Error("Reset of one key unblocked another")
+	}
+	if n, m := f.Count("user"), f.Count("nobody"); n != 0 || m != 0 {
+		t.Errorf("Count after Reset = %d, of an unknown key %d; want 0", n, m)
 	}
 	f.Reset("nobody") // no-op
 }

@@ -53,6 +53,15 @@ func (iv *Interval[K]) Claim(key K) (ok bool, wait time.Duration) {
 	return ok, wait
 }
 
+// Forget drops key's mark, so that its next login is allowed at once.
+func (iv *Interval[K]) Forget(key K) {
+	iv.mu.Lock()
+	defer iv.mu.Unlock()
+	if e := iv.t.m[key]; e != nil {
+		iv.t.remove(e)
+	}
+}
+
 // Update changes the interval and table size; the arguments are
 // NewInterval's. Existing marks are measured against the new interval.
 func (iv *Interval[K]) Update(min time.Duration, maxKeys int) {

@@ -27,6 +27,12 @@ func TestIntervalTrip(t *testing.T) {
 	if ok, _ := iv.Check("u"); !ok {
 		t.Error("refused after the interval")
 	}
+	iv.Claim("u")
+	iv.Forget("u") // an operator's limits clear
+	if ok, wait := iv.Check("u"); !ok {
+		t.Errorf("Check after Forget = %v, %v, want true", ok, wait)
+	}
+	iv.Forget("nobody") // no-op
 }
 
 func TestIntervalUnder(t *testing.T) {

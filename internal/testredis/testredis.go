@@ -78,6 +78,14 @@ func Start(dir, password string) (*Instance, error) {
 // Addr is the address the server listens on, host:port.
 func (r *Instance) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port)) }
 
+// Pid is the server's process id, 0 while it is stopped.
+func (r *Instance) Pid() int {
+	if r.cmd == nil {
+		return 0
+	}
+	return r.cmd.Process.Pid
+}
+
 // Restart starts the server again on its port after Stop, with no data.
 func (r *Instance) Restart() error { return r.start() }
 

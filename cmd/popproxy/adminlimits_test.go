@@ -1,0 +1,115 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/popproxy/popproxy/internal/testdovecot"
+)
+
+// TestLimitsThroughAdmin runs popproxy without a shared store: failed logins
+// block alice, and `popproxy limits` shows and clears that instance's own
+// limits through its admin listener, named with -admin (before the
+// subcommand) or found in -config's admin.address.
+func TestLimitsThroughAdmin(t *testing.T) {
+	bin := buildBinary(t)
+	d := testdovecot.New(t, testdovecot.Config{Users: map[string]string{"alice": "apass", "bob": "bpass"}})
+	addr, admin := freeAddr(t), freeAddr(t)
+	cfg := writeConfig(t, fmt.Sprintf(`
+listeners: [{name: pop3, address: %q}]
+upstream: {address: %q}
+admin: {address: %q}
+audit: {output: %q}
+limits:
+  failed_logins:
+    per_user: {max: 3, window: 1m, delay: 0s, block: 1m}
+  per_user: {login_delay: 60s}
+`, addr, d.Addr(), admin, filepath.Join(t.TempDir(), "audit.jsonl")))
+	startBinary(t, bin, cfg, addr)
+
+	login := func(user, pass, want string) {
+		t.Helper()
+		c, err := dialPOP(&net.Dialer{}, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.close()
+		c.cmd("USER " + user)
+		if reply, _ := c.cmd("PASS " + pass); !strings.HasPrefix(reply, want) {
+			t.Errorf("%s: %q, want %s...", user, strings.TrimSpace(reply), want)
+		}
+		c.cmd("QUIT")
+	}
+	limits := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(bin, append([]string{"limits"}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("popproxy limits %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	expect := func(out, pattern string) {
+		t.Helper()
+		if !regexp.MustCompile(pattern).MatchString(out) {
+			t.Errorf("popproxy limits printed\n%s\nwant a line matching %s", out, pattern)
+		}
+	}
+
+	for _, pass := range []string{"wrong1", "wrong2", "wrong3"} {
+		login("alice", pass, "-ERR [AUTH]")
+	}
+	login("alice", "apass", "-ERR [AUTH] too many failed logins")
+	login("bob", "bpass", "+OK")
+	login("bob", "bpass", "-ERR [LOGIN-DELAY]")
+
+	expect(limits("-admin", admin, "show", "alice"), `(?m)^user:default/alice failures=3 blocked=(59s|1m0s) sessions=0 login_delay=0s$`)
+	expect(limits("show", "-config", cfg, "127.0.0.1"), `(?m)^ip:127\.0\.0\.1/32 failures=3 blocked=0s sessions=0 login_delay=0s$`)
+	expect(limits("show", "-config", cfg, "bob"), `(?m)^user:default/bob failures=0 blocked=0s sessions=0 login_delay=(59s|1m0s)$`)
+
+	expect(limits("-admin", admin, "clear", "alice"), `(?m)^cleared user:default/alice$`)
+	expect(limits("clear", "-config", cfg, "bob"), `(?m)^cleared user:default/bob$`)
+	login("alice", "apass", "+OK")
+	login("bob", "bpass", "+OK")
+	expect(limits("-admin", admin, "show", "alice"), `(?m)^user:default/alice failures=0 blocked=0s sessions=0 login_delay=(59s|1m0s)$`)
+
+	// Without a name, or from no instance, it fails and says why.
+	if out, err := exec.Command(bin, "limits", "-admin", admin, "show").CombinedOutput(); err == nil || !strings.Contains(string(out), "needs -config FILE or -admin") {
+		t.Errorf("limits -admin show without a name: %v\n%s", err, out)
+	}
+	if out, err := exec.Command(bin, "limits", "-admin", freeAddr(t), "show", "alice").CombinedOutput(); err == nil || !strings.Contains(string(out), "admin listener") {
+		t.Errorf("limits against no listener: %v\n%s", err, out)
+	}
+}
+
+// TestAdminLimitsLoopbackOnly: the limits endpoints answer loopback peers
+// only, wherever the admin listener is; the metrics are unchanged.
+func TestAdminLimitsLoopbackOnly(t *testing.T) {
+	base := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("metrics")) })
+	h := adminHandler(base, nil)
+	for _, tc := range []struct {
+		method, target, remote string
+		code                   int
+	}{
+		{"GET", "/limits?name=alice", "192.0.2.1:1234", http.StatusForbidden},
+		{"POST", "/limits/clear?name=alice", "[2001:db8::1]:1234", http.StatusForbidden},
+		{"POST", "/limits/clear?name=alice", "[::ffff:192.0.2.1]:1234", http.StatusForbidden},
+		{"GET", "/limits", "127.0.0.1:1234", http.StatusBadRequest},
+		{"POST", "/limits/clear", "[::1]:1234", http.StatusBadRequest},
+		{"GET", "/metrics", "192.0.2.1:1234", http.StatusOK},
+	} {
+		r := httptest.NewRequest(tc.method, tc.target, nil)
+		r.RemoteAddr = tc.remote
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != tc.code {
+			t.Errorf("%s %s from %s: %d, want %d", tc.method, tc.target, tc.remote, w.Code, tc.code)
+		}
+	}
+}
