@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/popproxy/popproxy/examples/maildrop"
+	"github.com/popproxy/popproxy/internal/maildrop"
 	"github.com/popproxy/popproxy/proxy"
 )
 
