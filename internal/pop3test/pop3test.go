@@ -171,6 +171,10 @@ func DialConn(d *net.Dialer, addr string, limit time.Duration) (*Conn, error) {
 // Close closes the connection without QUIT.
 func (c *Conn) Close() error { return c.conn.Close() }
 
+// ReadLine reads one line, CRLF included: one the server sends unasked, such
+// as a shutdown notice.
+func (c *Conn) ReadLine() (string, error) { return c.r.ReadString('\n') }
+
 // Login logs in with USER and PASS.
 func (c *Conn) Login(user, pass string) error {
 	if _, err := c.Cmd("USER " + user); err != nil {
