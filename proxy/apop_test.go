@@ -1,7 +1,6 @@
 package proxy_test
 
 import (
-	"bufio"
 	"crypto/md5"
 	"encoding/hex"
 	"io"
@@ -13,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/popproxy/popproxy/internal/pop3test"
 	"github.com/popproxy/popproxy/internal/testlegacy"
 	"github.com/popproxy/popproxy/proxy"
 )
@@ -45,11 +45,11 @@ func startSolidAPOP(t *testing.T) (*testlegacy.Instance, string, string, *record
 }
 
 // dialGreeting connects and returns the client with the greeting it read.
-func dialGreeting(t *testing.T, addr string) (*client, string) {
+func dialGreeting(t *testing.T, addr string) (*pop3test.Client, string) {
 	t.Helper()
 	conn := dialRaw(t, addr)
-	c := &client{t: t, conn: conn, r: bufio.NewReader(conn)}
-	return c, c.expect("+OK *")
+	c := pop3test.NewClient(t, conn)
+	return c, c.Expect("+OK *")
 }
 
 // TestAPOPPassthroughSolid: the proxy's greeting carries solid-pop3d's
@@ -62,21 +62,21 @@ func TestAPOPPassthroughSolid(t *testing.T) {
 		t.Fatal(err)
 	}
 	c, greeting := dialGreeting(t, addr)
-	if !match("+OK popproxy ready * <*@*>", greeting) {
+	if !pop3test.Match("+OK popproxy ready * <*@*>", greeting) {
 		t.Fatalf("greeting %q, want the proxy's id and the server's timestamp", greeting)
 	}
-	c.cmd("APOP "+srv.User()+" "+apopDigest(greeting, secret), "+OK*")
-	c.cmd("STAT", "+OK 1 *")
-	c.cmd("QUIT", "+OK*")
+	c.Cmd("APOP "+srv.User()+" "+apopDigest(greeting, secret), "+OK*")
+	c.Cmd("STAT", "+OK 1 *")
+	c.Cmd("QUIT", "+OK*")
 	ev := lastAuth(t, rec)
 	if !ev.OK || ev.Mechanism != "APOP" || ev.User != srv.User() || ev.Upstream != srv.Addr() || ev.Dial <= 0 {
 		t.Errorf("auth event %+v, want a successful APOP login at %s", ev, srv.Addr())
 	}
 	rec.waitClose(t)
 
-	c = dial(t, addr)
-	c.login(srv.User(), srv.Password())
-	c.cmd("QUIT", "+OK*")
+	c = pop3test.Dial(t, addr)
+	c.Login(srv.User(), srv.Password())
+	c.Cmd("QUIT", "+OK*")
 	if ev := lastAuth(t, rec); !ev.OK || ev.Mechanism != "USER" {
 		t.Errorf("auth event %+v, want a successful USER login", ev)
 	}
@@ -117,8 +117,8 @@ func TestAPOPWrongDigest(t *testing.T) {
 	srv, secret, addr, rec := startSolidAPOP(t)
 	for range legacyLimits.FailuresPerUser.MaxFailures {
 		c, greeting := dialGreeting(t, addr)
-		c.cmd("APOP "+srv.User()+" "+apopDigest(greeting, "stale"), "-ERR*")
-		c.closed()
+		c.Cmd("APOP "+srv.User()+" "+apopDigest(greeting, "stale"), "-ERR*")
+		c.Closed()
 	}
 	for _, ev := range authEvents(rec) {
 		if ev.OK || ev.Mechanism != "APOP" {
@@ -126,7 +126,7 @@ func TestAPOPWrongDigest(t *testing.T) {
 		}
 	}
 	c, greeting := dialGreeting(t, addr)
-	c.cmd("APOP "+srv.User()+" "+apopDigest(greeting, secret), "-ERR [AUTH] too many failed logins*")
+	c.Cmd("APOP "+srv.User()+" "+apopDigest(greeting, secret), "-ERR [AUTH] too many failed logins*")
 	if !rec.hasPolicy("limit.failed_logins_user") {
 		t.Errorf("policy events %q, want limit.failed_logins_user", rec.policyRules())
 	}
@@ -142,14 +142,14 @@ type apopUpstream struct {
 
 func startAPOPUpstream(t *testing.T, greeting string) *apopUpstream {
 	u := &apopUpstream{done: make(chan struct{}, 10)}
-	u.addr = fakeUpstream(t, func(c *fakeConn) {
+	u.addr = pop3test.FakeUpstream(t, func(c *pop3test.UpstreamConn) {
 		defer func() { u.done <- struct{}{} }()
-		c.send(greeting + "\r\n")
-		for line := c.line(); line != ""; line = c.line() {
+		c.Send(greeting + "\r\n")
+		for line := c.Line(); line != ""; line = c.Line() {
 			u.mu.Lock()
 			u.lines = append(u.lines, line)
 			u.mu.Unlock()
-			c.send("+OK\r\n")
+			c.Send("+OK\r\n")
 		}
 	})
 	return u
@@ -176,8 +176,8 @@ func (u *apopUpstream) waitEnd(t *testing.T) {
 func TestAPOPUnusedConnection(t *testing.T) {
 	up := startAPOPUpstream(t, "+OK fake <1.2@fake>")
 	addr, _, _ := startListener(t, up.addr, apopListener, nil)
-	c := dial(t, addr)
-	c.cmd("QUIT", "+OK*")
+	c := pop3test.Dial(t, addr)
+	c.Cmd("QUIT", "+OK*")
 	up.waitEnd(t)
 	if got := up.received(); len(got) != 0 {
 		t.Errorf("upstream received %q", got)
@@ -190,10 +190,10 @@ func TestAPOPUnusedConnection(t *testing.T) {
 func TestAPOPRelayed(t *testing.T) {
 	up := startAPOPUpstream(t, "+OK fake <1.2@fake>")
 	addr, _, _ := startListener(t, up.addr, apopListener, nil)
-	c := dial(t, addr)
-	c.cmd("APOP alice c4c9334bac560ecc979e58001b3e22f", "-ERR usage: APOP name digest*")
-	c.cmd("APOP alice c4c9334bac560ecc979e58001b3e22fB", "+OK*")
-	c.cmd("QUIT", "+OK*")
+	c := pop3test.Dial(t, addr)
+	c.Cmd("APOP alice c4c9334bac560ecc979e58001b3e22f", "-ERR usage: APOP name digest*")
+	c.Cmd("APOP alice c4c9334bac560ecc979e58001b3e22fB", "+OK*")
+	c.Cmd("QUIT", "+OK*")
 	up.waitEnd(t)
 	want := []string{"APOP alice c4c9334bac560ecc979e58001b3e22fB", "QUIT"}
 	if got := up.received(); strings.Join(got, "|") != strings.Join(want, "|") {
@@ -212,9 +212,9 @@ func TestAPOPWithoutTimestamp(t *testing.T) {
 		if strings.Contains(greeting, "<") {
 			t.Errorf("greeting %q has a timestamp", greeting)
 		}
-		c.cmd("APOP alice c4c9334bac560ecc979e58001b3e22fb", "-ERR APOP is not available*")
-		c.login("alice", "secret")
-		c.cmd("QUIT", "+OK*")
+		c.Cmd("APOP alice c4c9334bac560ecc979e58001b3e22fb", "-ERR APOP is not available*")
+		c.Login("alice", "secret")
+		c.Cmd("QUIT", "+OK*")
 		up.waitEnd(t)
 		want := []string{"USER alice", "PASS secret", "QUIT"}
 		if got := up.received(); strings.Join(got, "|") != strings.Join(want, "|") {
@@ -233,9 +233,9 @@ func TestAPOPWithoutTimestamp(t *testing.T) {
 		if strings.Contains(greeting, "<") {
 			t.Errorf("greeting %q has a timestamp", greeting)
 		}
-		c.cmd("APOP alice c4c9334bac560ecc979e58001b3e22fb", "-ERR APOP is not available*")
-		c.cmd("USER alice", "+OK*")
-		c.cmd("PASS secret", "-ERR [SYS/TEMP]*")
+		c.Cmd("APOP alice c4c9334bac560ecc979e58001b3e22fb", "-ERR APOP is not available*")
+		c.Cmd("USER alice", "+OK*")
+		c.Cmd("PASS secret", "-ERR [SYS/TEMP]*")
 	})
 }
 
@@ -248,10 +248,10 @@ func TestAPOPLoopDetected(t *testing.T) {
 	_, greeting := dialGreeting(t, back)
 	id := strings.Fields(greeting)[3]
 	front, _, _ := startProxy(t, back, nil)
-	c := dial(t, front)
-	c.cmd("XPOPPROXY "+id, "+OK*")
-	c.cmd("USER alice", "+OK*")
-	c.cmd("PASS secret", "-ERR [SYS/TEMP]*")
+	c := pop3test.Dial(t, front)
+	c.Cmd("XPOPPROXY "+id, "+OK*")
+	c.Cmd("USER alice", "+OK*")
+	c.Cmd("PASS secret", "-ERR [SYS/TEMP]*")
 }
 
 // TestAPOPLoopBetweenProxies: two popproxies that are each other's upstream,
@@ -281,9 +281,9 @@ func TestAPOPLoopBetweenProxies(t *testing.T) {
 	if strings.Contains(greeting, "<") {
 		t.Errorf("greeting %q has a timestamp, though the upstream is a popproxy without", greeting)
 	}
-	c.cmd("USER alice", "+OK*")
-	c.cmd("PASS secret", "-ERR [SYS/TEMP]*")
-	c.cmd("QUIT", "+OK*")
+	c.Cmd("USER alice", "+OK*")
+	c.Cmd("PASS secret", "-ERR [SYS/TEMP]*")
+	c.Cmd("QUIT", "+OK*")
 	for deadline := time.Now().Add(5 * time.Second); p.Sessions()+q.Sessions() > 0; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d and %d sessions still open", p.Sessions(), q.Sessions())

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/popproxy/popproxy/internal/pop3test"
 	"github.com/popproxy/popproxy/proxy"
 )
 
@@ -16,17 +17,17 @@ import (
 func TestAuditMessageFacts(t *testing.T) {
 	up := startMaildrop(t)
 	addr, _, rec := startProxy(t, up.Addr().String(), nil)
-	c := dial(t, addr)
-	c.login("alice", "secret")
-	c.cmd("UIDL", "+OK*")
-	listing := c.body()
-	c.cmd("LIST", "+OK*")
-	c.body()
-	c.cmd("RETR 1", "+OK*")
-	c.body()
-	c.cmd("TOP 2 0", "+OK*")
-	c.body()
-	c.cmd("QUIT", "+OK*")
+	c := pop3test.Dial(t, addr)
+	c.Login("alice", "secret")
+	c.Cmd("UIDL", "+OK*")
+	listing := c.Body()
+	c.Cmd("LIST", "+OK*")
+	c.Body()
+	c.Cmd("RETR 1", "+OK*")
+	c.Body()
+	c.Cmd("TOP 2 0", "+OK*")
+	c.Body()
+	c.Cmd("QUIT", "+OK*")
 	rec.waitClose(t)
 
 	uid1 := strings.Fields(strings.Split(listing, "\r\n")[0])[1]
@@ -46,19 +47,19 @@ func TestAuditMessageFacts(t *testing.T) {
 func TestResolveUIDs(t *testing.T) {
 	up := startMaildrop(t)
 	addr, _, rec := startProxy(t, up.Addr().String(), func(o *proxy.Options) { o.ResolveUIDs = true })
-	c := dial(t, addr)
-	c.login("alice", "secret")
-	c.cmd("TOP 3 0", "+OK*")
-	c.body()
-	c.cmd("RETR 3", "+OK*") // known now: no second UIDL or LIST
-	if got := c.body(); got != string(sampleMessages[2].Data) {
+	c := pop3test.Dial(t, addr)
+	c.Login("alice", "secret")
+	c.Cmd("TOP 3 0", "+OK*")
+	c.Body()
+	c.Cmd("RETR 3", "+OK*") // known now: no second UIDL or LIST
+	if got := c.Body(); got != string(sampleMessages[2].Data) {
 		t.Fatalf("RETR 3 = %q", got)
 	}
-	c.cmd("UIDL", "+OK*")
-	c.body()
-	c.cmd("RETR 2", "+OK*") // its UIDL listed, its size not
-	c.body()
-	c.cmd("QUIT", "+OK*")
+	c.Cmd("UIDL", "+OK*")
+	c.Body()
+	c.Cmd("RETR 2", "+OK*") // its UIDL listed, its size not
+	c.Body()
+	c.Cmd("QUIT", "+OK*")
 	rec.waitClose(t)
 	if got := up.received(); !strings.Contains(got, "UIDL 3\r\nLIST 3\r\nTOP 3 0\r\nRETR 3\r\nUIDL\r\nLIST 2\r\nRETR 2\r\n") {
 		t.Errorf("upstream received %q", got)
@@ -74,16 +75,16 @@ func TestResolveUIDs(t *testing.T) {
 // TestAuditSizeOfCutRetr: a RETR answered without a size and cut short has
 // no size in its record, not the octets that happened to pass.
 func TestAuditSizeOfCutRetr(t *testing.T) {
-	up := fakeUpstream(t, func(c *fakeConn) {
-		c.login()
-		if c.line() == "RETR 1" {
-			c.send("+OK\r\nSubject: cut\r\n\r\nhalf a mess")
+	up := pop3test.FakeUpstream(t, func(c *pop3test.UpstreamConn) {
+		c.Login()
+		if c.Line() == "RETR 1" {
+			c.Send("+OK\r\nSubject: cut\r\n\r\nhalf a mess")
 		}
 	})
 	addr, _, rec := startProxy(t, up, nil)
-	c := dial(t, addr)
-	c.login("u", "p")
-	c.cmd("RETR 1", "+OK")
+	c := pop3test.Dial(t, addr)
+	c.Login("u", "p")
+	c.Cmd("RETR 1", "+OK")
 	rec.waitClose(t)
 	if retr := rec.commands("RETR"); len(retr) != 1 || !retr[0].Incomplete || retr[0].Size != -1 {
 		t.Errorf("RETR events %+v, want one incomplete without size", retr)
@@ -96,14 +97,14 @@ func TestAuditSizeOfCutRetr(t *testing.T) {
 func TestAuditDeleNamesMessage(t *testing.T) {
 	up := startMaildrop(t)
 	addr, _, rec := startProxy(t, up.Addr().String(), nil)
-	c := dial(t, addr)
-	c.login("alice", "secret")
-	uid1 := strings.Fields(c.cmd("UIDL 1", "+OK*"))[2]
-	c.cmd("RETR 1", "+OK*")
-	c.body()
-	c.cmd("DELE 1", "+OK*")
-	c.cmd("DELE 3", "+OK*") // never listed nor retrieved: no uidl, no Message-ID
-	c.cmd("QUIT", "+OK*")
+	c := pop3test.Dial(t, addr)
+	c.Login("alice", "secret")
+	uid1 := strings.Fields(c.Cmd("UIDL 1", "+OK*"))[2]
+	c.Cmd("RETR 1", "+OK*")
+	c.Body()
+	c.Cmd("DELE 1", "+OK*")
+	c.Cmd("DELE 3", "+OK*") // never listed nor retrieved: no uidl, no Message-ID
+	c.Cmd("QUIT", "+OK*")
 	ev := rec.waitClose(t)
 
 	dele := rec.commands("DELE")
@@ -126,12 +127,12 @@ func TestAuditDeleNamesMessage(t *testing.T) {
 func TestResolveUIDsBeforeDele(t *testing.T) {
 	up := startMaildrop(t)
 	addr, _, rec := startProxy(t, up.Addr().String(), func(o *proxy.Options) { o.ResolveUIDs = true })
-	c := dial(t, addr)
-	c.login("alice", "secret")
-	c.cmd("DELE 2", "+OK*")
-	c.cmd("RSET", "+OK*")
-	c.cmd("DELE 2", "+OK*") // known now: no second UIDL or LIST
-	c.conn.Close()          // no QUIT: nothing committed
+	c := pop3test.Dial(t, addr)
+	c.Login("alice", "secret")
+	c.Cmd("DELE 2", "+OK*")
+	c.Cmd("RSET", "+OK*")
+	c.Cmd("DELE 2", "+OK*") // known now: no second UIDL or LIST
+	c.Conn.Close()          // no QUIT: nothing committed
 	ev := rec.waitClose(t)
 	if got := up.received(); !strings.Contains(got, "UIDL 2\r\nLIST 2\r\nDELE 2\r\nRSET\r\nDELE 2\r\n") {
 		t.Errorf("upstream received %q", got)
@@ -150,13 +151,13 @@ func TestResolveUIDsBeforeDele(t *testing.T) {
 func TestCloseNamesLastUserTried(t *testing.T) {
 	up := startMaildrop(t)
 	addr, _, rec := startProxy(t, up.Addr().String(), nil)
-	c := dial(t, addr)
-	c.cmd("USER alice", "+OK*")
-	c.cmd("PASS wrong", "-ERR*")
-	c.cmd("USER bob", "+OK*")
-	c.cmd("PASS wrong", "-ERR*")
-	c.cmd("USER carol", "+OK*") // no PASS: never tried
-	c.cmd("QUIT", "+OK*")
+	c := pop3test.Dial(t, addr)
+	c.Cmd("USER alice", "+OK*")
+	c.Cmd("PASS wrong", "-ERR*")
+	c.Cmd("USER bob", "+OK*")
+	c.Cmd("PASS wrong", "-ERR*")
+	c.Cmd("USER carol", "+OK*") // no PASS: never tried
+	c.Cmd("QUIT", "+OK*")
 	if ev := rec.waitClose(t); ev.User != "bob" || ev.LoggedIn {
 		t.Errorf("close event %+v, want user bob, not logged in", ev)
 	}
@@ -165,12 +166,12 @@ func TestCloseNamesLastUserTried(t *testing.T) {
 func TestCheckpoint(t *testing.T) {
 	up := startMaildrop(t)
 	addr, _, rec := startProxy(t, up.Addr().String(), func(o *proxy.Options) { o.CheckpointInterval = time.Nanosecond })
-	c := dial(t, addr)
-	c.login("alice", "secret")
-	c.cmd("RETR 1", "+OK*")
-	c.body()
-	c.cmd("DELE 1", "+OK*")
-	c.cmd("NOOP", "+OK*")
+	c := pop3test.Dial(t, addr)
+	c.Login("alice", "secret")
+	c.Cmd("RETR 1", "+OK*")
+	c.Body()
+	c.Cmd("DELE 1", "+OK*")
+	c.Cmd("NOOP", "+OK*")
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	if n := len(rec.checkpoints); n < 2 {
@@ -188,28 +189,28 @@ func TestCheckpoint(t *testing.T) {
 func TestAuditFailClosed(t *testing.T) {
 	up := startMaildrop(t)
 	addr, _, rec := startProxy(t, up.Addr().String(), nil)
-	running := dial(t, addr)
-	running.login("alice", "secret")
-	running.cmd("DELE 1", "+OK*")
+	running := pop3test.Dial(t, addr)
+	running.Login("alice", "secret")
+	running.Cmd("DELE 1", "+OK*")
 
 	rec.setErr(errors.New("disk full"))
 	conn := dialRaw(t, addr)
 	if line := readLine(t, conn); line != "-ERR [SYS/TEMP] service temporarily unavailable" {
 		t.Fatalf("new session got %q", line)
 	}
-	running.send("NOOP\r\n")
-	running.expect("-ERR [SYS/TEMP] service temporarily unavailable")
-	running.closed()
+	running.Send("NOOP\r\n")
+	running.Expect("-ERR [SYS/TEMP] service temporarily unavailable")
+	running.Closed()
 	if strings.Contains(up.received(), "QUIT") || strings.Contains(up.received(), "NOOP") {
 		t.Errorf("upstream received %q", up.received())
 	}
 
 	rec.setErr(nil) // the sink recovered
-	dial(t, addr).loginWhenUnlocked("alice", "secret")
+	loginWhenUnlocked(pop3test.Dial(t, addr), "alice", "secret")
 
 	open, _, openRec := startProxy(t, up.Addr().String(), func(o *proxy.Options) { o.AuditFailOpen = true })
 	openRec.setErr(errors.New("disk full"))
-	c := dial(t, open)
-	c.login("bob", "hunter2")
-	c.cmd("STAT", "+OK*")
+	c := pop3test.Dial(t, open)
+	c.Login("bob", "hunter2")
+	c.Cmd("STAT", "+OK*")
 }

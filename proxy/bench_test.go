@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"github.com/popproxy/popproxy/internal/pop3test"
 	"strings"
 	"testing"
 )
@@ -12,10 +13,10 @@ func BenchmarkNOOP(b *testing.B) {
 	addr, _, _ := startProxy(b, up, nil)
 	for _, target := range []struct{ name, addr string }{{"direct", up}, {"proxy", addr}} {
 		b.Run(target.name, func(b *testing.B) {
-			c := dial(b, target.addr)
-			c.login("alice", "secret")
+			c := pop3test.Dial(b, target.addr)
+			c.Login("alice", "secret")
 			for b.Loop() {
-				c.cmd("NOOP", "+OK*")
+				c.Cmd("NOOP", "+OK*")
 			}
 		})
 	}
@@ -26,12 +27,12 @@ func BenchmarkRETR(b *testing.B) {
 	body := strings.Repeat(strings.Repeat("y", 78)+"\r\n", 12_800)
 	up := acceptingUpstream(b, body)
 	addr, _, _ := startProxy(b, up, nil)
-	c := dial(b, addr)
-	c.login("alice", "pw")
+	c := pop3test.Dial(b, addr)
+	c.Login("alice", "pw")
 	b.SetBytes(int64(len(body)))
 	for b.Loop() {
-		c.send("RETR 1\r\n")
-		c.expect("+OK")
-		c.body()
+		c.Send("RETR 1\r\n")
+		c.Expect("+OK")
+		c.Body()
 	}
 }

@@ -6,15 +6,16 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/popproxy/popproxy/internal/pop3test"
 	"github.com/popproxy/popproxy/internal/route"
 	"github.com/popproxy/popproxy/internal/testlegacy"
 	"github.com/popproxy/popproxy/proxy"
 )
 
 // capaLines asks CAPA and returns its lines.
-func capaLines(c *client) []string {
-	c.cmd("CAPA", "+OK*")
-	return strings.Split(strings.TrimSuffix(c.body(), "\r\n"), "\r\n")
+func capaLines(c *pop3test.Client) []string {
+	c.Cmd("CAPA", "+OK*")
+	return strings.Split(strings.TrimSuffix(c.Body(), "\r\n"), "\r\n")
 }
 
 // sharedLines keeps the capabilities that may not differ between
@@ -32,11 +33,11 @@ func sharedLines(caps []string) []string {
 // list the same shared capabilities, with TOP and UIDL as want says.
 func checkCapaSession(t *testing.T, addr, user, pass string, want ...string) {
 	t.Helper()
-	c := dial(t, addr)
+	c := pop3test.Dial(t, addr)
 	before := capaLines(c)
-	c.login(user, pass)
+	c.Login(user, pass)
 	after := capaLines(c)
-	c.cmd("QUIT", "+OK*")
+	c.Cmd("QUIT", "+OK*")
 	if !slices.Equal(sharedLines(before), sharedLines(after)) {
 		t.Errorf("CAPA before login %q, after %q", before, after)
 	}
@@ -76,12 +77,12 @@ func TestCapaLegacyLearnt(t *testing.T) {
 			checkCapaSession(t, addr, srv.User(), srv.Password())
 			checkCapaSession(t, addr, srv.User(), srv.Password(), tc.learnt...)
 			if tc.fill {
-				c := dial(t, addr)
-				c.login(srv.User(), srv.Password())
-				c.cmd("UIDL 1", "+OK 1 *")
-				c.cmd("TOP 1 0", "+OK*")
-				c.body()
-				c.cmd("QUIT", "+OK*")
+				c := pop3test.Dial(t, addr)
+				c.Login(srv.User(), srv.Password())
+				c.Cmd("UIDL 1", "+OK 1 *")
+				c.Cmd("TOP 1 0", "+OK*")
+				c.Body()
+				c.Cmd("QUIT", "+OK*")
 			}
 			// The probes are the proxy's, not the client's.
 			if n := len(rec.commands("TOP")) + len(rec.commands("STAT")); tc.fill && n != 1 || !tc.fill && n != 0 {
@@ -105,17 +106,17 @@ func TestCapaDovecotLearnt(t *testing.T) {
 func TestCapaOverride(t *testing.T) {
 	var mu sync.Mutex
 	var seen []string
-	up := fakeUpstream(t, func(c *fakeConn) {
-		c.login()
-		for line := c.line(); line != ""; line = c.line() {
+	up := pop3test.FakeUpstream(t, func(c *pop3test.UpstreamConn) {
+		c.Login()
+		for line := c.Line(); line != ""; line = c.Line() {
 			mu.Lock()
 			seen = append(seen, line)
 			mu.Unlock()
 			switch line {
 			case "CAPA":
-				c.send("-ERR unknown command\r\n")
+				c.Send("-ERR unknown command\r\n")
 			default:
-				c.send("+OK\r\n")
+				c.Send("+OK\r\n")
 			}
 		}
 	})
@@ -158,7 +159,7 @@ func TestCapaIntersection(t *testing.T) {
 				}
 			})
 			var got []string
-			for _, c := range capaLines(dial(t, addr)) {
+			for _, c := range capaLines(pop3test.Dial(t, addr)) {
 				if c == "TOP" || c == "UIDL" {
 					got = append(got, c)
 				}
@@ -174,18 +175,18 @@ func TestCapaIntersection(t *testing.T) {
 // keeps its addresses (SIGHUP, for logrotate, must not make CAPA flap), and
 // is forgotten when they change: another server may answer there.
 func TestCapaReload(t *testing.T) {
-	server := func(c *fakeConn) {
-		c.login()
-		for line := c.line(); line != ""; line = c.line() {
+	server := func(c *pop3test.UpstreamConn) {
+		c.Login()
+		for line := c.Line(); line != ""; line = c.Line() {
 			switch line {
 			case "CAPA":
-				c.send("+OK\r\nTOP\r\nUIDL\r\n.\r\n")
+				c.Send("+OK\r\nTOP\r\nUIDL\r\n.\r\n")
 			default:
-				c.send("+OK\r\n")
+				c.Send("+OK\r\n")
 			}
 		}
 	}
-	first, second := fakeUpstream(t, server), fakeUpstream(t, server)
+	first, second := pop3test.FakeUpstream(t, server), pop3test.FakeUpstream(t, server)
 	config := func(addr string) route.Config {
 		return route.Config{Upstreams: []route.Upstream{{Name: "store", Addresses: []string{addr}}}, Default: "store"}
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/popproxy/popproxy/internal/pop3"
+	"github.com/popproxy/popproxy/internal/pop3test"
 	"github.com/popproxy/popproxy/internal/route"
 	"github.com/popproxy/popproxy/proxy"
 )
@@ -28,28 +29,28 @@ func TestBadCredentialsNeverGoUpstream(t *testing.T) {
 		{"MARK" + strings.Repeat("a", route.MaxUserLen), "secret"},
 		{"alice", "MARK" + strings.Repeat("p", pop3.MaxPasswordLen)},
 	}
-	c := dial(t, addr)
+	c := pop3test.Dial(t, addr)
 	refused := 0
 	for _, b := range bad {
-		c.cmd("AUTH PLAIN "+b64("\x00"+b.user+"\x00"+b.pass), "-ERR invalid credentials: *")
-		c.cmd("AUTH LOGIN "+b64(b.user), "+ UGFzc3dvcmQ6")
-		c.cmd(b64(b.pass), "-ERR invalid credentials: *")
+		c.Cmd("AUTH PLAIN "+b64("\x00"+b.user+"\x00"+b.pass), "-ERR invalid credentials: *")
+		c.Cmd("AUTH LOGIN "+b64(b.user), "+ UGFzc3dvcmQ6")
+		c.Cmd(b64(b.pass), "-ERR invalid credentials: *")
 		refused += 2
 	}
-	c.cmd("AUTH PLAIN "+b64("MARK\x01\x00alice\x00secret"), "-ERR invalid credentials: authorization identity *")
-	c.cmd("AUTH LOGIN "+b64("MARK\x00alice"), "+ UGFzc3dvcmQ6") // a NUL would end PLAIN's field
-	c.cmd(b64("secret"), "-ERR invalid credentials: user name holds a control character")
+	c.Cmd("AUTH PLAIN "+b64("MARK\x01\x00alice\x00secret"), "-ERR invalid credentials: authorization identity *")
+	c.Cmd("AUTH LOGIN "+b64("MARK\x00alice"), "+ UGFzc3dvcmQ6") // a NUL would end PLAIN's field
+	c.Cmd(b64("secret"), "-ERR invalid credentials: user name holds a control character")
 	// A USER or PASS line cannot carry controls (ParseCommand refuses them),
 	// but it can carry invalid UTF-8.
-	c.cmd("USER MARK\xff", "+OK*")
-	c.cmd("PASS secret", "-ERR invalid credentials: user name is not valid UTF-8")
-	c.cmd("USER alice", "+OK*")
-	c.cmd("PASS MARK\xc3", "-ERR invalid credentials: password is not valid UTF-8")
+	c.Cmd("USER MARK\xff", "+OK*")
+	c.Cmd("PASS secret", "-ERR invalid credentials: user name is not valid UTF-8")
+	c.Cmd("USER alice", "+OK*")
+	c.Cmd("PASS MARK\xc3", "-ERR invalid credentials: password is not valid UTF-8")
 	refused += 4
 	if n := up.connections(); n != 0 {
 		t.Fatalf("the upstream was contacted %d times with bad credentials", n)
 	}
-	c.login("alice", "secret") // the upstream was there all along
+	c.Login("alice", "secret") // the upstream was there all along
 	if n := up.connections(); n != 1 {
 		t.Fatalf("upstream connections = %d, want 1", n)
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/popproxy/popproxy/audit"
+	"github.com/popproxy/popproxy/internal/pop3test"
 	"github.com/popproxy/popproxy/internal/testdovecot"
 	"github.com/popproxy/popproxy/proxy"
 )
@@ -102,20 +103,20 @@ func fetchAll(t *testing.T, addr, user string) []string {
 
 func fetchAllAs(t *testing.T, addr, user, pass string) []string {
 	t.Helper()
-	c := dial(t, addr)
-	c.login(user, pass)
+	c := pop3test.Dial(t, addr)
+	c.Login(user, pass)
 	var out []string
 	multi := func(cmd string) string {
-		status := c.cmd(cmd, "+OK*")
-		return status + "\r\n" + c.body()
+		status := c.Cmd(cmd, "+OK*")
+		return status + "\r\n" + c.Body()
 	}
 	out = append(out, multi("LIST"), multi("UIDL"))
 	for i := 1; i <= len(corpus); i++ {
 		out = append(out, multi(fmt.Sprintf("RETR %d", i)), multi(fmt.Sprintf("TOP %d 0", i)), multi(fmt.Sprintf("TOP %d 3", i)))
-		out = append(out, c.cmd(fmt.Sprintf("LIST %d", i), "+OK*"), c.cmd(fmt.Sprintf("UIDL %d", i), "+OK*"))
+		out = append(out, c.Cmd(fmt.Sprintf("LIST %d", i), "+OK*"), c.Cmd(fmt.Sprintf("UIDL %d", i), "+OK*"))
 	}
-	out = append(out, c.cmd("STAT", "+OK*"), c.cmd(fmt.Sprintf("RETR %d", len(corpus)+1), "-ERR*"))
-	c.cmd("QUIT", "+OK*")
+	out = append(out, c.Cmd("STAT", "+OK*"), c.Cmd(fmt.Sprintf("RETR %d", len(corpus)+1), "-ERR*"))
+	c.Cmd("QUIT", "+OK*")
 	return out
 }
 
@@ -146,33 +147,33 @@ func TestDovecotByteIdentical(t *testing.T) {
 func TestDovecotPipelined(t *testing.T) {
 	d := sharedDovecot(t)
 	addr, _, _ := startProxy(t, d.Addr(), nil)
-	c := dial(t, addr)
-	c.send("USER pipeline\r\nPASS pw-pipeline\r\nSTAT\r\nRETR 1\r\nNOOP\r\nRETR 2\r\nQUIT\r\n")
-	c.expect("+OK*")
-	c.expect("+OK*")
-	c.expect(fmt.Sprintf("+OK %d *", len(corpus)))
-	c.expect("+OK*")
-	if got := c.body(); got != string(corpus[0]) {
+	c := pop3test.Dial(t, addr)
+	c.Send("USER pipeline\r\nPASS pw-pipeline\r\nSTAT\r\nRETR 1\r\nNOOP\r\nRETR 2\r\nQUIT\r\n")
+	c.Expect("+OK*")
+	c.Expect("+OK*")
+	c.Expect(fmt.Sprintf("+OK %d *", len(corpus)))
+	c.Expect("+OK*")
+	if got := c.Body(); got != string(corpus[0]) {
 		t.Fatalf("RETR 1 = %q", got)
 	}
-	c.expect("+OK*")
-	c.expect("+OK*")
-	if got := c.body(); got != "Subject: dots\r\n\r\n..\r\n...\r\n..leading\r\n....three\r\nend.\r\n..\r\n" {
+	c.Expect("+OK*")
+	c.Expect("+OK*")
+	if got := c.Body(); got != "Subject: dots\r\n\r\n..\r\n...\r\n..leading\r\n....three\r\nend.\r\n..\r\n" {
 		t.Fatalf("RETR 2 = %q", got)
 	}
-	c.expect("+OK*")
-	c.closed()
+	c.Expect("+OK*")
+	c.Closed()
 }
 
 func TestDovecotAuthPlainUpstream(t *testing.T) {
 	d := sharedDovecot(t)
 	addr, _, _ := startProxy(t, d.Addr(), func(o *proxy.Options) { o.Upstream.LoginPlain = true })
-	c := dial(t, addr)
-	c.cmd("USER plain", "+OK*")
-	c.cmd("PASS wrong", "-ERR [AUTH]*")
-	c.cmd("USER plain", "+OK*")
-	c.cmd("PASS pw plain", "+OK*") // a password with a space
-	c.cmd("STAT", fmt.Sprintf("+OK %d *", len(corpus)))
+	c := pop3test.Dial(t, addr)
+	c.Cmd("USER plain", "+OK*")
+	c.Cmd("PASS wrong", "-ERR [AUTH]*")
+	c.Cmd("USER plain", "+OK*")
+	c.Cmd("PASS pw plain", "+OK*") // a password with a space
+	c.Cmd("STAT", fmt.Sprintf("+OK %d *", len(corpus)))
 }
 
 // TestDovecotDeleteCommitsOnlyOnQuit checks RFC 1939 §6 through the proxy:
@@ -185,10 +186,10 @@ func TestDovecotDeleteCommitsOnlyOnQuit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := dial(t, addr)
-	c.login("drop", dovecotUsers["drop"])
-	c.cmd("DELE 1", "+OK*")
-	c.conn.Close()
+	c := pop3test.Dial(t, addr)
+	c.Login("drop", dovecotUsers["drop"])
+	c.Cmd("DELE 1", "+OK*")
+	c.Conn.Close()
 	if ev := rec.waitClose(t); ev.Committed {
 		t.Fatalf("dropped session reported committed: %+v", ev)
 	}
@@ -198,12 +199,12 @@ func TestDovecotDeleteCommitsOnlyOnQuit(t *testing.T) {
 	}
 
 	before, _ = d.Messages("commit")
-	c = dial(t, addr)
-	c.login("commit", dovecotUsers["commit"])
-	uidl := strings.Fields(c.cmd("UIDL 2", "+OK*"))[2]
-	c.cmd("DELE 2", "+OK*")
-	c.cmd("QUIT", "+OK*")
-	c.closed()
+	c = pop3test.Dial(t, addr)
+	c.Login("commit", dovecotUsers["commit"])
+	uidl := strings.Fields(c.Cmd("UIDL 2", "+OK*"))[2]
+	c.Cmd("DELE 2", "+OK*")
+	c.Cmd("QUIT", "+OK*")
+	c.Closed()
 	if ev := rec.waitClose(t); !ev.Committed || !slices.Equal(ev.Marked, []int{2}) {
 		t.Fatalf("close event %+v", ev)
 	}
@@ -240,18 +241,18 @@ func TestDovecotAuditNamesDeletions(t *testing.T) {
 		o.ResolveUIDs = true
 		o.Auditor = log
 	})
-	c := dial(t, addr)
-	c.login("audit", dovecotUsers["audit"])
-	c.cmd("RETR 1", "+OK*")
-	c.body()
-	c.cmd("DELE 1", "+OK*")
-	c.cmd("DELE 2", "+OK*")
-	c.cmd("QUIT", "+OK*")
+	c := pop3test.Dial(t, addr)
+	c.Login("audit", dovecotUsers["audit"])
+	c.Cmd("RETR 1", "+OK*")
+	c.Body()
+	c.Cmd("DELE 1", "+OK*")
+	c.Cmd("DELE 2", "+OK*")
+	c.Cmd("QUIT", "+OK*")
 	<-log.closed
-	c = dial(t, addr)
-	c.cmd("USER audit", "+OK*")
-	c.cmd("PASS wrong", "-ERR*")
-	c.cmd("QUIT", "+OK*")
+	c = pop3test.Dial(t, addr)
+	c.Cmd("USER audit", "+OK*")
+	c.Cmd("PASS wrong", "-ERR*")
+	c.Cmd("QUIT", "+OK*")
 	<-log.closed
 
 	var dele, closes []map[string]any
@@ -383,19 +384,19 @@ func TestDovecotKilledMidRetr(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr, _, rec := startProxy(t, d.Addr(), nil)
-	c := dial(t, addr)
-	c.login("victim", "pw")
-	c.cmd("RETR 1", "+OK*")
+	c := pop3test.Dial(t, addr)
+	c.Login("victim", "pw")
+	c.Cmd("RETR 1", "+OK*")
 	head := make([]byte, 64<<10)
-	if _, err := c.r.Read(head); err != nil {
+	if _, err := c.R.Read(head); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	c.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	var got bytes.Buffer
-	if _, err := got.ReadFrom(c.r); err != nil {
+	if _, err := got.ReadFrom(c.R); err != nil {
 		t.Fatalf("reading after kill: %v", err)
 	}
 	if bytes.HasSuffix(got.Bytes(), []byte("\r\n.\r\n")) || got.Len()+len(head) >= len(msg) {

@@ -7,7 +7,7 @@ import (
 	"net"
 	"strings"
 
-	"github.com/popproxy/popproxy/examples/maildrop"
+	"github.com/popproxy/popproxy/internal/maildrop"
 	"github.com/popproxy/popproxy/proxy"
 )
 

@@ -1,7 +1,6 @@
 package proxy_test
 
 import (
-	"bufio"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -12,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/popproxy/popproxy/internal/pop3test"
 	"github.com/popproxy/popproxy/proxy"
 )
 
@@ -195,18 +195,18 @@ func TestFailedHandshakesAreSummarised(t *testing.T) {
 func TestLoginDeadlineCoversTheWholeState(t *testing.T) {
 	up := startMaildrop(t)
 	addr, _, rec := startProxy(t, up.Addr().String(), func(o *proxy.Options) { o.LoginTimeout = 600 * time.Millisecond })
-	c := dial(t, addr)
+	c := pop3test.Dial(t, addr)
 	start := time.Now()
 	for time.Since(start) < 3*time.Second {
-		c.send("CAPA\r\n")
-		line := c.line()
+		c.Send("CAPA\r\n")
+		line := c.Line()
 		if strings.HasPrefix(line, "-ERR") {
 			if line != "-ERR [SYS/TEMP] login not completed in time" {
 				t.Fatalf("got %q", line)
 			}
 			break
 		}
-		c.body()
+		c.Body()
 		time.Sleep(100 * time.Millisecond)
 	}
 	if d := time.Since(start); d > 1500*time.Millisecond {
@@ -222,64 +222,64 @@ func TestLoginDeadlineCoversTheWholeState(t *testing.T) {
 func TestPipelinedAnswerIsNotHeldForAPartialLine(t *testing.T) {
 	up := startMaildrop(t)
 	addr, _, _ := startProxy(t, up.Addr().String(), nil)
-	c := dial(t, addr)
-	c.login("alice", "secret")
-	c.send("NOOP\r\nNO")
-	c.conn.SetReadDeadline(time.Now().Add(time.Second))
-	line, err := c.r.ReadString('\n')
+	c := pop3test.Dial(t, addr)
+	c.Login("alice", "secret")
+	c.Send("NOOP\r\nNO")
+	c.Conn.SetReadDeadline(time.Now().Add(time.Second))
+	line, err := c.R.ReadString('\n')
 	if err != nil {
 		t.Fatalf("the first answer was held back: %v (%q)", err, line)
 	}
-	c.send("OP\r\n")
-	c.expect("+OK*")
+	c.Send("OP\r\n")
+	c.Expect("+OK*")
 }
 
 // TestSTLSForgetsProxyChain: an XPOPPROXY chain sent in plaintext before STLS
 // must not drive a decision after it (here: refusing an upstream as a loop).
 func TestSTLSForgetsProxyChain(t *testing.T) {
-	up := fakeUpstream(t, func(c *fakeConn) {
-		c.send("+OK popproxy ready 0123456789abcdef\r\n")
+	up := pop3test.FakeUpstream(t, func(c *pop3test.UpstreamConn) {
+		c.Send("+OK popproxy ready 0123456789abcdef\r\n")
 		for {
-			switch line := c.line(); {
+			switch line := c.Line(); {
 			case line == "":
 				return
 			case strings.HasPrefix(line, "XPOPPROXY "), strings.HasPrefix(line, "USER "):
-				c.send("+OK\r\n")
+				c.Send("+OK\r\n")
 			case strings.HasPrefix(line, "PASS "):
-				c.send("+OK logged in\r\n")
+				c.Send("+OK logged in\r\n")
 			default:
-				c.send("-ERR\r\n")
+				c.Send("-ERR\r\n")
 			}
 		}
 	})
 	addr, _, _ := startListener(t, up, proxy.Listener{Name: "tls", TLSMode: proxy.TLSStartTLS, TLSConfig: serverTLS(t)}, nil)
-	c := dial(t, addr)
-	c.cmd("XPOPPROXY 0123456789abcdef", "+OK*")
-	c.stls(clientTLS(t))
-	c.cmd("USER alice", "+OK*")
-	c.cmd("PASS secret", "+OK logged in")
+	c := pop3test.Dial(t, addr)
+	c.Cmd("XPOPPROXY 0123456789abcdef", "+OK*")
+	stls(c, clientTLS(t))
+	c.Cmd("USER alice", "+OK*")
+	c.Cmd("PASS secret", "+OK logged in")
 }
 
 // TestLostQuitReplyLeavesCommitUnknown: when the server takes QUIT and dies
 // without answering, nobody knows whether the marked messages were deleted,
 // and the audit must say so rather than "not committed".
 func TestLostQuitReplyLeavesCommitUnknown(t *testing.T) {
-	up := fakeUpstream(t, func(c *fakeConn) {
-		c.login()
+	up := pop3test.FakeUpstream(t, func(c *pop3test.UpstreamConn) {
+		c.Login()
 		for {
-			switch line := c.line(); line {
+			switch line := c.Line(); line {
 			case "", "QUIT":
 				return // QUIT: gone without a word
 			default:
-				c.send("+OK\r\n")
+				c.Send("+OK\r\n")
 			}
 		}
 	})
 	addr, _, rec := startProxy(t, up, nil)
-	c := dial(t, addr)
-	c.login("alice", "secret")
-	c.cmd("DELE 1", "+OK*")
-	c.cmd("QUIT", "-ERR [SYS/TEMP]*")
+	c := pop3test.Dial(t, addr)
+	c.Login("alice", "secret")
+	c.Cmd("DELE 1", "+OK*")
+	c.Cmd("QUIT", "-ERR [SYS/TEMP]*")
 	ev := rec.waitClose(t)
 	if ev.Committed || ev.CommitUnknown == "" || len(ev.Marked) != 1 {
 		t.Fatalf("close event %+v", ev)
@@ -292,10 +292,10 @@ func TestLostQuitReplyLeavesCommitUnknown(t *testing.T) {
 // at a record boundary like close_notify, so the test looks at the records:
 // with TLS 1.2 an alert's record type is visible on the wire.)
 func TestTruncatedBodyOverTLSHasNoCloseNotify(t *testing.T) {
-	up := fakeUpstream(t, func(c *fakeConn) {
-		c.login()
-		c.line()
-		c.send("+OK 100000 octets\r\nSubject: cut\r\n\r\n" + strings.Repeat("x", 5000))
+	up := pop3test.FakeUpstream(t, func(c *pop3test.UpstreamConn) {
+		c.Login()
+		c.Line()
+		c.Send("+OK 100000 octets\r\nSubject: cut\r\n\r\n" + strings.Repeat("x", 5000))
 	})
 	addr, _, _ := startListener(t, up, proxy.Listener{Name: "tls", TLSMode: proxy.TLSImplicit, TLSConfig: serverTLS(t)}, nil)
 	raw, err := net.Dial("tcp", addr)
@@ -307,12 +307,12 @@ func TestTruncatedBodyOverTLSHasNoCloseNotify(t *testing.T) {
 	cfg.MaxVersion = tls.VersionTLS12
 	conn := tls.Client(wire, cfg)
 	defer conn.Close()
-	c := &client{t: t, conn: conn, r: bufio.NewReader(conn)}
-	c.expect("+OK *")
-	c.login("alice", "secret")
-	c.send("RETR 1\r\n")
+	c := pop3test.NewClient(t, conn)
+	c.Expect("+OK *")
+	c.Login("alice", "secret")
+	c.Send("RETR 1\r\n")
 	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	got, _ := io.ReadAll(c.r)
+	got, _ := io.ReadAll(c.R)
 	if strings.HasSuffix(string(got), "\r\n.\r\n") || !strings.Contains(string(got), "xxx") {
 		t.Fatalf("client got %d octets ending %q", len(got), got[max(0, len(got)-10):])
 	}

@@ -11,7 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/popproxy/popproxy/examples/maildrop"
+	"github.com/popproxy/popproxy/internal/maildrop"
+	"github.com/popproxy/popproxy/internal/pop3test"
 	"github.com/popproxy/popproxy/proxy"
 )
 
@@ -209,180 +210,21 @@ func startMaildrop(t testing.TB) *tap {
 	return tl
 }
 
-// client is a POP3 client for transcripts.
-type client struct {
-	t    testing.TB
-	conn net.Conn
-	r    *bufio.Reader
-}
-
-func dial(t testing.TB, addr string) *client {
-	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	c := &client{t: t, conn: conn, r: bufio.NewReader(conn)}
-	c.expect("+OK *")
-	return c
-}
-
-func (c *client) send(s string) {
-	c.t.Helper()
-	if _, err := io.WriteString(c.conn, s); err != nil {
-		c.t.Fatalf("send %q: %v", s, err)
-	}
-}
-
-func (c *client) line() string {
-	c.t.Helper()
-	c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	line, err := c.r.ReadString('\n')
-	if err != nil {
-		c.t.Fatalf("read: %v (got %q)", err, line)
-	}
-	if !strings.HasSuffix(line, "\r\n") {
-		c.t.Fatalf("line %q does not end in CRLF", line)
-	}
-	return strings.TrimSuffix(line, "\r\n")
-}
-
-// expect reads a line and matches it against pattern, in which "*" stands for
-// any text.
-func (c *client) expect(pattern string) string {
-	c.t.Helper()
-	line := c.line()
-	if !match(pattern, line) {
-		c.t.Fatalf("got %q, want %q", line, pattern)
-	}
-	return line
-}
-
-// cmd sends a command line and expects a status matching pattern.
-func (c *client) cmd(command, pattern string) string {
-	c.t.Helper()
-	c.send(command + "\r\n")
-	return c.expect(pattern)
-}
-
-// body reads a multi-line body up to its terminator and returns it raw.
-func (c *client) body() string {
-	c.t.Helper()
-	var b strings.Builder
-	for {
-		line := c.line()
-		if line == "." {
-			return b.String()
-		}
-		b.WriteString(line + "\r\n")
-	}
-}
-
-// closed asserts that the server closed the connection with nothing more to say.
-func (c *client) closed() {
-	c.t.Helper()
-	c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	rest, err := io.ReadAll(c.r)
-	if err != nil {
-		c.t.Fatalf("waiting for close: %v", err)
-	}
-	if len(rest) > 0 {
-		c.t.Fatalf("unexpected bytes before close: %q", rest)
-	}
-}
-
-func (c *client) login(user, pass string) {
-	c.t.Helper()
-	c.cmd("USER "+user, "+OK*")
-	c.cmd("PASS "+pass, "+OK*")
-}
-
 // loginWhenUnlocked logs in as user right after another session of the same
 // mailbox ended: the mail drop unlocks a mailbox when it sees the proxy's
 // side close, which may take a moment ([IN-USE] until then).
-func (c *client) loginWhenUnlocked(user, pass string) {
-	c.t.Helper()
+func loginWhenUnlocked(c *pop3test.Client, user, pass string) {
+	c.T.Helper()
 	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		c.cmd("USER "+user, "+OK*")
-		reply := c.cmd("PASS "+pass, "*")
+		c.Cmd("USER "+user, "+OK*")
+		reply := c.Cmd("PASS "+pass, "*")
 		if strings.HasPrefix(reply, "+OK") {
 			return
 		}
 		if !strings.HasPrefix(reply, "-ERR [IN-USE]") || time.Now().After(deadline) {
-			c.t.Fatalf("login: %q", reply)
+			c.T.Fatalf("login: %q", reply)
 		}
 	}
-}
-
-// fakeUpstream serves each connection with script, for faults a real server
-// will not produce.
-func fakeUpstream(t testing.TB, script func(c *fakeConn)) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			conn, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer conn.Close()
-				script(&fakeConn{conn: conn, r: bufio.NewReader(conn)})
-			}()
-		}
-	}()
-	return l.Addr().String()
-}
-
-type fakeConn struct {
-	conn net.Conn
-	r    *bufio.Reader
-}
-
-// line returns the next command, or "" when the proxy has gone.
-func (c *fakeConn) line() string {
-	c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	s, err := c.r.ReadString('\n')
-	if err != nil {
-		return ""
-	}
-	return strings.TrimSuffix(s, "\r\n")
-}
-
-func (c *fakeConn) send(s string) { io.WriteString(c.conn, s) }
-
-// login plays greeting, USER and PASS, accepting anything.
-func (c *fakeConn) login() {
-	c.send("+OK fake ready\r\n")
-	c.line()
-	c.send("+OK\r\n")
-	c.line()
-	c.send("+OK logged in\r\n")
-}
-
-// match reports whether s matches pattern, where "*" matches any run of bytes.
-func match(pattern, s string) bool {
-	parts := strings.Split(pattern, "*")
-	if !strings.HasPrefix(s, parts[0]) {
-		return false
-	}
-	s = s[len(parts[0]):]
-	for i, p := range parts[1:] {
-		if i == len(parts)-2 {
-			return strings.HasSuffix(s, p)
-		}
-		j := strings.Index(s, p)
-		if j < 0 {
-			return false
-		}
-		s = s[j+len(p):]
-	}
-	return s == ""
 }
 
 // dialRaw connects without reading the greeting.

@@ -1,7 +1,6 @@
 package proxy_test
 
 import (
-	"bufio"
 	"bytes"
 	"log/slog"
 	"strconv"
@@ -10,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/popproxy/popproxy/internal/pop3test"
 	"github.com/popproxy/popproxy/internal/ratelimit"
 	"github.com/popproxy/popproxy/internal/testlegacy"
 	"github.com/popproxy/popproxy/proxy"
@@ -59,9 +59,9 @@ func TestLegacyServerFaultIsNoFailedLogin(t *testing.T) {
 				t.Fatal(err)
 			}
 			for range 3 {
-				c := dial(t, addr)
-				c.cmd("USER "+srv.User(), "+OK*")
-				c.cmd("PASS "+srv.Password(), tc.reply)
+				c := pop3test.Dial(t, addr)
+				c.Cmd("USER "+srv.User(), "+OK*")
+				c.Cmd("PASS "+srv.Password(), tc.reply)
 			}
 			for _, ev := range authEvents(rec) {
 				if ev.OK || ev.Code != "" {
@@ -71,7 +71,7 @@ func TestLegacyServerFaultIsNoFailedLogin(t *testing.T) {
 			if err := srv.SetMailboxReadable(true); err != nil {
 				t.Fatal(err)
 			}
-			dial(t, addr).login(srv.User(), srv.Password())
+			pop3test.Dial(t, addr).Login(srv.User(), srv.Password())
 			if rules := rec.policyRules(); len(rules) != 0 {
 				t.Errorf("policy events %q", rules)
 			}
@@ -86,13 +86,13 @@ func TestLegacyGuesserBlocked(t *testing.T) {
 	srv := testlegacy.StartPopa3d(t)
 	addr, rec := startLegacyProxy(t, srv)
 	for _, guess := range []string{"123456", "password", "123456", "letmein"} {
-		c := dial(t, addr)
-		c.cmd("USER "+srv.User(), "+OK*")
-		c.cmd("PASS "+guess, "-ERR Authentication failed (bad password?)")
+		c := pop3test.Dial(t, addr)
+		c.Cmd("USER "+srv.User(), "+OK*")
+		c.Cmd("PASS "+guess, "-ERR Authentication failed (bad password?)")
 	}
-	c := dial(t, addr)
-	c.cmd("USER "+srv.User(), "+OK*")
-	c.cmd("PASS "+srv.Password(), "-ERR [AUTH] too many failed logins, try again later")
+	c := pop3test.Dial(t, addr)
+	c.Cmd("USER "+srv.User(), "+OK*")
+	c.Cmd("PASS "+srv.Password(), "-ERR [AUTH] too many failed logins, try again later")
 	if !rec.hasPolicy("limit.failed_logins_user") {
 		t.Errorf("policy events %q, want limit.failed_logins_user", rec.policyRules())
 	}
@@ -114,16 +114,16 @@ func TestLegacyAuditSizes(t *testing.T) {
 	}
 	// dial wants a greeting with text; popa3d's is a bare +OK.
 	conn := dialRaw(t, srv.Addr())
-	direct := &client{t: t, conn: conn, r: bufio.NewReader(conn)}
-	direct.expect("+OK")
-	direct.login(srv.User(), srv.Password())
-	direct.cmd("LIST", "+OK")
-	list := direct.body()
-	direct.cmd("UIDL", "+OK")
-	uidl := direct.body()
-	direct.cmd("RETR 1", "+OK")
-	message := direct.body()
-	direct.cmd("QUIT", "+OK")
+	direct := pop3test.NewClient(t, conn)
+	direct.Expect("+OK")
+	direct.Login(srv.User(), srv.Password())
+	direct.Cmd("LIST", "+OK")
+	list := direct.Body()
+	direct.Cmd("UIDL", "+OK")
+	uidl := direct.Body()
+	direct.Cmd("RETR 1", "+OK")
+	message := direct.Body()
+	direct.Cmd("QUIT", "+OK")
 	sizes, uids := map[string]int64{}, map[string]string{}
 	for _, l := range strings.Split(strings.TrimSuffix(list, "\r\n"), "\r\n") {
 		n, size, _ := strings.Cut(l, " ")
@@ -137,15 +137,15 @@ func TestLegacyAuditSizes(t *testing.T) {
 	for _, resolve := range []bool{false, true} {
 		t.Run("resolve_uids="+strconv.FormatBool(resolve), func(t *testing.T) {
 			addr, _, rec := startProxy(t, srv.Addr(), func(o *proxy.Options) { o.ResolveUIDs = resolve })
-			c := dial(t, addr)
-			c.login(srv.User(), srv.Password())
-			c.cmd("RETR 1", "+OK")
-			if got := c.body(); got != message {
+			c := pop3test.Dial(t, addr)
+			c.Login(srv.User(), srv.Password())
+			c.Cmd("RETR 1", "+OK")
+			if got := c.Body(); got != message {
 				t.Errorf("RETR 1 through the proxy %q, directly %q", got, message)
 			}
-			c.cmd("TOP 2 0", "+OK")
-			c.body()
-			c.cmd("QUIT", "+OK")
+			c.Cmd("TOP 2 0", "+OK")
+			c.Body()
+			c.Cmd("QUIT", "+OK")
 			rec.waitClose(t)
 
 			retr, top := rec.commands("RETR"), rec.commands("TOP")
@@ -176,9 +176,9 @@ func TestLegacyLoginPlainWithoutSASL(t *testing.T) {
 		o.Logger = slog.New(slog.NewTextHandler(&log, nil))
 	})
 	for _, pass := range []string{srv.Password(), "wrong1", "wrong2", "wrong3", srv.Password()} {
-		c := dial(t, addr)
-		c.cmd("USER "+srv.User(), "+OK*")
-		c.cmd("PASS "+pass, "-ERR [SYS/TEMP] *")
+		c := pop3test.Dial(t, addr)
+		c.Cmd("USER "+srv.User(), "+OK*")
+		c.Cmd("PASS "+pass, "-ERR [SYS/TEMP] *")
 	}
 	for _, ev := range authEvents(rec) {
 		if ev.OK || ev.Code != "SYS/TEMP" {

@@ -1,7 +1,6 @@
 package proxy_test
 
 import (
-	"bufio"
 	"io"
 	"log/slog"
 	"net"
@@ -15,6 +14,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/popproxy/popproxy/internal/pop3"
+	"github.com/popproxy/popproxy/internal/pop3test"
 	"github.com/popproxy/popproxy/internal/ratelimit"
 	"github.com/popproxy/popproxy/internal/route"
 	"github.com/popproxy/popproxy/internal/testdovecot"
@@ -28,17 +28,17 @@ func withLimits(l proxy.Limits) func(*proxy.Options) {
 // acceptingUpstream accepts any login and answers every command +OK; RETR
 // gets body, if set.
 func acceptingUpstream(t testing.TB, body string) string {
-	return fakeUpstream(t, func(c *fakeConn) {
-		c.send("+OK ready\r\n")
-		for line := c.line(); line != ""; line = c.line() {
+	return pop3test.FakeUpstream(t, func(c *pop3test.UpstreamConn) {
+		c.Send("+OK ready\r\n")
+		for line := c.Line(); line != ""; line = c.Line() {
 			switch {
 			case strings.HasPrefix(line, "RETR") && body != "":
-				c.send("+OK\r\n" + body + ".\r\n")
+				c.Send("+OK\r\n" + body + ".\r\n")
 			case line == "QUIT":
-				c.send("+OK bye\r\n")
+				c.Send("+OK bye\r\n")
 				return
 			default:
-				c.send("+OK\r\n")
+				c.Send("+OK\r\n")
 			}
 		}
 	})
@@ -56,7 +56,7 @@ func (r *recorder) hasPolicy(rule proxy.Rule) bool {
 func TestLimitMaxSessions(t *testing.T) {
 	up := acceptingUpstream(t, "")
 	addr, srv, rec := startProxy(t, up, withLimits(proxy.Limits{MaxSessions: 2}))
-	a, b := dial(t, addr), dial(t, addr)
+	a, b := pop3test.Dial(t, addr), pop3test.Dial(t, addr)
 	refused := dialRaw(t, addr)
 	if line := readLine(t, refused); line != "-ERR [SYS/TEMP] too many connections, try again later" {
 		t.Fatalf("third session got %q", line)
@@ -64,16 +64,16 @@ func TestLimitMaxSessions(t *testing.T) {
 	if !rec.hasPolicy("limit.max_sessions") {
 		t.Error("no policy event")
 	}
-	a.cmd("QUIT", "+OK*")
+	a.Cmd("QUIT", "+OK*")
 	waitFor(t, func() bool { return srv.Sessions() == 1 }) // a has gone
-	dial(t, addr)                                          // under the limit again
-	b.cmd("CAPA", "+OK*")
+	pop3test.Dial(t, addr)                                 // under the limit again
+	b.Cmd("CAPA", "+OK*")
 }
 
 func TestLimitPerIPSessionsAndTrusted(t *testing.T) {
 	up := acceptingUpstream(t, "")
 	addr, _, rec := startProxy(t, up, withLimits(proxy.Limits{PerIPSessions: 1}))
-	dial(t, addr)
+	pop3test.Dial(t, addr)
 	if line := readLine(t, dialRaw(t, addr)); !strings.HasPrefix(line, "-ERR [SYS/TEMP]") {
 		t.Fatalf("second session from one address got %q", line)
 	}
@@ -85,15 +85,15 @@ func TestLimitPerIPSessionsAndTrusted(t *testing.T) {
 
 	trusted, _ := ratelimit.ParseNetworks([]string{"127.0.0.0/8"})
 	addr, _, _ = startProxy(t, up, withLimits(proxy.Limits{PerIPSessions: 1, Trusted: trusted}))
-	dial(t, addr)
-	dial(t, addr) // exempt
+	pop3test.Dial(t, addr)
+	pop3test.Dial(t, addr) // exempt
 }
 
 func TestLimitPerIPConnectionRate(t *testing.T) {
 	up := acceptingUpstream(t, "")
 	addr, _, rec := startProxy(t, up, withLimits(proxy.Limits{PerIPRate: 0.5, PerIPBurst: 2}))
-	dial(t, addr).cmd("QUIT", "+OK*")
-	dial(t, addr).cmd("QUIT", "+OK*")
+	pop3test.Dial(t, addr).Cmd("QUIT", "+OK*")
+	pop3test.Dial(t, addr).Cmd("QUIT", "+OK*")
 	if line := readLine(t, dialRaw(t, addr)); !strings.HasPrefix(line, "-ERR [SYS/TEMP]") {
 		t.Fatalf("third connection within the burst got %q", line)
 	}
@@ -111,33 +111,33 @@ func TestLimitFailedLogins(t *testing.T) {
 		FailuresPerIP:   ratelimit.FailureConfig{MaxFailures: 4, Window: time.Minute, Block: time.Minute},
 		FailuresPerUser: ratelimit.FailureConfig{MaxFailures: 2, Window: time.Minute, Block: time.Minute},
 	}))
-	c := dial(t, addr)
+	c := pop3test.Dial(t, addr)
 	for range 5 { // successes do not consume the failure budget
-		c.login("bob", "hunter2")
-		c.cmd("QUIT", "+OK*")
-		c = dial(t, addr)
+		c.Login("bob", "hunter2")
+		c.Cmd("QUIT", "+OK*")
+		c = pop3test.Dial(t, addr)
 	}
-	c.cmd("USER alice", "+OK*")
-	c.cmd("PASS wrong1", "-ERR [AUTH] *")
-	c.cmd("USER alice", "+OK*")
-	c.cmd("PASS wrong2", "-ERR [AUTH] *")
+	c.Cmd("USER alice", "+OK*")
+	c.Cmd("PASS wrong1", "-ERR [AUTH] *")
+	c.Cmd("USER alice", "+OK*")
+	c.Cmd("PASS wrong2", "-ERR [AUTH] *")
 	// alice is blocked, even with her password; bob, from the same address, is not.
-	c.cmd("USER alice", "+OK*")
-	c.cmd("PASS secret", "-ERR [AUTH] too many failed logins, try again later")
+	c.Cmd("USER alice", "+OK*")
+	c.Cmd("PASS secret", "-ERR [AUTH] too many failed logins, try again later")
 	if !rec.hasPolicy("limit.failed_logins_user") {
 		t.Error("no per-user policy event")
 	}
-	c.login("bob", "hunter2")
-	c.cmd("QUIT", "+OK*")
+	c.Login("bob", "hunter2")
+	c.Cmd("QUIT", "+OK*")
 
 	// Two more failures, for another user, reach the address's limit.
-	c = dial(t, addr)
-	c.cmd("USER carol", "+OK*")
-	c.cmd("PASS x", "-ERR [AUTH] *")
-	c.cmd("USER carol", "+OK*")
-	c.cmd("PASS y", "-ERR [AUTH] *")
-	c.cmd("USER bob", "+OK*")
-	c.cmd("PASS hunter2", "-ERR [AUTH] too many failed logins, try again later")
+	c = pop3test.Dial(t, addr)
+	c.Cmd("USER carol", "+OK*")
+	c.Cmd("PASS x", "-ERR [AUTH] *")
+	c.Cmd("USER carol", "+OK*")
+	c.Cmd("PASS y", "-ERR [AUTH] *")
+	c.Cmd("USER bob", "+OK*")
+	c.Cmd("PASS hunter2", "-ERR [AUTH] too many failed logins, try again later")
 	if !rec.hasPolicy("limit.failed_logins_ip") {
 		t.Error("no per-address policy event")
 	}
@@ -149,10 +149,10 @@ func TestLimitFailedLogins(t *testing.T) {
 		FailuresPerIP:   ratelimit.FailureConfig{MaxFailures: 1, Block: time.Minute},
 		FailuresPerUser: ratelimit.FailureConfig{MaxFailures: 1, Block: time.Minute},
 	}))
-	c = dial(t, addr)
-	c.cmd("USER alice", "+OK*")
-	c.cmd("PASS wrong", "-ERR [AUTH] *")
-	c.login("alice", "secret")
+	c = pop3test.Dial(t, addr)
+	c.Cmd("USER alice", "+OK*")
+	c.Cmd("PASS wrong", "-ERR [AUTH] *")
+	c.Login("alice", "secret")
 }
 
 // TestLimitRepeatedPassword: a client retrying one stale password is counted
@@ -165,24 +165,24 @@ func TestLimitRepeatedPassword(t *testing.T) {
 		FailuresPerUser: ratelimit.FailureConfig{MaxFailures: 2, Window: time.Minute, Block: time.Minute},
 	}))
 	for range 5 {
-		c := dial(t, addr)
-		c.cmd("USER alice", "+OK*")
-		c.cmd("PASS stale", "-ERR [AUTH] invalid credentials")
+		c := pop3test.Dial(t, addr)
+		c.Cmd("USER alice", "+OK*")
+		c.Cmd("PASS stale", "-ERR [AUTH] invalid credentials")
 	}
-	c := dial(t, addr)
-	c.login("alice", "secret")
-	c.cmd("QUIT", "+OK*")
+	c := pop3test.Dial(t, addr)
+	c.Login("alice", "secret")
+	c.Cmd("QUIT", "+OK*")
 	if rules := rec.policyRules(); len(rules) != 0 {
 		t.Errorf("policy events %q after one password tried five times", rules)
 	}
 
-	c = dial(t, addr)
+	c = pop3test.Dial(t, addr)
 	for _, user := range []string{"bob", "carol"} {
-		c.cmd("USER "+user, "+OK*")
-		c.cmd("PASS 123456", "-ERR [AUTH] invalid credentials")
+		c.Cmd("USER "+user, "+OK*")
+		c.Cmd("PASS 123456", "-ERR [AUTH] invalid credentials")
 	}
-	c.cmd("USER dave", "+OK*")
-	c.cmd("PASS secret", "-ERR [AUTH] too many failed logins, try again later")
+	c.Cmd("USER dave", "+OK*")
+	c.Cmd("PASS secret", "-ERR [AUTH] too many failed logins, try again later")
 	if !rec.hasPolicy("limit.failed_logins_ip") {
 		t.Error("no per-address block after alice's and two sprayed failures")
 	}
@@ -194,18 +194,18 @@ func TestLimitRepeatedPassword(t *testing.T) {
 // the server gave it.
 func TestLimitServerCodes(t *testing.T) {
 	// The password is "<code> <n>"; "-" stands for no code.
-	up := fakeUpstream(t, func(c *fakeConn) {
-		c.send("+OK ready\r\n")
-		for line := c.line(); line != ""; line = c.line() {
+	up := pop3test.FakeUpstream(t, func(c *pop3test.UpstreamConn) {
+		c.Send("+OK ready\r\n")
+		for line := c.Line(); line != ""; line = c.Line() {
 			code, isPass := strings.CutPrefix(line, "PASS ")
 			code, _, _ = strings.Cut(code, " ")
 			switch {
 			case !isPass:
-				c.send("+OK\r\n")
+				c.Send("+OK\r\n")
 			case code == "-":
-				c.send("-ERR refused\r\n")
+				c.Send("-ERR refused\r\n")
 			default:
-				c.send("-ERR [" + code + "] refused\r\n")
+				c.Send("-ERR [" + code + "] refused\r\n")
 			}
 		}
 	})
@@ -224,14 +224,14 @@ func TestLimitServerCodes(t *testing.T) {
 		if tc.code == "-" {
 			audited, reply = "", "-ERR refused"
 		}
-		c := dial(t, addr)
+		c := pop3test.Dial(t, addr)
 		for n := range 3 {
-			c.cmd("USER "+user, "+OK*")
+			c.Cmd("USER "+user, "+OK*")
 			want := reply
 			if tc.counts && n == 2 {
 				want = "-ERR [AUTH] too many failed logins, try again later"
 			}
-			c.cmd("PASS "+tc.code+" "+strconv.Itoa(n), want)
+			c.Cmd("PASS "+tc.code+" "+strconv.Itoa(n), want)
 			if ev := lastAuth(t, rec); n == 0 && ev.Code != audited {
 				t.Errorf("%s: audited code %q", tc.code, ev.Code)
 			}
@@ -244,12 +244,12 @@ func TestLimitFailedLoginDelay(t *testing.T) {
 	addr, _, _ := startProxy(t, up.Addr().String(), withLimits(proxy.Limits{
 		FailuresPerUser: ratelimit.FailureConfig{BaseDelay: 150 * time.Millisecond, MaxDelay: time.Second},
 	}))
-	c := dial(t, addr)
+	c := pop3test.Dial(t, addr)
 	var took []time.Duration
 	for i := range 3 {
-		c.cmd("USER alice", "+OK*")
+		c.Cmd("USER alice", "+OK*")
 		start := time.Now()
-		c.cmd("PASS wrong"+strconv.Itoa(i), "-ERR [AUTH] *")
+		c.Cmd("PASS wrong"+strconv.Itoa(i), "-ERR [AUTH] *")
 		took = append(took, time.Since(start))
 	}
 	for i, want := range []time.Duration{150, 300, 600} {
@@ -261,27 +261,27 @@ func TestLimitFailedLoginDelay(t *testing.T) {
 
 func TestLimitPerUserSessions(t *testing.T) {
 	var quits atomic.Int32
-	up := fakeUpstream(t, func(c *fakeConn) {
-		c.login()
-		for line := c.line(); line != ""; line = c.line() {
+	up := pop3test.FakeUpstream(t, func(c *pop3test.UpstreamConn) {
+		c.Login()
+		for line := c.Line(); line != ""; line = c.Line() {
 			if line == "QUIT" {
 				quits.Add(1)
 			}
-			c.send("+OK\r\n")
+			c.Send("+OK\r\n")
 		}
 	})
 	addr, _, rec := startProxy(t, up, withLimits(proxy.Limits{PerUserSessions: 1}))
-	first := dial(t, addr)
-	first.login("alice", "pw")
-	second := dial(t, addr)
-	second.cmd("USER Alice", "+OK*") // case variants share the limit
-	second.cmd("PASS pw", "-ERR [IN-USE] mailbox in use by another session")
+	first := pop3test.Dial(t, addr)
+	first.Login("alice", "pw")
+	second := pop3test.Dial(t, addr)
+	second.Cmd("USER Alice", "+OK*") // case variants share the limit
+	second.Cmd("PASS pw", "-ERR [IN-USE] mailbox in use by another session")
 	if !rec.hasPolicy("limit.user_sessions") {
 		t.Error("no policy event")
 	}
-	first.cmd("QUIT", "+OK*")
+	first.Cmd("QUIT", "+OK*")
 	rec.waitClose(t)
-	second.login("alice", "pw")
+	second.Login("alice", "pw")
 	if n := quits.Load(); n != 1 {
 		t.Errorf("%d QUITs upstream, want only the client's own", n)
 	}
@@ -290,18 +290,18 @@ func TestLimitPerUserSessions(t *testing.T) {
 func TestLimitLoginDelay(t *testing.T) {
 	up := acceptingUpstream(t, "")
 	addr, _, _ := startProxy(t, up, withLimits(proxy.Limits{LoginDelay: time.Second}))
-	c := dial(t, addr)
-	c.cmd("CAPA", "+OK*")
-	if capa := c.body(); !strings.Contains(capa, "LOGIN-DELAY 1\r\n") {
+	c := pop3test.Dial(t, addr)
+	c.Cmd("CAPA", "+OK*")
+	if capa := c.Body(); !strings.Contains(capa, "LOGIN-DELAY 1\r\n") {
 		t.Errorf("CAPA %q", capa)
 	}
-	c.login("alice", "pw")
-	c.cmd("QUIT", "+OK*")
-	c = dial(t, addr)
-	c.cmd("USER alice", "+OK*")
-	c.cmd("PASS pw", "-ERR [LOGIN-DELAY] wait 1 seconds*")
+	c.Login("alice", "pw")
+	c.Cmd("QUIT", "+OK*")
+	c = pop3test.Dial(t, addr)
+	c.Cmd("USER alice", "+OK*")
+	c.Cmd("PASS pw", "-ERR [LOGIN-DELAY] wait 1 seconds*")
 	time.Sleep(1100 * time.Millisecond)
-	c.login("alice", "pw")
+	c.Login("alice", "pw")
 }
 
 // TestLimitCommandRate checks that the command rate paces a session, audits
@@ -310,12 +310,12 @@ func TestLimitLoginDelay(t *testing.T) {
 func TestLimitCommandRate(t *testing.T) {
 	up := acceptingUpstream(t, "")
 	addr, _, rec := startProxy(t, up, withLimits(proxy.Limits{CommandRate: 10, CommandBurst: 5}))
-	c := dial(t, addr)
-	c.login("alice", "pw")
+	c := pop3test.Dial(t, addr)
+	c.Login("alice", "pw")
 	start := time.Now()
-	c.send(strings.Repeat("NOOP\r\n", 15))
+	c.Send(strings.Repeat("NOOP\r\n", 15))
 	for range 15 {
-		c.expect("+OK")
+		c.Expect("+OK")
 	}
 	// 5 at once, then 10 at 10 per second.
 	if took := time.Since(start); took < 900*time.Millisecond || took > 2*time.Second {
@@ -326,10 +326,10 @@ func TestLimitCommandRate(t *testing.T) {
 	}
 
 	addr, _, rec = startProxy(t, up, withLimits(proxy.Limits{CommandRate: 0.1, CommandBurst: 1}))
-	c = dial(t, addr)
-	c.login("alice", "pw")
-	c.cmd("NOOP", "+OK")
-	c.cmd("NOOP", "-ERR [SYS/TEMP] too many commands, slow down") // would wait 10 s
+	c = pop3test.Dial(t, addr)
+	c.Login("alice", "pw")
+	c.Cmd("NOOP", "+OK")
+	c.Cmd("NOOP", "-ERR [SYS/TEMP] too many commands, slow down") // would wait 10 s
 	if !rec.hasPolicy("limit.command_rate") {
 		t.Error("no policy event for the refusal")
 	}
@@ -338,14 +338,14 @@ func TestLimitCommandRate(t *testing.T) {
 func TestLimitMaxRetrievals(t *testing.T) {
 	up := startMaildrop(t)
 	addr, _, _ := startProxy(t, up.Addr().String(), withLimits(proxy.Limits{MaxRetrievals: 2}))
-	c := dial(t, addr)
-	c.login("alice", "secret")
-	c.cmd("RETR 1", "+OK*")
-	c.body()
-	c.cmd("TOP 2 0", "+OK*")
-	c.body()
-	c.cmd("RETR 3", "-ERR [SYS/PERM] retrieval limit for this session reached")
-	c.cmd("DELE 3", "+OK*")
+	c := pop3test.Dial(t, addr)
+	c.Login("alice", "secret")
+	c.Cmd("RETR 1", "+OK*")
+	c.Body()
+	c.Cmd("TOP 2 0", "+OK*")
+	c.Body()
+	c.Cmd("RETR 3", "-ERR [SYS/PERM] retrieval limit for this session reached")
+	c.Cmd("DELE 3", "+OK*")
 }
 
 // TestLimitBandwidth measures a RETR through a session limited to 1 MB/s:
@@ -355,11 +355,11 @@ func TestLimitBandwidth(t *testing.T) {
 	up := acceptingUpstream(t, body)
 	for _, l := range []proxy.Limits{{SessionBandwidth: 1 << 20}, {UserBandwidth: 1 << 20}} {
 		addr, _, _ := startProxy(t, up, withLimits(l))
-		c := dial(t, addr)
-		c.login("alice", "pw")
+		c := pop3test.Dial(t, addr)
+		c.Login("alice", "pw")
 		start := time.Now()
-		c.cmd("RETR 1", "+OK")
-		if got := c.body(); len(got) != len(body) {
+		c.Cmd("RETR 1", "+OK")
+		if got := c.Body(); len(got) != len(body) {
 			t.Fatalf("got %d bytes", len(got))
 		}
 		took := time.Since(start)
@@ -378,27 +378,27 @@ func TestLimitBandwidth(t *testing.T) {
 func TestSetLimits(t *testing.T) {
 	up := acceptingUpstream(t, "")
 	addr, srv, _ := startProxy(t, up, withLimits(proxy.Limits{MaxSessions: 10}))
-	c := dial(t, addr)
-	c.login("alice", "pw")
+	c := pop3test.Dial(t, addr)
+	c.Login("alice", "pw")
 	srv.SetLimits(proxy.Limits{MaxSessions: 1, PerIPRate: rate.Inf})
-	c.cmd("NOOP", "+OK")
+	c.Cmd("NOOP", "+OK")
 	if line := readLine(t, dialRaw(t, addr)); !strings.HasPrefix(line, "-ERR [SYS/TEMP]") {
 		t.Fatalf("new session beyond the new limit got %q", line)
 	}
-	c.cmd("QUIT", "+OK*")
+	c.Cmd("QUIT", "+OK*")
 }
 
 // dialAdmitted connects to addr until a session is admitted (the greeting is
 // +OK), for up to 5 seconds: a closed session gives its slots back only
 // after the client has seen it end.
-func dialAdmitted(t *testing.T, addr string) *client {
+func dialAdmitted(t *testing.T, addr string) *pop3test.Client {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		conn := dialRaw(t, addr)
-		c := &client{t: t, conn: conn, r: bufio.NewReader(conn)}
+		c := pop3test.NewClient(t, conn)
 		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-		line, err := c.r.ReadString('\n')
+		line, err := c.R.ReadString('\n')
 		if strings.HasPrefix(line, "+OK ") {
 			return c
 		}
@@ -435,11 +435,11 @@ func TestLimitPerIPAcrossPrefixChange(t *testing.T) {
 		}
 	}
 
-	a := dial(t, addr) // holds ::/64
+	a := pop3test.Dial(t, addr) // holds ::/64
 	refused("second session in ::/64")
 	srv.SetLimits(proxy.Limits{PerIPSessions: 1, IPv6Prefix: 128})
-	dial(t, addr) // b holds ::1/128
-	a.cmd("QUIT", "+OK*")
+	pop3test.Dial(t, addr) // b holds ::1/128
+	a.Cmd("QUIT", "+OK*")
 	srv.SetLimits(proxy.Limits{PerIPSessions: 1, IPv6Prefix: 64})
 	dialAdmitted(t, addr) // a gave back ::/64
 	srv.SetLimits(proxy.Limits{PerIPSessions: 1, IPv6Prefix: 128})
@@ -452,16 +452,16 @@ func TestLimitPerIPAcrossPrefixChange(t *testing.T) {
 // nil, it receives each accepted login as the upstream saw it: the user
 // name, or "authcid as authzid" with an authorization identity.
 func passwordUpstream(t testing.TB, pass string, logins chan<- string) string {
-	return fakeUpstream(t, func(c *fakeConn) {
-		c.send("+OK ready\r\n")
+	return pop3test.FakeUpstream(t, func(c *pop3test.UpstreamConn) {
+		c.Send("+OK ready\r\n")
 		var user string
-		for line := c.line(); line != ""; line = c.line() {
+		for line := c.Line(); line != ""; line = c.Line() {
 			verb, arg, _ := strings.Cut(line, " ")
 			var who, got string
 			switch verb {
 			case "USER":
 				user = arg
-				c.send("+OK\r\n")
+				c.Send("+OK\r\n")
 				continue
 			case "PASS":
 				who, got = user, arg
@@ -474,23 +474,23 @@ func passwordUpstream(t testing.TB, pass string, logins chan<- string) string {
 					who = authcid + " as " + authzid
 				}
 			case "QUIT":
-				c.send("+OK bye\r\n")
+				c.Send("+OK bye\r\n")
 				return
 			case "CAPA":
-				c.send("+OK\r\nSASL PLAIN\r\nTOP\r\nUIDL\r\n.\r\n")
+				c.Send("+OK\r\nSASL PLAIN\r\nTOP\r\nUIDL\r\n.\r\n")
 				continue
 			default:
-				c.send("+OK\r\n")
+				c.Send("+OK\r\n")
 				continue
 			}
 			if got != pass {
-				c.send("-ERR [AUTH] invalid credentials\r\n")
+				c.Send("-ERR [AUTH] invalid credentials\r\n")
 				continue
 			}
 			if logins != nil {
 				logins <- who
 			}
-			c.send("+OK logged in\r\n")
+			c.Send("+OK logged in\r\n")
 		}
 	})
 }
@@ -534,13 +534,13 @@ func TestLimitFailedLoginsAcrossDomains(t *testing.T) {
 	addr, _, rec := startProxy(t, up, withRoutedLimits(t, up, proxy.Limits{
 		FailuresPerUser: ratelimit.FailureConfig{MaxFailures: 3, Window: time.Minute, Block: time.Minute},
 	}))
-	c := dial(t, addr)
+	c := pop3test.Dial(t, addr)
 	for i, user := range []string{"alice@a.example", "alice@b.example", "Alice@c.example"} {
-		c.cmd("USER "+user, "+OK*")
-		c.cmd("PASS wrong"+strconv.Itoa(i), "-ERR [AUTH] invalid credentials")
+		c.Cmd("USER "+user, "+OK*")
+		c.Cmd("PASS wrong"+strconv.Itoa(i), "-ERR [AUTH] invalid credentials")
 	}
-	c.cmd("USER alice@d.example", "+OK*")
-	c.cmd("PASS secret", "-ERR [AUTH] too many failed logins, try again later")
+	c.Cmd("USER alice@d.example", "+OK*")
+	c.Cmd("PASS secret", "-ERR [AUTH] too many failed logins, try again later")
 	rec.mu.Lock()
 	p := rec.policy[len(rec.policy)-1]
 	rec.mu.Unlock()
@@ -550,9 +550,9 @@ func TestLimitFailedLoginsAcrossDomains(t *testing.T) {
 	if ev := lastAuth(t, rec); ev.OK || ev.User != "alice@d.example" || ev.Route != "store" || ev.Upstream != "" {
 		t.Errorf("auth event %+v, want a refusal before the upstream", ev)
 	}
-	c.login("bob@a.example", "secret")
-	c.cmd("QUIT", "+OK*")
-	dial(t, addr).login("alice@other.example", "secret")
+	c.Login("bob@a.example", "secret")
+	c.Cmd("QUIT", "+OK*")
+	pop3test.Dial(t, addr).Login("alice@other.example", "secret")
 }
 
 // TestLimitUsernameCase: by default ASCII case variants of a login share its
@@ -561,27 +561,27 @@ func TestLimitFailedLoginsAcrossDomains(t *testing.T) {
 func TestLimitUsernameCase(t *testing.T) {
 	up := passwordUpstream(t, "secret", nil)
 	failures := ratelimit.FailureConfig{MaxFailures: 2, Window: time.Minute, Block: time.Minute}
-	guess := func(addr string, users ...string) *client {
-		c := dial(t, addr)
+	guess := func(addr string, users ...string) *pop3test.Client {
+		c := pop3test.Dial(t, addr)
 		for i, user := range users {
-			c.cmd("USER "+user, "+OK*")
-			c.cmd("PASS wrong"+strconv.Itoa(i), "-ERR [AUTH] invalid credentials")
+			c.Cmd("USER "+user, "+OK*")
+			c.Cmd("PASS wrong"+strconv.Itoa(i), "-ERR [AUTH] invalid credentials")
 		}
 		return c
 	}
 
 	addr, _, _ := startProxy(t, up, withLimits(proxy.Limits{FailuresPerUser: failures}))
 	c := guess(addr, "KIM", "kIm")
-	c.cmd("USER kim", "+OK*")
-	c.cmd("PASS secret", "-ERR [AUTH] too many failed logins, try again later")
+	c.Cmd("USER kim", "+OK*")
+	c.Cmd("PASS secret", "-ERR [AUTH] too many failed logins, try again later")
 	// U+212A KELVIN SIGN lowers to 'k' in Unicode, but it is not an ASCII letter.
-	c.login("\u212Aim", "secret")
+	c.Login("\u212Aim", "secret")
 
 	addr, _, _ = startProxy(t, up, withLimits(proxy.Limits{FailuresPerUser: failures, KeepUsernameCase: true}))
 	c = guess(addr, "KIM", "KIM")
-	c.cmd("USER KIM", "+OK*")
-	c.cmd("PASS secret", "-ERR [AUTH] too many failed logins, try again later")
-	c.login("kim", "secret")
+	c.Cmd("USER KIM", "+OK*")
+	c.Cmd("PASS secret", "-ERR [AUTH] too many failed logins, try again later")
+	c.Login("kim", "secret")
 }
 
 // TestLimitPerUserSessionsAcrossDomains logs in as alice under two domains
@@ -589,16 +589,16 @@ func TestLimitUsernameCase(t *testing.T) {
 func TestLimitPerUserSessionsAcrossDomains(t *testing.T) {
 	up := passwordUpstream(t, "secret", nil)
 	addr, _, rec := startProxy(t, up, withRoutedLimits(t, up, proxy.Limits{PerUserSessions: 1}))
-	first := dial(t, addr)
-	first.login("alice@a.example", "secret")
-	second := dial(t, addr)
-	second.cmd("USER ALICE@b.example", "+OK*")
-	second.cmd("PASS secret", "-ERR [IN-USE] mailbox in use by another session")
+	first := pop3test.Dial(t, addr)
+	first.Login("alice@a.example", "secret")
+	second := pop3test.Dial(t, addr)
+	second.Cmd("USER ALICE@b.example", "+OK*")
+	second.Cmd("PASS secret", "-ERR [IN-USE] mailbox in use by another session")
 	if !rec.hasPolicy("limit.user_sessions") {
 		t.Error("no policy event")
 	}
-	dial(t, addr).login("alice@other.example", "secret") // another upstream's alice
-	first.cmd("QUIT", "+OK*")
+	pop3test.Dial(t, addr).Login("alice@other.example", "secret") // another upstream's alice
+	first.Cmd("QUIT", "+OK*")
 }
 
 // TestLimitLoginDelayAcrossDomains: alice under two domains that
@@ -606,19 +606,19 @@ func TestLimitPerUserSessionsAcrossDomains(t *testing.T) {
 func TestLimitLoginDelayAcrossDomains(t *testing.T) {
 	up := passwordUpstream(t, "secret", nil)
 	addr, _, _ := startProxy(t, up, withRoutedLimits(t, up, proxy.Limits{LoginDelay: time.Minute}))
-	c := dial(t, addr)
-	c.login("alice@a.example", "secret")
-	c.cmd("QUIT", "+OK*")
-	c = dial(t, addr)
-	c.cmd("USER alice@b.example", "+OK*")
-	c.cmd("PASS secret", "-ERR [LOGIN-DELAY] wait * seconds before logging in again")
+	c := pop3test.Dial(t, addr)
+	c.Login("alice@a.example", "secret")
+	c.Cmd("QUIT", "+OK*")
+	c = pop3test.Dial(t, addr)
+	c.Cmd("USER alice@b.example", "+OK*")
+	c.Cmd("PASS secret", "-ERR [LOGIN-DELAY] wait * seconds before logging in again")
 }
 
 // authPlain sends AUTH PLAIN with an initial response and expects a status
 // matching pattern.
-func (c *client) authPlain(authzid, authcid, pass, pattern string) {
-	c.t.Helper()
-	c.cmd("AUTH PLAIN "+pop3.EncodeSASL([]byte(authzid+"\x00"+authcid+"\x00"+pass)), pattern)
+func authPlain(c *pop3test.Client, authzid, authcid, pass, pattern string) {
+	c.T.Helper()
+	c.Cmd("AUTH PLAIN "+pop3.EncodeSASL([]byte(authzid+"\x00"+authcid+"\x00"+pass)), pattern)
 }
 
 // TestLimitAuthzid logs in with SASL authorization identities (master-user
@@ -650,27 +650,27 @@ func TestLimitAuthzid(t *testing.T) {
 	}
 
 	// admin guesses while acting for alice: admin is blocked, for any mailbox...
-	c := dial(t, addr)
-	c.authPlain("alice@a.example", "admin", "wrong1", "-ERR [AUTH] invalid credentials")
-	c.authPlain("alice@b.example", "admin", "wrong2", "-ERR [AUTH] invalid credentials")
-	c.authPlain("carol@a.example", "admin", "secret", "-ERR [AUTH] too many failed logins, try again later")
+	c := pop3test.Dial(t, addr)
+	authPlain(c, "alice@a.example", "admin", "wrong1", "-ERR [AUTH] invalid credentials")
+	authPlain(c, "alice@b.example", "admin", "wrong2", "-ERR [AUTH] invalid credentials")
+	authPlain(c, "carol@a.example", "admin", "secret", "-ERR [AUTH] too many failed logins, try again later")
 	if ev := authEvents(rec)[0]; ev.User != "admin" || ev.Authzid != "alice@a.example" || ev.Code != "AUTH" || ev.Route != "store" {
 		t.Errorf("first auth event %+v", ev)
 	}
 	// ... and alice is not.
-	alice := dial(t, addr)
-	alice.login("alice@c.example", "secret")
+	alice := pop3test.Dial(t, addr)
+	alice.Login("alice@c.example", "secret")
 	upstreamSaw("alice")
 
 	// bob, acting for alice, finds her mailbox in use: sessions count on alice.
-	c.authPlain("alice@d.example", "bob", "secret", "-ERR [IN-USE] mailbox in use by another session")
+	authPlain(c, "alice@d.example", "bob", "secret", "-ERR [IN-USE] mailbox in use by another session")
 	upstreamSaw("bob as alice")
 	if ev := lastAuth(t, rec); ev.OK || ev.User != "bob" || ev.Authzid != "alice@d.example" || ev.Code != "IN-USE" || ev.Route != "store" {
 		t.Errorf("auth event %+v, want bob acting for alice refused [IN-USE]", ev)
 	}
 
 	// Naming oneself as the authorization identity is an ordinary login.
-	c.authPlain("dave@a.example", "dave@a.example", "secret", "+OK*")
+	authPlain(c, "dave@a.example", "dave@a.example", "secret", "+OK*")
 	upstreamSaw("dave")
 	if ev := lastAuth(t, rec); !ev.OK || ev.User != "dave@a.example" || ev.Authzid != "" {
 		t.Errorf("auth event %+v", ev)
@@ -697,16 +697,16 @@ func TestLimitFailedLoginsAcrossDomainsDovecot(t *testing.T) {
 		o.Upstreams = map[string]proxy.Upstream{"store": {}}
 		o.Limits = proxy.Limits{FailuresPerUser: ratelimit.FailureConfig{MaxFailures: 3, Window: time.Minute, Block: time.Minute}}
 	})
-	c := dial(t, addr)
+	c := pop3test.Dial(t, addr)
 	for i, user := range []string{"plain@a.example", "plain@b.example", "PLAIN@c.example"} {
-		c.cmd("USER "+user, "+OK*")
-		c.cmd("PASS wrong"+strconv.Itoa(i), "-ERR [AUTH] *")
+		c.Cmd("USER "+user, "+OK*")
+		c.Cmd("PASS wrong"+strconv.Itoa(i), "-ERR [AUTH] *")
 	}
 	if n := tap.connections(); n != 3 {
 		t.Fatalf("Dovecot was asked %d times, want 3", n)
 	}
-	c.cmd("USER plain@d.example", "+OK*")
-	c.cmd("PASS pw-plain", "-ERR [AUTH] too many failed logins, try again later")
+	c.Cmd("USER plain@d.example", "+OK*")
+	c.Cmd("PASS pw-plain", "-ERR [AUTH] too many failed logins, try again later")
 	if n := tap.connections(); n != 3 {
 		t.Errorf("the blocked login reached Dovecot (%d connections)", n)
 	}
@@ -723,13 +723,13 @@ func TestLimitStateAndClear(t *testing.T) {
 		PerUserSessions: 2,
 		LoginDelay:      time.Minute,
 	}))
-	c := dial(t, addr)
+	c := pop3test.Dial(t, addr)
 	for i, user := range []string{"alice@a.example", "alice@b.example"} {
-		c.cmd("USER "+user, "+OK*")
-		c.cmd("PASS wrong"+strconv.Itoa(i), "-ERR [AUTH] invalid credentials")
+		c.Cmd("USER "+user, "+OK*")
+		c.Cmd("PASS wrong"+strconv.Itoa(i), "-ERR [AUTH] invalid credentials")
 	}
-	b := dial(t, addr)
-	b.login("bob", "secret")
+	b := pop3test.Dial(t, addr)
+	b.Login("bob", "secret")
 
 	state := func(name, key string) proxy.LimitState {
 		t.Helper()
@@ -761,8 +761,8 @@ func TestLimitStateAndClear(t *testing.T) {
 	if s := state("bob", "user:store/bob"); s.Sessions != 1 || s.LoginDelay != 0 {
 		t.Errorf("bob after ClearLimits: %+v, want his session kept and no LOGIN-DELAY", s)
 	}
-	c.login("alice@a.example", "secret")
-	dial(t, addr).login("bob", "secret")
+	c.Login("alice@a.example", "secret")
+	pop3test.Dial(t, addr).Login("bob", "secret")
 	srv.ClearLimits("127.0.0.1")
 	if s := state("127.0.0.1", "ip:127.0.0.1/32"); s.Failures != 0 {
 		t.Errorf("127.0.0.1 after ClearLimits: %+v", s)

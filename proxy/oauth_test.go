@@ -1,7 +1,6 @@
 package proxy_test
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/tls"
 	"encoding/base64"
@@ -12,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/popproxy/popproxy/internal/pop3test"
 	"github.com/popproxy/popproxy/internal/ratelimit"
 	"github.com/popproxy/popproxy/proxy"
 )
@@ -41,15 +41,15 @@ func oauthProxy(t *testing.T, upstream string, configure func(*proxy.Options)) (
 	return addr, rec, logs
 }
 
-func dialTLS(t *testing.T, addr string) *client {
+func dialTLS(t *testing.T, addr string) *pop3test.Client {
 	t.Helper()
 	conn, err := tls.Dial("tcp", addr, clientTLS(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	c := &client{t: t, conn: conn, r: bufio.NewReader(conn)}
-	c.expect("+OK *")
+	c := pop3test.NewClient(t, conn)
+	c.Expect("+OK *")
 	return c
 }
 
@@ -86,14 +86,14 @@ func noSecret(t *testing.T, rec *recorder, logs *syncBuffer, secret string) {
 // follows steps: lines to send, each but the last followed by the line it
 // expects back. It records the lines it got on got.
 func oauthUpstream(t *testing.T, got chan<- string, steps ...string) string {
-	return fakeUpstream(t, func(c *fakeConn) {
-		c.send("+OK fake ready\r\n")
+	return pop3test.FakeUpstream(t, func(c *pop3test.UpstreamConn) {
+		c.Send("+OK fake ready\r\n")
 		for i, s := range steps {
-			got <- c.line()
-			c.send(s + "\r\n")
+			got <- c.Line()
+			c.Send(s + "\r\n")
 			if i == len(steps)-1 && strings.HasPrefix(s, "+OK") {
-				got <- c.line() // QUIT
-				c.send("+OK bye\r\n")
+				got <- c.Line() // QUIT
+				c.Send("+OK bye\r\n")
 			}
 		}
 	})
@@ -114,31 +114,31 @@ func TestOAuthCapa(t *testing.T) {
 	up := startMaildrop(t)
 	addr, _, _ := startListener(t, up.Addr().String(), proxy.Listener{Name: "starttls", TLSMode: proxy.TLSStartTLS, TLSConfig: serverTLS(t)},
 		func(o *proxy.Options) { o.Mechanisms = []string{"OAUTHBEARER", "PLAIN", "XOAUTH2"} })
-	c := dial(t, addr)
-	c.cmd("CAPA", "+OK*")
-	if capa := c.body(); !strings.Contains(capa, "SASL PLAIN\r\n") {
+	c := pop3test.Dial(t, addr)
+	c.Cmd("CAPA", "+OK*")
+	if capa := c.Body(); !strings.Contains(capa, "SASL PLAIN\r\n") {
 		t.Errorf("CAPA before STLS offers %q", capa)
 	}
-	c.cmd("AUTH "+"OAUTHBEARER "+bearerResponse("alice", "t"), "-ERR [AUTH] TLS required*")
-	c.cmd("AUTH LOGIN", "-ERR unsupported authentication mechanism")
-	c.stls(clientTLS(t))
-	c.cmd("CAPA", "+OK*")
-	if capa := c.body(); !strings.Contains(capa, "SASL OAUTHBEARER PLAIN XOAUTH2\r\n") {
+	c.Cmd("AUTH "+"OAUTHBEARER "+bearerResponse("alice", "t"), "-ERR [AUTH] TLS required*")
+	c.Cmd("AUTH LOGIN", "-ERR unsupported authentication mechanism")
+	stls(c, clientTLS(t))
+	c.Cmd("CAPA", "+OK*")
+	if capa := c.Body(); !strings.Contains(capa, "SASL OAUTHBEARER PLAIN XOAUTH2\r\n") {
 		t.Errorf("CAPA after STLS offers %q", capa)
 	}
-	c.cmd("AUTH", "+OK")
-	if list := c.body(); list != "OAUTHBEARER\r\nPLAIN\r\nXOAUTH2\r\n" {
+	c.Cmd("AUTH", "+OK")
+	if list := c.Body(); list != "OAUTHBEARER\r\nPLAIN\r\nXOAUTH2\r\n" {
 		t.Errorf("AUTH lists %q", list)
 	}
 
 	// Without TLS at all, OAuth is never offered.
 	addr, _, _ = startProxy(t, up.Addr().String(), func(o *proxy.Options) { o.Mechanisms = []string{"XOAUTH2"} })
-	c = dial(t, addr)
-	c.cmd("CAPA", "+OK*")
-	if capa := c.body(); strings.Contains(capa, "SASL") {
+	c = pop3test.Dial(t, addr)
+	c.Cmd("CAPA", "+OK*")
+	if capa := c.Body(); strings.Contains(capa, "SASL") {
 		t.Errorf("CAPA without TLS offers %q", capa)
 	}
-	c.cmd("AUTH XOAUTH2 "+xoauth2Response("alice", "t"), "-ERR unsupported authentication mechanism")
+	c.Cmd("AUTH XOAUTH2 "+xoauth2Response("alice", "t"), "-ERR unsupported authentication mechanism")
 	if up.connections() != 0 {
 		t.Error("upstream contacted")
 	}
@@ -163,15 +163,15 @@ func TestOAuthRelay(t *testing.T) {
 			addr, rec, logs := oauthProxy(t, oauthUpstream(t, got, "+OK Logged in."), func(o *proxy.Options) { o.Upstream.LoginPlain = tc.plain })
 			c := dialTLS(t, addr)
 			if tc.irless {
-				c.cmd("AUTH "+strings.ToLower(tc.mech), "+ ")
-				c.cmd(tc.resp, "+OK Logged in.")
+				c.Cmd("AUTH "+strings.ToLower(tc.mech), "+ ")
+				c.Cmd(tc.resp, "+OK Logged in.")
 			} else {
-				c.cmd("AUTH "+tc.mech+" "+tc.resp, "+OK Logged in.")
+				c.Cmd("AUTH "+tc.mech+" "+tc.resp, "+OK Logged in.")
 			}
 			if line := next(t, got); line != "AUTH "+tc.mech+" "+tc.resp {
 				t.Errorf("upstream got %q", line)
 			}
-			c.cmd("QUIT", "+OK*")
+			c.Cmd("QUIT", "+OK*")
 			rec.waitClose(t)
 			rec.mu.Lock()
 			ev := rec.auths[0]
@@ -196,14 +196,14 @@ func TestOAuthBearerFailure(t *testing.T) {
 		o.Limits.FailuresPerUser = ratelimit.FailureConfig{MaxFailures: 1, Block: time.Minute}
 	})
 	c := dialTLS(t, addr)
-	c.cmd("AUTH OAUTHBEARER "+bearerResponse("alice", token), "+ "+challenge)
-	c.cmd("AQ==", "-ERR [AUTH] Authentication failed.")
+	c.Cmd("AUTH OAUTHBEARER "+bearerResponse("alice", token), "+ "+challenge)
+	c.Cmd("AQ==", "-ERR [AUTH] Authentication failed.")
 	next(t, got)
 	if line := next(t, got); line != "AQ==" {
 		t.Errorf("upstream got %q for the client's answer", line)
 	}
 	// XOAUTH2 fails alike, with an empty answer; alice is blocked now.
-	c.cmd("AUTH XOAUTH2 "+xoauth2Response("alice", "another"), "-ERR [*")
+	c.Cmd("AUTH XOAUTH2 "+xoauth2Response("alice", "another"), "-ERR [*")
 	rec.mu.Lock()
 	ev := rec.auths[0]
 	blocked := rec.auths[1]
@@ -222,8 +222,8 @@ func TestXOAuth2Failure(t *testing.T) {
 	got := make(chan string, 10)
 	addr, rec, _ := oauthProxy(t, oauthUpstream(t, got, "+ "+challenge, "-ERR [AUTH] Authentication failed."), nil)
 	c := dialTLS(t, addr)
-	c.cmd("AUTH XOAUTH2 "+xoauth2Response("bob", "bad"), "+ "+challenge)
-	c.cmd("", "-ERR [AUTH] Authentication failed.")
+	c.Cmd("AUTH XOAUTH2 "+xoauth2Response("bob", "bad"), "+ "+challenge)
+	c.Cmd("", "-ERR [AUTH] Authentication failed.")
 	next(t, got)
 	if line := next(t, got); line != "" {
 		t.Errorf("upstream got %q for the client's empty answer", line)
@@ -254,7 +254,7 @@ func TestOAuthBadUser(t *testing.T) {
 		"AUTH XOAUTH2 =",
 	} {
 		c := dialTLS(t, addr)
-		c.cmd(line, "-ERR [AUTH] *")
+		c.Cmd(line, "-ERR [AUTH] *")
 	}
 	if up.connections() != 0 {
 		t.Error("upstream contacted")
@@ -275,25 +275,25 @@ func TestOAuthLongLines(t *testing.T) {
 		t.Fatalf("line of %d octets", len(line)+2)
 	}
 	c := dialTLS(t, addr)
-	c.cmd(line, "+OK Logged in.")
+	c.Cmd(line, "+OK Logged in.")
 	if up := next(t, got); up != line {
 		t.Errorf("upstream got %d octets, want the client's %d", len(up), len(line))
 	}
 
 	c = dialTLS(t, addr)
-	c.cmd("AUTH XOAUTH2", "+ ")
-	c.cmd(xoauth2Response("alice", token), "+OK Logged in.")
+	c.Cmd("AUTH XOAUTH2", "+ ")
+	c.Cmd(xoauth2Response("alice", token), "+OK Logged in.")
 
 	c = dialTLS(t, addr)
-	c.cmd("AUTH OAUTHBEARER "+bearerResponse("alice", fill(16<<10)), "-ERR line too long")
-	c.closed()
+	c.Cmd("AUTH OAUTHBEARER "+bearerResponse("alice", fill(16<<10)), "-ERR line too long")
+	c.Closed()
 
 	c = dialTLS(t, addr)
-	c.cmd("AUTH OAUTHBEARER "+bearerResponse("alice", "t")[:8]+"\r"+bearerResponse("alice", "t")[8:], "-ERR control character*")
-	c.cmd("AUTH XOAUTH2", "+ ")
-	c.cmd("dXNlcj1h\rbGljZQ==", "-ERR control character*")
-	c.cmd("AUTH XOAUTH2", "+ ")
-	c.cmd("dXNlcj1h\x00bGljZQ==", "-ERR control character*")
+	c.Cmd("AUTH OAUTHBEARER "+bearerResponse("alice", "t")[:8]+"\r"+bearerResponse("alice", "t")[8:], "-ERR control character*")
+	c.Cmd("AUTH XOAUTH2", "+ ")
+	c.Cmd("dXNlcj1h\rbGljZQ==", "-ERR control character*")
+	c.Cmd("AUTH XOAUTH2", "+ ")
+	c.Cmd("dXNlcj1h\x00bGljZQ==", "-ERR control character*")
 }
 
 // TestOAuthBrokenOff: a client that answers a relayed challenge, the
@@ -306,16 +306,16 @@ func TestOAuthBrokenOff(t *testing.T) {
 		o.Limits.FailuresPerUser = ratelimit.FailureConfig{MaxFailures: 3, Block: time.Minute}
 	})
 	c := dialTLS(t, addr)
-	c.cmd("AUTH OAUTHBEARER "+bearerResponse("alice", "t1"), "+ "+challenge)
-	c.cmd("*", "-ERR authentication cancelled")
-	c.cmd("AUTH OAUTHBEARER "+bearerResponse("alice", "t2"), "+ "+challenge)
-	c.cmd("AQ\r==", "-ERR control character*")
+	c.Cmd("AUTH OAUTHBEARER "+bearerResponse("alice", "t1"), "+ "+challenge)
+	c.Cmd("*", "-ERR authentication cancelled")
+	c.Cmd("AUTH OAUTHBEARER "+bearerResponse("alice", "t2"), "+ "+challenge)
+	c.Cmd("AQ\r==", "-ERR control character*")
 	c = dialTLS(t, addr)
-	c.cmd("AUTH OAUTHBEARER "+bearerResponse("alice", "t3"), "+ "+challenge)
-	c.conn.Close() // hangs up, as curl does
+	c.Cmd("AUTH OAUTHBEARER "+bearerResponse("alice", "t3"), "+ "+challenge)
+	c.Conn.Close() // hangs up, as curl does
 	rec.waitClose(t)
 	c = dialTLS(t, addr)
-	c.cmd("AUTH OAUTHBEARER "+bearerResponse("alice", "t4"), "-ERR [*") // three failures: blocked
+	c.Cmd("AUTH OAUTHBEARER "+bearerResponse("alice", "t4"), "-ERR [*") // three failures: blocked
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	if len(rec.auths) != 4 || rec.auths[0].OK || rec.auths[0].Reason == "" || !strings.HasPrefix(rec.auths[3].Reason, "limit.") {

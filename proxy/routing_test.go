@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/popproxy/popproxy/internal/pop3test"
 	"github.com/popproxy/popproxy/internal/route"
 	"github.com/popproxy/popproxy/internal/testdovecot"
 	"github.com/popproxy/popproxy/proxy"
@@ -86,7 +87,7 @@ func copyAndClose(dst, src net.Conn) {
 // dialFrom connects to addr from the loopback address ip (any of
 // 127.0.0.0/8 works on Linux), so that the proxy's client is not at the
 // proxy's own address, and reads the greeting.
-func dialFrom(t *testing.T, ip, addr string) *client {
+func dialFrom(t *testing.T, ip, addr string) *pop3test.Client {
 	t.Helper()
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 5 * time.Second}
 	conn, err := d.Dial("tcp", addr)
@@ -94,8 +95,8 @@ func dialFrom(t *testing.T, ip, addr string) *client {
 		t.Fatalf("dial %s from %s: %v", addr, ip, err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	c := &client{t: t, conn: conn, r: bufio.NewReader(conn)}
-	c.expect("+OK *")
+	c := pop3test.NewClient(t, conn)
+	c.Expect("+OK *")
 	return c
 }
 
@@ -237,26 +238,26 @@ func TestRoutingByUserAndDomain(t *testing.T) {
 		{"carol@example.com", "pw-carol", "b", addrB, "+OK 3 *", "carol's mail, kept on B"},
 		{"Bob@EXAMPLE.ORG", "pw-bob", "b", addrB, "+OK 2 *", "bob's mail, kept on B"}, // domains ignore ASCII case
 	} {
-		c := dial(t, addr)
-		c.login(tt.user, tt.pass)
-		c.cmd("STAT", tt.stat)
-		c.cmd("RETR 1", "+OK*")
-		if body := c.body(); !strings.Contains(body, tt.text) {
+		c := pop3test.Dial(t, addr)
+		c.Login(tt.user, tt.pass)
+		c.Cmd("STAT", tt.stat)
+		c.Cmd("RETR 1", "+OK*")
+		if body := c.Body(); !strings.Contains(body, tt.text) {
 			t.Errorf("%s: RETR 1 = %q, want %q in it", tt.user, body, tt.text)
 		}
-		c.cmd("QUIT", "+OK*")
+		c.Cmd("QUIT", "+OK*")
 		if ev := lastAuth(t, rec); !ev.OK || ev.User != tt.user || ev.Route != tt.route || ev.Upstream != tt.upstream {
 			t.Errorf("%s: auth event %+v, want OK from %s (%s)", tt.user, ev, tt.route, tt.upstream)
 		}
 	}
 
 	connsA, connsB := tapA.connections(), tapB.connections()
-	c := dial(t, addr)
-	c.cmd("USER dave@example.net", "+OK*")
-	c.cmd("PASS pw-dave", "-ERR [AUTH] *")
+	c := pop3test.Dial(t, addr)
+	c.Cmd("USER dave@example.net", "+OK*")
+	c.Cmd("PASS pw-dave", "-ERR [AUTH] *")
 	// The session goes on: a routable user may still log in.
-	c.login("alice@example.com", "pw-alice")
-	c.cmd("QUIT", "+OK*")
+	c.Login("alice@example.com", "pw-alice")
+	c.Cmd("QUIT", "+OK*")
 	evs := authEvents(rec)
 	ev := evs[len(evs)-2]
 	if ev.OK || ev.User != "dave@example.net" || ev.Code != "AUTH" || ev.Route != "" || ev.Upstream != "" || ev.Dial != 0 || ev.DialFailed {
@@ -299,9 +300,9 @@ func TestRoutingRewritesLogin(t *testing.T) {
 			o.Router = router
 			o.Upstreams = map[string]proxy.Upstream{"store": {Addresses: []string{d.Addr()}}}
 		})
-		c := dial(t, addr)
-		c.login(tt.user, tt.pass)
-		c.cmd("QUIT", "+OK*")
+		c := pop3test.Dial(t, addr)
+		c.Login(tt.user, tt.pass)
+		c.Cmd("QUIT", "+OK*")
 		if _, err := d.WaitLog(logWait, "Login: user=<"+tt.login+">"); err != nil {
 			t.Errorf("%s: %v", tt.user, err)
 		}
@@ -325,13 +326,13 @@ func TestFailover(t *testing.T) {
 	})
 	retr := func(want, wantAddr string) {
 		t.Helper()
-		c := dial(t, addr)
-		c.login("fran", "pw-fran")
-		c.cmd("RETR 1", "+OK*")
-		if body := c.body(); !strings.Contains(body, want) {
+		c := pop3test.Dial(t, addr)
+		c.Login("fran", "pw-fran")
+		c.Cmd("RETR 1", "+OK*")
+		if body := c.Body(); !strings.Contains(body, want) {
 			t.Errorf("RETR 1 = %q, want %q", body, want)
 		}
-		c.cmd("QUIT", "+OK*")
+		c.Cmd("QUIT", "+OK*")
 		if ev := lastAuth(t, rec); !ev.OK || ev.Upstream != wantAddr {
 			t.Errorf("auth event %+v, want upstream %s", ev, wantAddr)
 		}
@@ -357,9 +358,9 @@ func TestBreakerSkipsFailingAddress(t *testing.T) {
 		o.Breaker = breaker
 	})
 	for i, wantAccepts := range []int32{1, 2, 2, 2} {
-		c := dial(t, addr)
-		c.login("gil", "pw-gil")
-		c.cmd("QUIT", "+OK*")
+		c := pop3test.Dial(t, addr)
+		c.Login("gil", "pw-gil")
+		c.Cmd("QUIT", "+OK*")
 		if got := dead.accepts.Load(); got != wantAccepts {
 			t.Errorf("login %d: the failing address was dialled %d times in all, want %d", i+1, got, wantAccepts)
 		}
@@ -385,15 +386,15 @@ func TestBreakerHungUpstreamAnswersPromptly(t *testing.T) {
 		o.Upstream.Addresses = []string{d1.addr(), d2.addr()}
 		o.Upstream.DialTimeout = 300 * time.Millisecond
 	})
-	c := dial(t, addr)
-	c.cmd("USER hal", "+OK*")
-	c.cmd("PASS pw-hal", "-ERR [SYS/TEMP] *")
+	c := pop3test.Dial(t, addr)
+	c.Cmd("USER hal", "+OK*")
+	c.Cmd("PASS pw-hal", "-ERR [SYS/TEMP] *")
 	if a1, a2 := d1.accepts.Load(), d2.accepts.Load(); a1 != 1 || a2 != 1 {
 		t.Fatalf("first login: dials %d and %d, want 1 each", a1, a2)
 	}
-	c.cmd("USER hal", "+OK*")
+	c.Cmd("USER hal", "+OK*")
 	start := time.Now()
-	c.cmd("PASS pw-hal", "-ERR [SYS/TEMP] *")
+	c.Cmd("PASS pw-hal", "-ERR [SYS/TEMP] *")
 	if el := time.Since(start); el >= 250*time.Millisecond {
 		t.Errorf("with every circuit open after a timeout, -ERR took %v, want it at once", el)
 	}
@@ -404,8 +405,8 @@ func TestBreakerHungUpstreamAnswersPromptly(t *testing.T) {
 		t.Errorf("auth event %+v, want a dial failure with open circuits", ev)
 	}
 	time.Sleep(time.Second)
-	c.cmd("USER hal", "+OK*")
-	c.cmd("PASS pw-hal", "-ERR [SYS/TEMP] *")
+	c.Cmd("USER hal", "+OK*")
+	c.Cmd("PASS pw-hal", "-ERR [SYS/TEMP] *")
 	if a1, a2 := d1.accepts.Load(), d2.accepts.Load(); a1 != 2 || a2 != 2 {
 		t.Errorf("a second later: dials %d and %d, want a trial of each", a1, a2)
 	}
@@ -523,9 +524,9 @@ func TestLoopDetected(t *testing.T) {
 	go srv.Serve(l, proxy.Listener{Name: "test"})
 	t.Cleanup(func() { srv.Close() })
 
-	c := dial(t, l.Addr().String())
-	c.cmd("USER ivy", "+OK*")
-	c.cmd("PASS pw-ivy", "-ERR [SYS/TEMP] *")
+	c := pop3test.Dial(t, l.Addr().String())
+	c.Cmd("USER ivy", "+OK*")
+	c.Cmd("PASS pw-ivy", "-ERR [SYS/TEMP] *")
 	evs := authEvents(rec)
 	if len(evs) != 1 {
 		t.Fatalf("auth events %+v, want only the client's login (the proxy must not log in to itself)", evs)
@@ -549,9 +550,9 @@ func clientAddrIntoDovecot(t *testing.T, sendClient proxy.ProxyHeader, clientIP 
 		o.Auditor = ids
 	})
 	c := dialFrom(t, clientIP, addr)
-	c.login("jo", "pw-jo")
-	c.cmd("STAT", "+OK 0 *")
-	c.cmd("QUIT", "+OK*")
+	c.Login("jo", "pw-jo")
+	c.Cmd("STAT", "+OK 0 *")
+	c.Cmd("QUIT", "+OK*")
 	if ev := lastAuth(t, rec); !ev.OK {
 		t.Fatalf("auth event %+v", ev)
 	}
@@ -595,15 +596,15 @@ type transcript chan []string
 
 // record reads lines until the proxy hangs up, answering each with reply,
 // and delivers them all.
-func (tr transcript) record(c *fakeConn, lines []string, reply func(line string) string) {
+func (tr transcript) record(c *pop3test.UpstreamConn, lines []string, reply func(line string) string) {
 	for {
-		line := c.line()
+		line := c.Line()
 		if line == "" {
 			tr <- lines
 			return
 		}
 		lines = append(lines, line)
-		c.send(reply(line))
+		c.Send(reply(line))
 	}
 }
 
@@ -622,8 +623,8 @@ func (tr transcript) next(t *testing.T) []string {
 // gets no credentials, and the client a temporary failure.
 func TestXClientRefused(t *testing.T) {
 	tr := make(transcript, 10)
-	up := fakeUpstream(t, func(c *fakeConn) {
-		c.send("+OK [XCLIENT] ready\r\n")
+	up := pop3test.FakeUpstream(t, func(c *pop3test.UpstreamConn) {
+		c.Send("+OK [XCLIENT] ready\r\n")
 		tr.record(c, nil, func(line string) string {
 			if strings.HasPrefix(line, "XCLIENT ") {
 				return "-ERR You aren't allowed to use XCLIENT\r\n"
@@ -632,11 +633,11 @@ func TestXClientRefused(t *testing.T) {
 		})
 	})
 	addr, _, rec := startProxy(t, up, func(o *proxy.Options) { o.Upstream.SendClient = proxy.SendXClient })
-	c := dial(t, addr)
-	c.cmd("USER kim", "+OK*")
-	c.cmd("PASS pw-kim", "-ERR [SYS/TEMP] *")
+	c := pop3test.Dial(t, addr)
+	c.Cmd("USER kim", "+OK*")
+	c.Cmd("PASS pw-kim", "-ERR [SYS/TEMP] *")
 	lines := tr.next(t)
-	if len(lines) != 1 || !match("XCLIENT ADDR=127.0.0.1 PORT=* SESSION=* TTL=*", lines[0]) {
+	if len(lines) != 1 || !pop3test.Match("XCLIENT ADDR=127.0.0.1 PORT=* SESSION=* TTL=*", lines[0]) {
 		t.Errorf("upstream received %q, want only an XCLIENT line", lines)
 	}
 	if ev := lastAuth(t, rec); ev.OK || !ev.DialFailed || !strings.Contains(ev.Reason, "XCLIENT refused") {
@@ -657,14 +658,14 @@ func TestXClientNotOffered(t *testing.T) {
 		{"+OK [XCLIENT] ready", proxy.SendNothing},
 	} {
 		tr := make(transcript, 10)
-		up := fakeUpstream(t, func(c *fakeConn) {
-			c.send(tt.greeting + "\r\n")
+		up := pop3test.FakeUpstream(t, func(c *pop3test.UpstreamConn) {
+			c.Send(tt.greeting + "\r\n")
 			tr.record(c, nil, func(string) string { return "+OK\r\n" })
 		})
 		addr, _, _ := startProxy(t, up, func(o *proxy.Options) { o.Upstream.SendClient = tt.sendClient })
-		c := dial(t, addr)
-		c.login("lee", "pw-lee")
-		c.cmd("QUIT", "+OK*")
+		c := pop3test.Dial(t, addr)
+		c.Login("lee", "pw-lee")
+		c.Cmd("QUIT", "+OK*")
 		if lines := tr.next(t); !slices.Equal(lines, []string{"USER lee", "PASS pw-lee", "QUIT"}) {
 			t.Errorf("greeting %q, SendClient %d: upstream received %q", tt.greeting, tt.sendClient, lines)
 		}
@@ -696,9 +697,9 @@ func TestLoopBetweenTwoProxies(t *testing.T) {
 	}
 	recA := start(la, lb.Addr().String())
 	recB := start(lb, la.Addr().String())
-	c := dial(t, la.Addr().String())
-	c.cmd("USER alice", "+OK*")
-	c.cmd("PASS secret", "-ERR [SYS/TEMP] *")
+	c := pop3test.Dial(t, la.Addr().String())
+	c.Cmd("USER alice", "+OK*")
+	c.Cmd("PASS secret", "-ERR [SYS/TEMP] *")
 	recA.mu.Lock()
 	defer recA.mu.Unlock()
 	recB.mu.Lock()

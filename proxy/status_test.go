@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"github.com/popproxy/popproxy/internal/pop3test"
 	"strings"
 	"testing"
 )
@@ -9,24 +10,24 @@ import (
 // only if it is valid, and that no control character does, on every path that
 // relays an upstream's status: a refused login, a command, QUIT.
 func TestUpstreamResponseCodes(t *testing.T) {
-	up := fakeUpstream(t, func(c *fakeConn) {
-		c.send("+OK fake ready\r\n")
+	up := pop3test.FakeUpstream(t, func(c *pop3test.UpstreamConn) {
+		c.Send("+OK fake ready\r\n")
 		for {
-			switch c.line() {
+			switch c.Line() {
 			case "USER bad":
-				c.send("+OK\r\n")
+				c.Send("+OK\r\n")
 			case "PASS code":
-				c.send("-ERR [AUTH\x1b[2J] go away\r\n")
+				c.Send("-ERR [AUTH\x1b[2J] go away\r\n")
 			case "USER u":
-				c.send("+OK\r\n")
+				c.Send("+OK\r\n")
 			case "PASS p":
-				c.send("+OK logged in\r\n")
+				c.Send("+OK logged in\r\n")
 			case "NOOP":
-				c.send("-ERR [IN-USE\r+OK] locked\r\n")
+				c.Send("-ERR [IN-USE\r+OK] locked\r\n")
 			case "RSET":
-				c.send("+OK [sys/temp] [X-" + strings.Repeat("A", 70) + "] [SYS/TEMP] kept\r\n")
+				c.Send("+OK [sys/temp] [X-" + strings.Repeat("A", 70) + "] [SYS/TEMP] kept\r\n")
 			case "QUIT":
-				c.send("+OK [BYE\x00] bye\r\n")
+				c.Send("+OK [BYE\x00] bye\r\n")
 				return
 			default:
 				return
@@ -34,12 +35,12 @@ func TestUpstreamResponseCodes(t *testing.T) {
 		}
 	})
 	addr, _, _ := startProxy(t, up, nil)
-	c := dial(t, addr)
-	c.cmd("USER bad", "+OK*")
-	c.cmd("PASS code", "-ERR go away") // the invalid code dropped, none invented
-	c.login("u", "p")
-	c.cmd("NOOP", "-ERR locked")
-	c.cmd("RSET", "+OK [SYS/TEMP] kept")
-	c.cmd("QUIT", "+OK bye")
-	c.closed()
+	c := pop3test.Dial(t, addr)
+	c.Cmd("USER bad", "+OK*")
+	c.Cmd("PASS code", "-ERR go away") // the invalid code dropped, none invented
+	c.Login("u", "p")
+	c.Cmd("NOOP", "-ERR locked")
+	c.Cmd("RSET", "+OK [SYS/TEMP] kept")
+	c.Cmd("QUIT", "+OK bye")
+	c.Closed()
 }

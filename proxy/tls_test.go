@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/popproxy/popproxy/internal/pop3test"
 	"github.com/popproxy/popproxy/proxy"
 	"github.com/popproxy/popproxy/tlsconf"
 )
@@ -64,19 +65,19 @@ func clientTLS(t *testing.T) *tls.Config {
 }
 
 // stls sends STLS, expects +OK and switches c to TLS.
-func (c *client) stls(cfg *tls.Config) {
-	c.t.Helper()
-	c.cmd("STLS", "+OK*")
-	if c.r.Buffered() > 0 {
-		c.t.Fatal("server sent data after its STLS +OK")
+func stls(c *pop3test.Client, cfg *tls.Config) {
+	c.T.Helper()
+	c.Cmd("STLS", "+OK*")
+	if c.R.Buffered() > 0 {
+		c.T.Fatal("server sent data after its STLS +OK")
 	}
-	tc := tls.Client(c.conn, cfg)
+	tc := tls.Client(c.Conn, cfg)
 	tc.SetDeadline(time.Now().Add(5 * time.Second))
 	if err := tc.Handshake(); err != nil {
-		c.t.Fatalf("handshake: %v", err)
+		c.T.Fatalf("handshake: %v", err)
 	}
-	c.conn = tc
-	c.r = bufio.NewReader(tc)
+	c.Conn = tc
+	c.R = bufio.NewReader(tc)
 }
 
 func startTLSListener(t *testing.T, upstream string, mode proxy.TLSMode, require bool) (string, *recorder) {
@@ -91,20 +92,20 @@ func TestSTLSCommandInjection(t *testing.T) {
 	up := startMaildrop(t)
 	addr, rec := startTLSListener(t, up.Addr().String(), proxy.TLSStartTLS, true)
 	for _, injected := range []string{"CAPA\r\n", "USER victim\r\n"} {
-		c := dial(t, addr)
-		c.send("STLS\r\n" + injected)
-		c.expect("-ERR commands after STLS*")
-		c.closed()
+		c := pop3test.Dial(t, addr)
+		c.Send("STLS\r\n" + injected)
+		c.Expect("-ERR commands after STLS*")
+		c.Closed()
 		if ev := rec.waitClose(t); ev.Reason != "stls_injection" {
 			t.Errorf("close reason %q", ev.Reason)
 		}
 	}
 	// Split over two writes: the injected line reaches the TLS handshake as
 	// garbage and kills it; it is never answered.
-	c := dial(t, addr)
-	c.cmd("STLS", "+OK*")
-	c.send("CAPA\r\n")
-	c.closed()
+	c := pop3test.Dial(t, addr)
+	c.Cmd("STLS", "+OK*")
+	c.Send("CAPA\r\n")
+	c.Closed()
 	if ev := rec.waitClose(t); ev.Reason != "tls_failed" {
 		t.Errorf("close reason %q", ev.Reason)
 	}
@@ -116,29 +117,29 @@ func TestSTLSCommandInjection(t *testing.T) {
 func TestSTLSRules(t *testing.T) {
 	up := startMaildrop(t)
 	addr, rec := startTLSListener(t, up.Addr().String(), proxy.TLSStartTLS, true)
-	c := dial(t, addr)
-	c.cmd("STLS now", "-ERR STLS takes no arguments")
-	c.cmd("CAPA", "+OK*")
-	before := c.body()
+	c := pop3test.Dial(t, addr)
+	c.Cmd("STLS now", "-ERR STLS takes no arguments")
+	c.Cmd("CAPA", "+OK*")
+	before := c.Body()
 	if !strings.Contains(before, "STLS\r\n") || strings.Contains(before, "USER") || strings.Contains(before, "SASL") {
 		t.Errorf("CAPA before STLS = %q", before)
 	}
-	c.cmd("USER alice", "-ERR [AUTH] TLS required*")
-	c.cmd("AUTH PLAIN AGFsaWNlAHNlY3JldA==", "-ERR [AUTH] TLS required*")
-	c.stls(clientTLS(t))
-	c.cmd("STLS", "-ERR TLS already active")
-	c.cmd("CAPA", "+OK*")
-	after := c.body()
+	c.Cmd("USER alice", "-ERR [AUTH] TLS required*")
+	c.Cmd("AUTH PLAIN AGFsaWNlAHNlY3JldA==", "-ERR [AUTH] TLS required*")
+	stls(c, clientTLS(t))
+	c.Cmd("STLS", "-ERR TLS already active")
+	c.Cmd("CAPA", "+OK*")
+	after := c.Body()
 	if strings.Contains(after, "STLS") || !strings.Contains(after, "USER\r\n") || !strings.Contains(after, "SASL PLAIN LOGIN\r\n") {
 		t.Errorf("CAPA after STLS = %q", after)
 	}
-	c.login("alice", "secret")
-	c.cmd("STLS", "-ERR already logged in")
-	c.cmd("RETR 1", "+OK*")
-	if got := c.body(); got != string(sampleMessages[0].Data) {
+	c.Login("alice", "secret")
+	c.Cmd("STLS", "-ERR already logged in")
+	c.Cmd("RETR 1", "+OK*")
+	if got := c.Body(); got != string(sampleMessages[0].Data) {
 		t.Errorf("RETR over TLS = %q", got)
 	}
-	c.cmd("QUIT", "+OK*")
+	c.Cmd("QUIT", "+OK*")
 	rec.waitClose(t)
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
@@ -151,10 +152,10 @@ func TestSTLSRules(t *testing.T) {
 func TestSTLSForgetsUser(t *testing.T) {
 	up := startMaildrop(t)
 	addr, _ := startTLSListener(t, up.Addr().String(), proxy.TLSStartTLS, false)
-	c := dial(t, addr)
-	c.cmd("USER alice", "+OK*")
-	c.stls(clientTLS(t))
-	c.cmd("PASS secret", "-ERR send USER first")
+	c := pop3test.Dial(t, addr)
+	c.Cmd("USER alice", "+OK*")
+	stls(c, clientTLS(t))
+	c.Cmd("PASS secret", "-ERR send USER first")
 }
 
 func TestImplicitTLS(t *testing.T) {
@@ -165,15 +166,15 @@ func TestImplicitTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &client{t: t, conn: conn, r: bufio.NewReader(conn)}
-	c.expect("+OK popproxy ready *")
-	c.cmd("CAPA", "+OK*")
-	if capa := c.body(); strings.Contains(capa, "STLS") || !strings.Contains(capa, "USER") {
+	c := pop3test.NewClient(t, conn)
+	c.Expect("+OK popproxy ready *")
+	c.Cmd("CAPA", "+OK*")
+	if capa := c.Body(); strings.Contains(capa, "STLS") || !strings.Contains(capa, "USER") {
 		t.Errorf("CAPA on implicit TLS = %q", capa)
 	}
-	c.login("alice", "secret")
-	c.cmd("STAT", "+OK 3 *")
-	c.cmd("QUIT", "+OK*")
+	c.Login("alice", "secret")
+	c.Cmd("STAT", "+OK 3 *")
+	c.Cmd("QUIT", "+OK*")
 	conn.Close()
 	rec.waitClose(t)
 	rec.mu.Lock()

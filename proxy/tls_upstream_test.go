@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/popproxy/popproxy/internal/pop3test"
 	"github.com/popproxy/popproxy/internal/testdovecot"
 	"github.com/popproxy/popproxy/proxy"
 )
@@ -32,10 +33,10 @@ func TestUpstreamSTLSNeverFallsBack(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var mu sync.Mutex
 			var received []string
-			up := fakeUpstream(t, func(c *fakeConn) {
-				c.send("+OK legacy ready\r\n")
+			up := pop3test.FakeUpstream(t, func(c *pop3test.UpstreamConn) {
+				c.Send("+OK legacy ready\r\n")
 				for {
-					line := c.line()
+					line := c.Line()
 					if line == "" {
 						return
 					}
@@ -44,11 +45,11 @@ func TestUpstreamSTLSNeverFallsBack(t *testing.T) {
 					mu.Unlock()
 					switch line {
 					case "CAPA":
-						c.send(tt.capa)
+						c.Send(tt.capa)
 					case "STLS":
-						c.send(tt.stls)
+						c.Send(tt.stls)
 					default:
-						c.send("+OK\r\n")
+						c.Send("+OK\r\n")
 					}
 				}
 			})
@@ -56,9 +57,9 @@ func TestUpstreamSTLSNeverFallsBack(t *testing.T) {
 				o.Upstream.TLSMode = proxy.TLSStartTLS
 				o.Upstream.TLSConfig = clientTLS(t)
 			})
-			c := dial(t, addr)
-			c.cmd("USER alice", "+OK*")
-			c.cmd("PASS secret", "-ERR [SYS/TEMP] *")
+			c := pop3test.Dial(t, addr)
+			c.Cmd("USER alice", "+OK*")
+			c.Cmd("PASS secret", "-ERR [SYS/TEMP] *")
 			mu.Lock()
 			defer mu.Unlock()
 			for _, line := range received {
@@ -98,12 +99,12 @@ func TestUpstreamSTLSForgetsPlaintextOffers(t *testing.T) {
 			var id atomic.Value // the proxy's, from its greeting
 			var mu sync.Mutex
 			var underTLS []string
-			up := fakeUpstream(t, func(c *fakeConn) {
+			up := pop3test.FakeUpstream(t, func(c *pop3test.UpstreamConn) {
 				own := id.Load().(string)
-				c.send("+OK [XCLIENT] popproxy ready " + own + "\r\n")
+				c.Send("+OK [XCLIENT] popproxy ready " + own + "\r\n")
 				secure := false
 				for {
-					line := c.line()
+					line := c.Line()
 					switch {
 					case line == "":
 						return
@@ -115,16 +116,16 @@ func TestUpstreamSTLSForgetsPlaintextOffers(t *testing.T) {
 					switch line {
 					case "CAPA":
 						caps := map[bool]string{false: "STLS\r\n" + tt.plainCapa, true: tt.tlsCapa}[secure]
-						c.send("+OK\r\n" + strings.ReplaceAll(caps, "ID", own) + ".\r\n")
+						c.Send("+OK\r\n" + strings.ReplaceAll(caps, "ID", own) + ".\r\n")
 					case "STLS":
-						c.send("+OK begin TLS\r\n")
-						tc := tls.Server(c.conn, serverTLS(t))
+						c.Send("+OK begin TLS\r\n")
+						tc := tls.Server(c.Conn, serverTLS(t))
 						if tc.Handshake() != nil {
 							return
 						}
-						c.conn, c.r, secure = tc, bufio.NewReader(tc), true
+						c.Conn, c.R, secure = tc, bufio.NewReader(tc), true
 					default:
-						c.send("+OK\r\n")
+						c.Send("+OK\r\n")
 					}
 				}
 			})
@@ -133,9 +134,9 @@ func TestUpstreamSTLSForgetsPlaintextOffers(t *testing.T) {
 				o.Upstream.TLSConfig = clientTLS(t)
 				o.Upstream.SendClient = proxy.SendXClient
 			})
-			c := dial(t, addr)
-			c.cmd("CAPA", "+OK*")
-			for _, line := range strings.Split(c.body(), "\r\n") {
+			c := pop3test.Dial(t, addr)
+			c.Cmd("CAPA", "+OK*")
+			for _, line := range strings.Split(c.Body(), "\r\n") {
 				if own, ok := strings.CutPrefix(line, "XPOPPROXY "); ok {
 					id.Store(own)
 				}
@@ -143,12 +144,12 @@ func TestUpstreamSTLSForgetsPlaintextOffers(t *testing.T) {
 			if id.Load() == nil {
 				t.Fatal("the proxy's CAPA lists no XPOPPROXY <id>")
 			}
-			c.cmd("USER alice", "+OK*")
+			c.Cmd("USER alice", "+OK*")
 			if tt.ok {
-				c.cmd("PASS secret", "+OK*")
-				c.cmd("QUIT", "+OK*")
+				c.Cmd("PASS secret", "+OK*")
+				c.Cmd("QUIT", "+OK*")
 			} else {
-				c.cmd("PASS secret", "-ERR [SYS/TEMP] *")
+				c.Cmd("PASS secret", "-ERR [SYS/TEMP] *")
 			}
 			mu.Lock()
 			defer mu.Unlock()
@@ -156,7 +157,7 @@ func TestUpstreamSTLSForgetsPlaintextOffers(t *testing.T) {
 				t.Fatalf("received under TLS %q, want %q", underTLS, tt.want)
 			}
 			for i, want := range tt.want {
-				if want = strings.ReplaceAll(want, "ID", id.Load().(string)); !match(want, underTLS[i]) {
+				if want = strings.ReplaceAll(want, "ID", id.Load().(string)); !pop3test.Match(want, underTLS[i]) {
 					t.Errorf("command %d under TLS %q, want %q", i, underTLS[i], want)
 				}
 			}
@@ -205,9 +206,9 @@ func TestDovecotUpstreamTLS(t *testing.T) {
 				o.Upstream.TLSMode = tt.mode
 				o.Upstream.TLSConfig = wrongName
 			})
-			c := dial(t, addr)
-			c.cmd("USER tls", "+OK*")
-			c.cmd("PASS pw-tls", "-ERR [SYS/TEMP] *")
+			c := pop3test.Dial(t, addr)
+			c.Cmd("USER tls", "+OK*")
+			c.Cmd("PASS pw-tls", "-ERR [SYS/TEMP] *")
 			rec.mu.Lock()
 			defer rec.mu.Unlock()
 			if len(rec.auths) != 1 || !strings.Contains(rec.auths[0].Reason, "certificate") {

@@ -17,6 +17,11 @@ const opTimeout = 60 * time.Second
 // time, each reply read to its end and checked for +OK, bodies counted and
 // discarded. It shares no code with the proxy, so a relay bug cannot hide
 // behind the same bug in the client.
+//
+// It is not internal/pop3test's client on purpose: that one is for
+// transcripts (it keeps each line and body in memory, matches patterns and
+// fails a test), while this one measures, so it allocates nothing per line,
+// takes the read buffer size as a parameter and returns errors to the run.
 type client struct {
 	conn net.Conn
 	r    *bufio.Reader

@@ -10,7 +10,9 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/popproxy/popproxy/internal/pop3test"
 	"github.com/popproxy/popproxy/internal/testdovecot"
 )
 
@@ -36,16 +38,16 @@ limits:
 
 	login := func(user, pass, want string) {
 		t.Helper()
-		c, err := dialPOP(&net.Dialer{}, addr)
+		c, err := pop3test.DialConn(&net.Dialer{}, addr, 20*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer c.close()
-		c.cmd("USER " + user)
-		if reply, _ := c.cmd("PASS " + pass); !strings.HasPrefix(reply, want) {
+		defer c.Close()
+		c.Cmd("USER " + user)
+		if reply, _ := c.Cmd("PASS " + pass); !strings.HasPrefix(reply, want) {
 			t.Errorf("%s: %q, want %s...", user, strings.TrimSpace(reply), want)
 		}
-		c.cmd("QUIT")
+		c.Cmd("QUIT")
 	}
 	limits := func(args ...string) string {
 		t.Helper()

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"errors"
+	"github.com/popproxy/popproxy/internal/pop3test"
 	"net"
 	"os"
 	"os/exec"
@@ -166,12 +167,12 @@ func TestSecondSignalStopsNow(t *testing.T) {
 	cfg := writeConfig(t, "listeners: [{name: pop3, address: "+addr+"}]\nupstream: {address: "+drop+
 		"}\ntimeouts: {shutdown_grace: 30s}\naudit: {output: "+auditPath+"}\n")
 	cmd := startBinary(t, bin, cfg, addr)
-	c, err := dialPOP(&net.Dialer{}, addr)
+	c, err := pop3test.DialConn(&net.Dialer{}, addr, 20*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.close()
-	if err := c.login("u", "p"); err != nil {
+	defer c.Close()
+	if err := c.Login("u", "p"); err != nil {
 		t.Fatal(err)
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
@@ -184,7 +185,7 @@ func TestSecondSignalStopsNow(t *testing.T) {
 	if waited := time.Since(start); waited > 10*time.Second {
 		t.Errorf("the second signal took %v to stop popproxy", waited)
 	}
-	if line, _ := c.r.ReadString('\n'); line != "-ERR [SYS/TEMP] server shutting down\r\n" {
+	if line, _ := c.ReadLine(); line != "-ERR [SYS/TEMP] server shutting down\r\n" {
 		t.Errorf("the client read %q", line)
 	}
 	data, _ := os.ReadFile(auditPath)
@@ -217,12 +218,12 @@ func TestDemoShortGrace(t *testing.T) {
 		}
 		close(log)
 	}()
-	c, err := dialPOP(&net.Dialer{}, addr)
+	c, err := pop3test.DialConn(&net.Dialer{}, addr, 20*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.close()
-	if err := c.login(demoUser, demoPassword); err != nil {
+	defer c.Close()
+	if err := c.Login(demoUser, demoPassword); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()

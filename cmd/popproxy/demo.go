@@ -7,8 +7,8 @@ import (
 	"net"
 	"time"
 
-	"github.com/popproxy/popproxy/examples/maildrop"
 	"github.com/popproxy/popproxy/internal/config"
+	"github.com/popproxy/popproxy/internal/maildrop"
 )
 
 // Demo credentials, printed for the user.

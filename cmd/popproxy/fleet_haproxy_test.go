@@ -7,7 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/popproxy/popproxy/internal/pop3test"
 	"github.com/popproxy/popproxy/internal/testdovecot"
 	"github.com/popproxy/popproxy/internal/testredis"
 )
@@ -54,26 +56,26 @@ limits:
 
 	// login opens a session through HAProxy from ip and returns the reply
 	// to PASS.
-	login := func(ip, user, pass string) (*popConn, string) {
+	login := func(ip, user, pass string) (*pop3test.Conn, string) {
 		t.Helper()
-		c, err := dialPOP(&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}, front)
+		c, err := pop3test.DialConn(&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}, front, 20*time.Second)
 		if err != nil {
 			t.Fatalf("%s from %s: %v", user, ip, err)
 		}
-		if _, err := c.cmd("USER " + user); err != nil {
+		if _, err := c.Cmd("USER " + user); err != nil {
 			t.Fatal(err)
 		}
-		reply, _ := c.cmd("PASS " + pass)
+		reply, _ := c.Cmd("PASS " + pass)
 		return c, strings.TrimSpace(reply)
 	}
 	expect := func(ip, user, pass, want string) {
 		t.Helper()
 		c, reply := login(ip, user, pass)
-		defer c.close()
+		defer c.Close()
 		if !strings.HasPrefix(reply, want) {
 			t.Errorf("%s from %s: %q, want %s...", user, ip, reply, want)
 		}
-		c.cmd("QUIT")
+		c.Cmd("QUIT")
 	}
 	// refusals returns how many logins each instance refused for limit.
 	refusals := func(limit string) [2]int {
@@ -123,14 +125,14 @@ limits:
 	if n := refusals("user_sessions"); n[0] == before[0] || n[1] == before[1] {
 		t.Errorf("[IN-USE] refusals per instance %v (before %v): want both instances to refuse bob's second session", n, before)
 	}
-	if _, err := held.cmd("QUIT"); err != nil {
+	if _, err := held.Cmd("QUIT"); err != nil {
 		t.Fatal(err)
 	}
-	held.close()
+	held.Close()
 	waitFor(t, fleetLease, "bob's slot freed after QUIT", func() bool {
 		c, reply := login("127.0.4.23", "bob", "bpass")
-		defer c.close()
-		c.cmd("QUIT")
+		defer c.Close()
+		c.Cmd("QUIT")
 		return strings.HasPrefix(reply, "+OK")
 	})
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/popproxy/popproxy/internal/pop3test"
 	"github.com/popproxy/popproxy/internal/testdovecot"
 	"github.com/popproxy/popproxy/internal/testredis"
 )
@@ -63,16 +64,16 @@ limits:
 
 // login opens a session on instance i and logs in; it returns the session
 // and the reply to PASS.
-func (f *fleet) login(t *testing.T, i int, user, pass string) (*popConn, string) {
+func (f *fleet) login(t *testing.T, i int, user, pass string) (*pop3test.Conn, string) {
 	t.Helper()
-	c, err := dialPOP(&net.Dialer{}, f.addr[i])
+	c, err := pop3test.DialConn(&net.Dialer{}, f.addr[i], 20*time.Second)
 	if err != nil {
 		t.Fatalf("instance %d: %v", i, err)
 	}
-	if _, err := c.cmd("USER " + user); err != nil {
+	if _, err := c.Cmd("USER " + user); err != nil {
 		t.Fatal(err)
 	}
-	reply, _ := c.cmd("PASS " + pass)
+	reply, _ := c.Cmd("PASS " + pass)
 	return c, strings.TrimSpace(reply)
 }
 
@@ -81,11 +82,11 @@ func (f *fleet) login(t *testing.T, i int, user, pass string) (*popConn, string)
 func (f *fleet) expectLogin(t *testing.T, i int, user, pass, want string) {
 	t.Helper()
 	c, reply := f.login(t, i, user, pass)
-	defer c.close()
+	defer c.Close()
 	if !strings.HasPrefix(reply, want) {
 		t.Errorf("%s on instance %d: %q, want %s...", user, i, reply, want)
 	}
-	c.cmd("QUIT")
+	c.Cmd("QUIT")
 }
 
 func (f *fleet) limits(t *testing.T, args ...string) string {
@@ -131,14 +132,14 @@ func TestFleetSharesLimits(t *testing.T) {
 		t.Fatalf("bob on A: %q", reply)
 	}
 	f.expectLogin(t, 1, "bob", "bpass", "-ERR [IN-USE]")
-	if _, err := a.cmd("QUIT"); err != nil {
+	if _, err := a.Cmd("QUIT"); err != nil {
 		t.Fatal(err)
 	}
-	a.close()
+	a.Close()
 	waitFor(t, 2*time.Second, "bob's slot freed after QUIT", func() bool {
 		c, reply := f.login(t, 1, "bob", "bpass")
-		defer c.close()
-		c.cmd("QUIT")
+		defer c.Close()
+		c.Cmd("QUIT")
 		return strings.HasPrefix(reply, "+OK")
 	})
 
@@ -180,15 +181,15 @@ func TestFleetSharesLimits(t *testing.T) {
 	if !strings.HasPrefix(reply, "+OK") {
 		t.Fatalf("carol on A: %q", reply)
 	}
-	defer a.close()
+	defer a.Close()
 	f.cmd[0].Process.Signal(syscall.SIGKILL)
 	f.cmd[0].Wait()
 	killed := time.Now()
 	f.expectLogin(t, 1, "carol", "cpass", "-ERR [IN-USE]")
 	waitFor(t, fleetLease+2*time.Second, "carol's slot freed by the lease", func() bool {
 		c, reply := f.login(t, 1, "carol", "cpass")
-		defer c.close()
-		c.cmd("QUIT")
+		defer c.Close()
+		c.Cmd("QUIT")
 		return strings.HasPrefix(reply, "+OK")
 	})
 	t.Logf("a killed instance's session freed %v after the kill (lease %v)", time.Since(killed).Round(10*time.Millisecond), fleetLease)

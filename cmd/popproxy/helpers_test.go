@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/popproxy/popproxy/examples/maildrop"
+	"github.com/popproxy/popproxy/internal/maildrop"
 )
 
 // buildBinary compiles popproxy once for the tests that run it as a process,

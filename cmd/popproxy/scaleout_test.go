@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/popproxy/popproxy/internal/config"
+	"github.com/popproxy/popproxy/internal/pop3test"
 	"github.com/popproxy/popproxy/internal/route"
 	"github.com/popproxy/popproxy/internal/testdovecot"
 )
@@ -318,19 +319,19 @@ audit: {output: %q}
 
 	// login logs in as user and returns the session and the backend its
 	// first message says it is on.
-	login := func(user, pass string) (*popConn, string) {
+	login := func(user, pass string) (*pop3test.Conn, string) {
 		t.Helper()
-		c, err := dialPOP(&net.Dialer{}, addr)
+		c, err := pop3test.DialConn(&net.Dialer{}, addr, 20*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := c.login(user, pass); err != nil {
-			c.close()
+		if err := c.Login(user, pass); err != nil {
+			c.Close()
 			t.Fatalf("%s: %v", user, err)
 		}
-		_, body, err := c.multi("RETR 1")
+		_, body, err := c.Multi("RETR 1")
 		if err != nil {
-			c.close()
+			c.Close()
 			t.Fatalf("%s: %v", user, err)
 		}
 		m := regexp.MustCompile(`on backend (\w+)`).FindSubmatch(body)
@@ -339,10 +340,10 @@ audit: {output: %q}
 		}
 		return c, string(m[1])
 	}
-	quit := func(c *popConn, user string) {
+	quit := func(c *pop3test.Conn, user string) {
 		t.Helper()
-		defer c.close()
-		if _, err := c.cmd("QUIT"); err != nil {
+		defer c.Close()
+		if _, err := c.Cmd("QUIT"); err != nil {
 			t.Errorf("%s: %v", user, err)
 		}
 	}
@@ -373,7 +374,7 @@ audit: {output: %q}
 	waitLog(t, proxy, "reload: limits and routes applied")
 	check("dave", "pd", "a")
 	// The session opened before the reload is still on b.
-	if _, body, err := old.multi("RETR 1"); err != nil || !bytes.Contains(body, []byte("on backend b")) {
+	if _, body, err := old.Multi("RETR 1"); err != nil || !bytes.Contains(body, []byte("on backend b")) {
 		t.Errorf("dave's session from before the reload: %q %v", body, err)
 	}
 	quit(old, "dave")
@@ -518,10 +519,10 @@ backend popproxy
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(probeIP)}, Timeout: time.Second}
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		c, err := dialPOP(dialer, front)
+		c, err := pop3test.DialConn(dialer, front, 20*time.Second)
 		if err == nil {
-			_, err = c.cmd("QUIT")
-			c.close()
+			_, err = c.Cmd("QUIT")
+			c.Close()
 			if err != nil {
 				t.Fatalf("probe through haproxy: %v", err)
 			}
@@ -645,31 +646,24 @@ func scaleMessage(user string, i int) []byte {
 	return []byte(b.String())
 }
 
-// mailbox is what a server sends for one user: the UIDL listing and each
-// RETR's body, as raw wire bytes (dot-stuffed, terminator included).
-type mailbox struct {
-	uidl   []byte
-	bodies [][]byte
-}
-
 // referenceMailboxes fetches every user's mailbox straight from the server.
-func referenceMailboxes(t *testing.T, addr string, users map[string]string) map[string]mailbox {
+func referenceMailboxes(t *testing.T, addr string, users map[string]string) map[string]pop3test.Mailbox {
 	t.Helper()
-	out := map[string]mailbox{}
+	out := map[string]pop3test.Mailbox{}
 	for u, p := range users {
-		c, err := dialPOP(&net.Dialer{}, addr)
+		c, err := pop3test.DialConn(&net.Dialer{}, addr, 20*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
-		err = c.login(u, p)
-		var m mailbox
+		err = c.Login(u, p)
+		var m pop3test.Mailbox
 		if err == nil {
-			m, err = c.fetchAll()
+			m, err = c.FetchAll()
 		}
 		if err == nil {
-			_, err = c.cmd("QUIT")
+			_, err = c.Cmd("QUIT")
 		}
-		c.close()
+		c.Close()
 		if err != nil {
 			t.Fatalf("%s directly from dovecot: %v", u, err)
 		}
@@ -679,7 +673,7 @@ func referenceMailboxes(t *testing.T, addr string, users map[string]string) map[
 }
 
 // runScaleClient is one client's session through the balancer, from ip.
-func runScaleClient(wg *sync.WaitGroup, errs chan<- error, retrs *atomic.Int64, addr string, ip netip.Addr, user, pass string, want mailbox) {
+func runScaleClient(wg *sync.WaitGroup, errs chan<- error, retrs *atomic.Int64, addr string, ip netip.Addr, user, pass string, want pop3test.Mailbox) {
 	defer wg.Done()
 	if err := scaleSession(addr, ip, user, pass, want, retrs); err != nil {
 		errs <- fmt.Errorf("client %s (%s): %w", ip, user, err)
@@ -687,7 +681,7 @@ func runScaleClient(wg *sync.WaitGroup, errs chan<- error, retrs *atomic.Int64, 
 }
 
 // loopScaleClient runs sessions one after the other until the time is up.
-func loopScaleClient(wg *sync.WaitGroup, errs chan<- error, sessions, retrs *atomic.Int64, until time.Time, addr string, ip netip.Addr, user, pass string, want mailbox) {
+func loopScaleClient(wg *sync.WaitGroup, errs chan<- error, sessions, retrs *atomic.Int64, until time.Time, addr string, ip netip.Addr, user, pass string, want pop3test.Mailbox) {
 	defer wg.Done()
 	for n := 1; time.Now().Before(until); n++ {
 		if err := scaleSession(addr, ip, user, pass, want, retrs); err != nil {
@@ -700,32 +694,32 @@ func loopScaleClient(wg *sync.WaitGroup, errs chan<- error, sessions, retrs *ato
 
 // scaleSession logs in from ip, lists and retrieves every message, compares
 // everything with want, and quits.
-func scaleSession(addr string, ip netip.Addr, user, pass string, want mailbox, retrs *atomic.Int64) error {
-	c, err := dialPOP(&net.Dialer{LocalAddr: &net.TCPAddr{IP: ip.AsSlice()}, Timeout: 5 * time.Second}, addr)
+func scaleSession(addr string, ip netip.Addr, user, pass string, want pop3test.Mailbox, retrs *atomic.Int64) error {
+	c, err := pop3test.DialConn(&net.Dialer{LocalAddr: &net.TCPAddr{IP: ip.AsSlice()}, Timeout: 5 * time.Second}, addr, 20*time.Second)
 	if err != nil {
 		return err
 	}
-	defer c.close()
-	if err := c.login(user, pass); err != nil {
+	defer c.Close()
+	if err := c.Login(user, pass); err != nil {
 		return err
 	}
-	got, err := c.fetchAll()
-	retrs.Add(int64(len(got.bodies)))
+	got, err := c.FetchAll()
+	retrs.Add(int64(len(got.Bodies)))
 	if err != nil {
 		return err
 	}
-	if !bytes.Equal(got.uidl, want.uidl) {
-		return fmt.Errorf("UIDL %q, want %q", got.uidl, want.uidl)
+	if !bytes.Equal(got.UIDL, want.UIDL) {
+		return fmt.Errorf("UIDL %q, want %q", got.UIDL, want.UIDL)
 	}
-	if len(got.bodies) != len(want.bodies) {
-		return fmt.Errorf("%d messages, want %d", len(got.bodies), len(want.bodies))
+	if len(got.Bodies) != len(want.Bodies) {
+		return fmt.Errorf("%d messages, want %d", len(got.Bodies), len(want.Bodies))
 	}
-	for i, body := range got.bodies {
-		if !bytes.Equal(body, want.bodies[i]) {
-			return fmt.Errorf("RETR %d: %d octets differ from dovecot's %d (first difference at %d)", i+1, len(body), len(want.bodies[i]), firstDiff(body, want.bodies[i]))
+	for i, body := range got.Bodies {
+		if !bytes.Equal(body, want.Bodies[i]) {
+			return fmt.Errorf("RETR %d: %d octets differ from dovecot's %d (first difference at %d)", i+1, len(body), len(want.Bodies[i]), firstDiff(body, want.Bodies[i]))
 		}
 	}
-	if _, err := c.cmd("QUIT"); err != nil {
+	if _, err := c.Cmd("QUIT"); err != nil {
 		return err
 	}
 	return nil
@@ -738,94 +732,4 @@ func firstDiff(a, b []byte) int {
 		}
 	}
 	return min(len(a), len(b))
-}
-
-// popConn is a small POP3 client that keeps multi-line replies as raw
-// wire bytes, so what the proxy relays can be compared with what the server
-// sends.
-type popConn struct {
-	conn net.Conn
-	r    *bufio.Reader
-}
-
-// dialPOP connects and reads a +OK greeting. The whole session must end
-// within 20 s.
-func dialPOP(d *net.Dialer, addr string) (*popConn, error) {
-	conn, err := d.Dial("tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	conn.SetDeadline(time.Now().Add(20 * time.Second))
-	c := &popConn{conn: conn, r: bufio.NewReader(conn)}
-	if line, err := c.r.ReadString('\n'); err != nil || !strings.HasPrefix(line, "+OK") {
-		conn.Close()
-		return nil, fmt.Errorf("greeting %q: %v", line, err)
-	}
-	return c, nil
-}
-
-func (c *popConn) close() { c.conn.Close() }
-
-func (c *popConn) login(user, pass string) error {
-	if _, err := c.cmd("USER " + user); err != nil {
-		return err
-	}
-	_, err := c.cmd("PASS " + pass)
-	return err
-}
-
-// cmd sends line and returns the status line; -ERR is an error. Errors
-// name only the verb, never the arguments (a password).
-func (c *popConn) cmd(line string) (string, error) {
-	verb, _, _ := strings.Cut(line, " ")
-	if _, err := io.WriteString(c.conn, line+"\r\n"); err != nil {
-		return "", fmt.Errorf("%s: %w", verb, err)
-	}
-	status, err := c.r.ReadString('\n')
-	if err != nil {
-		return status, fmt.Errorf("%s: %w", verb, err)
-	}
-	if !strings.HasPrefix(status, "+OK") {
-		return status, fmt.Errorf("%s: %q", verb, strings.TrimSpace(status))
-	}
-	return status, nil
-}
-
-// multi is cmd for a multi-line reply; the body is returned as sent,
-// terminating line included.
-func (c *popConn) multi(line string) (string, []byte, error) {
-	status, err := c.cmd(line)
-	if err != nil {
-		return status, nil, err
-	}
-	var body []byte
-	for {
-		l, err := c.r.ReadBytes('\n')
-		body = append(body, l...)
-		if err != nil {
-			return status, body, fmt.Errorf("%s: body cut after %d octets: %w", line, len(body), err)
-		}
-		if string(l) == ".\r\n" {
-			return status, body, nil
-		}
-	}
-}
-
-// fetchAll lists the mailbox with UIDL and retrieves every message.
-func (c *popConn) fetchAll() (mailbox, error) {
-	var m mailbox
-	_, uidl, err := c.multi("UIDL")
-	if err != nil {
-		return m, err
-	}
-	m.uidl = uidl
-	n := bytes.Count(uidl, []byte("\n")) - 1
-	for i := 1; i <= n; i++ {
-		_, body, err := c.multi("RETR " + strconv.Itoa(i))
-		if err != nil {
-			return m, err
-		}
-		m.bodies = append(m.bodies, body)
-	}
-	return m, nil
 }

@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/popproxy/popproxy/examples/maildrop"
 	"github.com/popproxy/popproxy/internal/config"
+	"github.com/popproxy/popproxy/internal/maildrop"
 	"github.com/popproxy/popproxy/tlsconf"
 )
 

@@ -1,7 +1,6 @@
 package testdovecot
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -26,105 +25,50 @@ import (
 	"testing"
 	"time"
 
+	"github.com/popproxy/popproxy/internal/pop3test"
 	"github.com/popproxy/popproxy/internal/testproc"
 )
 
-// client is a minimal hand-written POP3 client for checking the fixture.
-type client struct {
-	t *testing.T
-	c net.Conn
-	r *bufio.Reader
-}
-
-func dial(t *testing.T, addr string) *client {
+// dial connects to addr without reading the greeting: some tests send a
+// PROXY header first.
+func dial(t *testing.T, addr string) *pop3test.Client {
 	t.Helper()
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	return newClient(t, c)
+	return pop3test.NewClient(t, c)
 }
 
-func newClient(t *testing.T, c net.Conn) *client {
-	t.Helper()
-	if err := c.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	return &client{t: t, c: c, r: bufio.NewReader(c)}
-}
-
-// line reads one response line, CRLF included.
-func (c *client) line() string {
-	c.t.Helper()
-	l, err := c.r.ReadString('\n')
-	if err != nil {
-		c.t.Fatalf("read: %v (got %q)", err, l)
-	}
-	return l
-}
-
-// expect reads one line and checks that it starts with prefix.
-func (c *client) expect(prefix string) string {
-	c.t.Helper()
-	l := c.line()
-	if !strings.HasPrefix(l, prefix) {
-		c.t.Fatalf("got %q, want %q...", l, prefix)
-	}
-	return l
-}
-
-// cmd sends a command and checks the first response line.
-func (c *client) cmd(line, prefix string) string {
-	c.t.Helper()
-	if _, err := io.WriteString(c.c, line+"\r\n"); err != nil {
-		c.t.Fatal(err)
-	}
-	return c.expect(prefix)
-}
-
-// body reads a multi-line body as it is on the wire, up to and including
-// the terminating ".\r\n".
-func (c *client) body() []byte {
-	c.t.Helper()
-	var b []byte
-	for {
-		l := c.line()
-		b = append(b, l...)
-		if l == ".\r\n" {
-			return b
-		}
-	}
-}
-
-func (c *client) login(user, pass string) {
-	c.t.Helper()
-	c.expect("+OK")
-	c.cmd("USER "+user, "+OK")
-	c.cmd("PASS "+pass, "+OK")
+// login reads the greeting and logs in with USER and PASS.
+func login(c *pop3test.Client, user, pass string) {
+	c.T.Helper()
+	c.Expect("+OK*")
+	c.Login(user, pass)
 }
 
 // uidls runs UIDL and returns the UIDLs in message-number order.
-func (c *client) uidls() []string {
-	c.t.Helper()
-	c.cmd("UIDL", "+OK")
+func uidls(c *pop3test.Client) []string {
+	c.T.Helper()
+	c.Cmd("UIDL", "+OK*")
 	var out []string
-	for i, l := range strings.Split(strings.TrimSuffix(string(c.body()), ".\r\n"), "\r\n") {
+	for i, l := range strings.Split(c.Body(), "\r\n") {
 		if l == "" {
 			continue
 		}
 		var n int
 		var uidl string
 		if _, err := fmt.Sscanf(l, "%d %s", &n, &uidl); err != nil || n != i+1 {
-			c.t.Fatalf("bad UIDL line %q", l)
+			c.T.Fatalf("bad UIDL line %q", l)
 		}
 		out = append(out, uidl)
 	}
 	return out
 }
 
-// wire is what a POP3 server should send for a stored message: LF turned
-// into CRLF, dot-stuffed, terminated.
+// wire is what a POP3 server should send for a stored message, up to its
+// terminating line: LF turned into CRLF, dot-stuffed.
 func wire(msg string) string {
 	msg = strings.ReplaceAll(msg, "\r\n", "\n")
 	var b strings.Builder
@@ -137,7 +81,7 @@ func wire(msg string) string {
 		}
 		b.WriteString(strings.TrimSuffix(l, "\n") + "\r\n")
 	}
-	return b.String() + ".\r\n"
+	return b.String()
 }
 
 func TestSession(t *testing.T) {
@@ -170,32 +114,32 @@ func TestSession(t *testing.T) {
 	}
 
 	c := dial(t, d.Addr())
-	c.login("alice", "alice-pw")
-	c.cmd("STAT", "+OK 3 ")
-	if got := c.uidls(); !slices.Equal(got, want) {
+	login(c, "alice", "alice-pw")
+	c.Cmd("STAT", "+OK 3 *")
+	if got := uidls(c); !slices.Equal(got, want) {
 		t.Errorf("UIDL = %q, want %q (insertion order)", got, want)
 	}
 	for i, m := range msgs {
-		c.cmd(fmt.Sprintf("RETR %d", i+1), "+OK")
-		if got := string(c.body()); got != wire(m) {
+		c.Cmd(fmt.Sprintf("RETR %d", i+1), "+OK*")
+		if got := c.Body(); got != wire(m) {
 			t.Errorf("RETR %d = %q, want %q", i+1, got, wire(m))
 		}
 	}
-	c.cmd("RETR 2", "+OK")
-	if b := c.body(); !bytes.Contains(b, []byte("\r\n..\r\n")) {
+	c.Cmd("RETR 2", "+OK*")
+	if b := []byte(c.Body()); !bytes.Contains(b, []byte("\r\n..\r\n")) {
 		t.Errorf("RETR 2 = %q: no dot-stuffed line", b)
 	}
-	c.cmd("RETR 3", "+OK")
-	if b := c.body(); !bytes.Contains(b, []byte("\r\n..starts with a dot\r\n...two\r\n")) {
+	c.Cmd("RETR 3", "+OK*")
+	if b := []byte(c.Body()); !bytes.Contains(b, []byte("\r\n..starts with a dot\r\n...two\r\n")) {
 		t.Errorf("RETR 3 = %q: lines starting with '.' not dot-stuffed", b)
 	}
-	c.cmd("QUIT", "+OK")
+	c.Cmd("QUIT", "+OK*")
 
 	// A DELE is committed only by QUIT.
 	c = dial(t, d.Addr())
-	c.login("alice", "alice-pw")
-	c.cmd("DELE 2", "+OK")
-	c.cmd("QUIT", "+OK")
+	login(c, "alice", "alice-pw")
+	c.Cmd("DELE 2", "+OK*")
+	c.Cmd("QUIT", "+OK*")
 	got, err := d.Messages("alice")
 	if err != nil {
 		t.Fatal(err)
@@ -206,11 +150,11 @@ func TestSession(t *testing.T) {
 
 	// The other user is separate, and a password may contain spaces.
 	c = dial(t, d.Addr())
-	c.login("bob", "bob pw")
-	if got := c.uidls(); !slices.Equal(got, []string{bobUIDL}) {
+	login(c, "bob", "bob pw")
+	if got := uidls(c); !slices.Equal(got, []string{bobUIDL}) {
 		t.Errorf("bob's UIDL = %q, want %q", got, []string{bobUIDL})
 	}
-	c.cmd("QUIT", "+OK")
+	c.Cmd("QUIT", "+OK*")
 }
 
 // TestOrder checks that messages keep insertion order across more than
@@ -232,11 +176,11 @@ func TestOrder(t *testing.T) {
 	check := func() {
 		t.Helper()
 		c := dial(t, d.Addr())
-		c.login("alice", "pw")
-		if got := c.uidls(); !slices.Equal(got, want) {
+		login(c, "alice", "pw")
+		if got := uidls(c); !slices.Equal(got, want) {
 			t.Errorf("UIDL = %q, want %q", got, want)
 		}
-		c.cmd("QUIT", "+OK")
+		c.Cmd("QUIT", "+OK*")
 		msgs, err := d.Messages("alice")
 		if err != nil {
 			t.Fatal(err)
@@ -262,9 +206,9 @@ func TestStoredBytes(t *testing.T) {
 		wire       string
 		storedSize int
 	}{
-		{msg: "", size: "0", wire: "\r\n.\r\n"},
-		{msg: "Subject: a\n\nno final newline", size: "30", wire: "Subject: a\r\n\r\nno final newline\r\n.\r\n"},
-		{msg: "Subject: b\r\n\r\nmixed\nends\r\n", size: "27", wire: "Subject: b\r\n\r\nmixed\r\nends\r\n.\r\n"},
+		{msg: "", size: "0", wire: "\r\n"},
+		{msg: "Subject: a\n\nno final newline", size: "30", wire: "Subject: a\r\n\r\nno final newline\r\n"},
+		{msg: "Subject: b\r\n\r\nmixed\nends\r\n", size: "27", wire: "Subject: b\r\n\r\nmixed\r\nends\r\n"},
 	}
 	for _, tt := range tests {
 		if _, err := d.AddMessage("alice", []byte(tt.msg)); err != nil {
@@ -282,15 +226,15 @@ func TestStoredBytes(t *testing.T) {
 		}
 	}
 	c := dial(t, d.Addr())
-	c.login("alice", "pw")
+	login(c, "alice", "pw")
 	for i, tt := range tests {
-		c.cmd(fmt.Sprintf("LIST %d", i+1), fmt.Sprintf("+OK %d %s\r\n", i+1, tt.size))
-		c.cmd(fmt.Sprintf("RETR %d", i+1), "+OK "+tt.size+" octets\r\n")
-		if got := string(c.body()); got != tt.wire {
+		c.Cmd(fmt.Sprintf("LIST %d", i+1), fmt.Sprintf("+OK %d %s", i+1, tt.size))
+		c.Cmd(fmt.Sprintf("RETR %d", i+1), "+OK "+tt.size+" octets")
+		if got := c.Body(); got != tt.wire {
 			t.Errorf("RETR of %q = %q, want %q", tt.msg, got, tt.wire)
 		}
 	}
-	c.cmd("QUIT", "+OK")
+	c.Cmd("QUIT", "+OK*")
 }
 
 func must[T any](v T, err error) T {
@@ -307,8 +251,8 @@ func TestWrongPassword(t *testing.T) {
 		reply string
 		max   time.Duration
 	}{
-		{fast: false, reply: "-ERR [AUTH] Authentication failed.\r\n", max: time.Second},
-		{fast: true, reply: "-ERR [AUTH] Login disabled for this user\r\n", max: 100 * time.Millisecond},
+		{fast: false, reply: "-ERR [AUTH] Authentication failed.", max: time.Second},
+		{fast: true, reply: "-ERR [AUTH] Login disabled for this user", max: 100 * time.Millisecond},
 	} {
 		t.Run(fmt.Sprintf("FastAuthFailure=%v", tt.fast), func(t *testing.T) {
 			t.Parallel()
@@ -317,10 +261,10 @@ func TestWrongPassword(t *testing.T) {
 			// delay later ones (and good logins) by seconds if it were on.
 			for i, user := range []string{"alice", "alice", "nosuch"} {
 				c := dial(t, d.Addr())
-				c.expect("+OK")
-				c.cmd("USER "+user, "+OK")
+				c.Expect("+OK*")
+				c.Cmd("USER "+user, "+OK*")
 				start := time.Now()
-				if got := c.cmd("PASS wrong", "-ERR"); got != tt.reply {
+				if got := c.Cmd("PASS wrong", "-ERR*"); got != tt.reply {
 					t.Errorf("attempt %d: got %q, want %q", i, got, tt.reply)
 				}
 				if el := time.Since(start); el > tt.max {
@@ -328,12 +272,12 @@ func TestWrongPassword(t *testing.T) {
 				}
 				// The session goes on: a good login still works.
 				start = time.Now()
-				c.cmd("USER alice", "+OK")
-				c.cmd("PASS pw", "+OK")
+				c.Cmd("USER alice", "+OK*")
+				c.Cmd("PASS pw", "+OK*")
 				if el := time.Since(start); el > time.Second {
 					t.Errorf("good login after failures took %v, want < 1s", el)
 				}
-				c.cmd("QUIT", "+OK")
+				c.Cmd("QUIT", "+OK*")
 			}
 			log := string(must(os.ReadFile(d.LogPath())))
 			for _, s := range []string{"Password mismatch", "unknown user"} {
@@ -410,26 +354,26 @@ func TestTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { tc.Close() })
-	c := newClient(t, tc)
-	c.login("alice", "pw")
-	c.cmd("QUIT", "+OK")
+	c := pop3test.NewClient(t, tc)
+	login(c, "alice", "pw")
+	c.Cmd("QUIT", "+OK*")
 
 	// STLS on the plain port, verified by name.
 	c = dial(t, d.Addr())
-	c.expect("+OK")
-	c.cmd("CAPA", "+OK")
-	if capa := string(c.body()); !strings.Contains(capa, "\r\nSTLS\r\n") {
+	c.Expect("+OK*")
+	c.Cmd("CAPA", "+OK*")
+	if capa := c.Body(); !strings.Contains(capa, "\r\nSTLS\r\n") {
 		t.Fatalf("CAPA without STLS: %q", capa)
 	}
-	c.cmd("STLS", "+OK")
-	tc = tls.Client(c.c, &tls.Config{RootCAs: pool, ServerName: "localhost"})
+	c.Cmd("STLS", "+OK*")
+	tc = tls.Client(c.Conn, &tls.Config{RootCAs: pool, ServerName: "localhost"})
 	if err := tc.Handshake(); err != nil {
 		t.Fatal(err)
 	}
-	c = newClient(t, tc)
-	c.cmd("USER alice", "+OK")
-	c.cmd("PASS pw", "+OK")
-	c.cmd("QUIT", "+OK")
+	c = pop3test.NewClient(t, tc)
+	c.Cmd("USER alice", "+OK*")
+	c.Cmd("PASS pw", "+OK*")
+	c.Cmd("QUIT", "+OK*")
 }
 
 func TestNoTLS(t *testing.T) {
@@ -439,12 +383,12 @@ func TestNoTLS(t *testing.T) {
 		t.Errorf("TLSAddr = %q without a certificate", d.TLSAddr())
 	}
 	c := dial(t, d.Addr())
-	c.expect("+OK")
-	c.cmd("CAPA", "+OK")
-	if capa := string(c.body()); strings.Contains(capa, "STLS") {
+	c.Expect("+OK*")
+	c.Cmd("CAPA", "+OK*")
+	if capa := c.Body(); strings.Contains(capa, "STLS") {
 		t.Errorf("CAPA offers STLS without a certificate: %q", capa)
 	}
-	c.cmd("QUIT", "+OK")
+	c.Cmd("QUIT", "+OK*")
 }
 
 // alive reports whether pid exists (as more than a zombie).
@@ -484,8 +428,8 @@ func TestStop(t *testing.T) {
 	// A logged-in session, so a pop3 process is running too; Dovecot's
 	// master alone would leave it running.
 	c := dial(t, d.Addr())
-	c.login("alice", "pw")
-	c.cmd("DELE 1", "+OK")
+	login(c, "alice", "pw")
+	c.Cmd("DELE 1", "+OK*")
 	if !alive(pid) {
 		t.Fatalf("master %d not running", pid)
 	}
@@ -494,7 +438,7 @@ func TestStop(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("Stop took %v", time.Since(start))
-	c.expect("-ERR [SYS/TEMP] Server shutting down.")
+	c.Expect("-ERR [SYS/TEMP] Server shutting down.*")
 	if msgs := must(d.Messages("alice")); len(msgs) != 1 {
 		t.Errorf("DELE without QUIT committed at Stop: Messages = %q", msgs)
 	}
@@ -525,7 +469,7 @@ func TestKill(t *testing.T) {
 	t.Parallel()
 	d := New(t, Config{Users: map[string]string{"alice": "pw"}})
 	c := dial(t, d.Addr())
-	c.login("alice", "pw")
+	login(c, "alice", "pw")
 	if err := d.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -533,8 +477,8 @@ func TestKill(t *testing.T) {
 		t.Errorf("process group %d still has processes after Kill", d.Pid())
 	}
 	// The session is cut without a reply.
-	if _, err := io.WriteString(c.c, "STAT\r\n"); err == nil {
-		if l, err := c.r.ReadString('\n'); err == nil {
+	if _, err := io.WriteString(c.Conn, "STAT\r\n"); err == nil {
+		if l, err := c.R.ReadString('\n'); err == nil {
 			t.Errorf("got %q from a killed server", l)
 		}
 	}
@@ -578,9 +522,9 @@ func TestRestart(t *testing.T) {
 		}
 		pid = d.Pid()
 		c := dial(t, addr)
-		c.login("alice", "pw")
-		c.cmd("STAT", "+OK 1 ")
-		c.cmd("QUIT", "+OK")
+		login(c, "alice", "pw")
+		c.Cmd("STAT", "+OK 1 *")
+		c.Cmd("QUIT", "+OK*")
 		tc, err := tls.Dial("tcp", tlsAddr, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
 		if err != nil {
 			t.Fatalf("TLS port after Restart: %v", err)
@@ -601,7 +545,7 @@ func TestPause(t *testing.T) {
 	t.Parallel()
 	d := New(t, Config{Users: map[string]string{"alice": "pw"}})
 	c := dial(t, d.Addr())
-	c.login("alice", "pw")
+	login(c, "alice", "pw")
 	if err := d.Pause(); err != nil {
 		t.Fatal(err)
 	}
@@ -614,7 +558,7 @@ func TestPause(t *testing.T) {
 	if n, err := conn.Read(make([]byte, 1)); n > 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("paused: read %d bytes, %v; want a timeout", n, err)
 	}
-	if _, err := io.WriteString(c.c, "NOOP\r\n"); err != nil {
+	if _, err := io.WriteString(c.Conn, "NOOP\r\n"); err != nil {
 		t.Fatal(err)
 	}
 	greeted := make(chan time.Time, 1)
@@ -627,9 +571,9 @@ func TestPause(t *testing.T) {
 	if g := <-greeted; g.Before(resumed) || g.Sub(resumed) > time.Second {
 		t.Errorf("Greeted %v after Resume, want within a second", g.Sub(resumed))
 	}
-	c.expect("+OK")
-	g := newClient(t, conn)
-	g.expect("+OK")
+	c.Expect("+OK*")
+	g := pop3test.NewClient(t, conn)
+	g.Expect("+OK*")
 	if err := d.Pause(); err != nil {
 		t.Fatal(err)
 	}
@@ -676,17 +620,17 @@ func TestConcurrentSessions(t *testing.T) {
 	if _, err := d.AddMessage("alice", []byte("Subject: x\r\n\r\nx\r\n")); err != nil {
 		t.Fatal(err)
 	}
-	var cs []*client
+	var cs []*pop3test.Client
 	for range n {
 		c := dial(t, d.Addr())
-		c.login("alice", "pw")
+		login(c, "alice", "pw")
 		cs = append(cs, c)
 	}
 	for _, c := range cs {
-		c.cmd("STAT", "+OK 1 ")
+		c.Cmd("STAT", "+OK 1 *")
 	}
 	for _, c := range cs {
-		c.cmd("QUIT", "+OK")
+		c.Cmd("QUIT", "+OK*")
 	}
 }
 
@@ -743,11 +687,11 @@ func TestHAProxy(t *testing.T) {
 		{"v1", "198.51.100.4", []byte("PROXY TCP4 198.51.100.4 127.0.0.1 5556 110\r\n")},
 	} {
 		c := dial(t, d.HAProxyAddr())
-		if _, err := c.c.Write(tt.header); err != nil {
+		if _, err := c.Conn.Write(tt.header); err != nil {
 			t.Fatal(err)
 		}
-		c.login("alice", "pw")
-		c.cmd("QUIT", "+OK")
+		login(c, "alice", "pw")
+		c.Cmd("QUIT", "+OK*")
 		line, err := d.WaitLog(5*time.Second, "Login: user=<alice>", "rip="+tt.ip+",")
 		if err != nil {
 			t.Fatalf("%s: %v", tt.name, err)
@@ -757,8 +701,8 @@ func TestHAProxy(t *testing.T) {
 
 	// Dovecot insists on the header.
 	c := dial(t, d.HAProxyAddr())
-	io.WriteString(c.c, "USER alice\r\n")
-	if l, err := c.r.ReadString('\n'); err == nil {
+	io.WriteString(c.Conn, "USER alice\r\n")
+	if l, err := c.R.ReadString('\n'); err == nil {
 		t.Errorf("without a PROXY header: got %q, want the connection dropped", l)
 	}
 	if _, err := d.WaitLog(5*time.Second, "Failed to read valid HAproxy data"); err != nil {
@@ -773,13 +717,13 @@ func TestLoginTrusted(t *testing.T) {
 	t.Parallel()
 	d := New(t, Config{Users: map[string]string{"alice": "pw"}, LoginTrusted: []string{"127.0.0.0/8"}})
 	c := dial(t, d.Addr())
-	if g := c.expect("+OK"); !strings.HasPrefix(g, "+OK [XCLIENT] ") {
+	if g := c.Expect("+OK*"); !strings.HasPrefix(g, "+OK [XCLIENT] ") {
 		t.Fatalf("greeting %q does not offer [XCLIENT]", g)
 	}
-	c.cmd("XCLIENT ADDR=192.0.2.7 PORT=4321 SESSION=xclientTest42 TTL=4", "+OK")
-	c.cmd("USER alice", "+OK")
-	c.cmd("PASS pw", "+OK")
-	c.cmd("QUIT", "+OK")
+	c.Cmd("XCLIENT ADDR=192.0.2.7 PORT=4321 SESSION=xclientTest42 TTL=4", "+OK*")
+	c.Cmd("USER alice", "+OK*")
+	c.Cmd("PASS pw", "+OK*")
+	c.Cmd("QUIT", "+OK*")
 	line, err := d.WaitLog(5*time.Second, "Login: user=<alice>", "rip=192.0.2.7,", "session=<xclientTest42>")
 	if err != nil {
 		t.Fatal(err)
@@ -794,15 +738,15 @@ func TestXClientUntrusted(t *testing.T) {
 	t.Parallel()
 	d := New(t, Config{Users: map[string]string{"alice": "pw"}})
 	c := dial(t, d.Addr())
-	if g := c.expect("+OK"); strings.Contains(g, "XCLIENT") {
+	if g := c.Expect("+OK*"); strings.Contains(g, "XCLIENT") {
 		t.Fatalf("greeting %q offers XCLIENT to an untrusted client", g)
 	}
-	if got := c.cmd("XCLIENT ADDR=192.0.2.7 PORT=4321 SESSION=untrusted1 TTL=4", "+OK"); !strings.Contains(got, "ignoring") {
+	if got := c.Cmd("XCLIENT ADDR=192.0.2.7 PORT=4321 SESSION=untrusted1 TTL=4", "+OK*"); !strings.Contains(got, "ignoring") {
 		t.Errorf("XCLIENT from an untrusted client: %q", got)
 	}
-	c.cmd("USER alice", "+OK")
-	c.cmd("PASS pw", "+OK")
-	c.cmd("QUIT", "+OK")
+	c.Cmd("USER alice", "+OK*")
+	c.Cmd("PASS pw", "+OK*")
+	c.Cmd("QUIT", "+OK*")
 	if _, err := d.WaitLog(5*time.Second, "Login: user=<alice>", "rip=127.0.0.1,"); err != nil {
 		t.Fatal(err)
 	}
@@ -819,20 +763,20 @@ func TestOAuth2(t *testing.T) {
 	d := New(t, Config{Users: map[string]string{"alice": "pw"}, OAuth2IntrospectionURL: in.URL})
 	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
 	c := dial(t, d.Addr())
-	c.expect("+OK")
-	c.cmd("CAPA", "+OK")
-	if capa := string(c.body()); !strings.Contains(capa, "SASL PLAIN LOGIN OAUTHBEARER XOAUTH2") {
+	c.Expect("+OK*")
+	c.Cmd("CAPA", "+OK*")
+	if capa := c.Body(); !strings.Contains(capa, "SASL PLAIN LOGIN OAUTHBEARER XOAUTH2") {
 		t.Errorf("CAPA: %q", capa)
 	}
-	c.cmd("AUTH OAUTHBEARER "+b64("n,a=alice,\x01auth=Bearer good-token\x01\x01"), "+OK")
+	c.Cmd("AUTH OAUTHBEARER "+b64("n,a=alice,\x01auth=Bearer good-token\x01\x01"), "+OK*")
 	c = dial(t, d.Addr())
-	c.expect("+OK")
-	c.cmd("AUTH XOAUTH2 "+b64("user=alice\x01auth=Bearer good-token\x01\x01"), "+OK")
+	c.Expect("+OK*")
+	c.Cmd("AUTH XOAUTH2 "+b64("user=alice\x01auth=Bearer good-token\x01\x01"), "+OK*")
 	c = dial(t, d.Addr())
-	c.expect("+OK")
-	c.cmd("AUTH OAUTHBEARER "+b64("n,a=alice,\x01auth=Bearer bad-token\x01\x01"), "+ ")
-	c.cmd("AQ==", "-ERR [AUTH]")
-	dial(t, d.Addr()).login("alice", "pw") // passwords still work
+	c.Expect("+OK*")
+	c.Cmd("AUTH OAUTHBEARER "+b64("n,a=alice,\x01auth=Bearer bad-token\x01\x01"), "+ *")
+	c.Cmd("AQ==", "-ERR [AUTH]*")
+	login(dial(t, d.Addr()), "alice", "pw") // passwords still work
 	if in.Requests() != 3 {
 		t.Errorf("%d introspection requests, want 3", in.Requests())
 	}

@@ -1,12 +1,11 @@
 package maildrop
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
+	"github.com/popproxy/popproxy/internal/pop3test"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -51,115 +50,23 @@ func serve(t *testing.T, srv *Server) string {
 	return l.Addr().String()
 }
 
-// client is a test-side POP3 connection with transcript helpers.
-type client struct {
-	t *testing.T
-	c net.Conn
-	r *bufio.Reader
-}
-
 // dial connects and checks the greeting.
-func dial(t *testing.T, addr string) *client {
+func dial(t *testing.T, addr string) *pop3test.Client {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
+	c := pop3test.Dial(t, addr)
+	if c.Greeting != "+OK maildrop ready" {
+		t.Fatalf("greeting %q, want %q", c.Greeting, "+OK maildrop ready")
 	}
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	t.Cleanup(func() { c.Close() })
-	cl := &client{t: t, c: c, r: bufio.NewReader(c)}
-	cl.expect("+OK maildrop ready")
-	return cl
-}
-
-// login dials and logs in as user with USER/PASS.
-func login(t *testing.T, addr, user string) *client {
-	t.Helper()
-	c := dial(t, addr)
-	c.cmd("USER "+user, "+OK*")
-	c.cmd("PASS "+testUsers[user], "+OK "+user+"'s maildrop has * messages (* octets)")
 	return c
 }
 
-func (c *client) write(s string) {
-	c.t.Helper()
-	if _, err := io.WriteString(c.c, s); err != nil {
-		c.t.Fatal(err)
-	}
-}
-
-// line reads one response line without its CRLF.
-func (c *client) line() string {
-	c.t.Helper()
-	l, err := c.r.ReadString('\n')
-	if err != nil {
-		c.t.Fatalf("read: %v (got %q)", err, l)
-	}
-	if !strings.HasSuffix(l, "\r\n") {
-		c.t.Fatalf("line %q does not end in CRLF", l)
-	}
-	return strings.TrimSuffix(l, "\r\n")
-}
-
-// expect reads a line and checks it against pattern, where * matches any
-// run of characters.
-func (c *client) expect(pattern string) string {
-	c.t.Helper()
-	l := c.line()
-	if !match(pattern, l) {
-		c.t.Fatalf("got %q, want %q", l, pattern)
-	}
-	return l
-}
-
-// cmd sends one command and checks the first line of the response.
-func (c *client) cmd(command, pattern string) string {
-	c.t.Helper()
-	c.write(command + "\r\n")
-	return c.expect(pattern)
-}
-
-// body reads a multi-line body up to the terminating ".", returning the
-// bytes exactly as sent (still dot-stuffed, CRLF line ends).
-func (c *client) body() []byte {
-	c.t.Helper()
-	var b bytes.Buffer
-	for {
-		l := c.line()
-		if l == "." {
-			return b.Bytes()
-		}
-		b.WriteString(l + "\r\n")
-	}
-}
-
-// closed checks that the server has closed the connection.
-func (c *client) closed() {
-	c.t.Helper()
-	if l, err := c.r.ReadString('\n'); err != io.EOF {
-		c.t.Fatalf("got %q, %v; want EOF", l, err)
-	}
-}
-
-// match reports whether s matches pattern, in which * stands for any run of
-// characters (path.Match would read "[IN-USE]" as a character class).
-func match(pattern, s string) bool {
-	parts := strings.Split(pattern, "*")
-	if !strings.HasPrefix(s, parts[0]) {
-		return false
-	}
-	s = s[len(parts[0]):]
-	for i, p := range parts[1:] {
-		if i == len(parts)-2 {
-			return strings.HasSuffix(s, p)
-		}
-		j := strings.Index(s, p)
-		if j < 0 {
-			return false
-		}
-		s = s[j+len(p):]
-	}
-	return s == ""
+// login dials and logs in as user with USER/PASS.
+func login(t *testing.T, addr, user string) *pop3test.Client {
+	t.Helper()
+	c := dial(t, addr)
+	c.Cmd("USER "+user, "+OK*")
+	c.Cmd("PASS "+testUsers[user], "+OK "+user+"'s maildrop has * messages (* octets)")
+	return c
 }
 
 // unstuff reverses RFC 1939 §3 byte-stuffing.
@@ -186,31 +93,31 @@ func TestRFC1939Session(t *testing.T) {
 	total := sizes(msgs)
 
 	c := dial(t, addr)
-	c.cmd("USER demo", "+OK*")
-	c.cmd("PASS demo", fmt.Sprintf("+OK demo's maildrop has 4 messages (%d octets)", total))
-	c.cmd("STAT", fmt.Sprintf("+OK 4 %d", total))
-	c.cmd("LIST", fmt.Sprintf("+OK 4 messages (%d octets)", total))
+	c.Cmd("USER demo", "+OK*")
+	c.Cmd("PASS demo", fmt.Sprintf("+OK demo's maildrop has 4 messages (%d octets)", total))
+	c.Cmd("STAT", fmt.Sprintf("+OK 4 %d", total))
+	c.Cmd("LIST", fmt.Sprintf("+OK 4 messages (%d octets)", total))
 	var want strings.Builder
 	for i, m := range msgs {
 		fmt.Fprintf(&want, "%d %d\r\n", i+1, len(m.Data))
 	}
-	if got := string(c.body()); got != want.String() {
+	if got := c.Body(); got != want.String() {
 		t.Errorf("LIST body = %q, want %q", got, want.String())
 	}
-	c.cmd("RETR 1", fmt.Sprintf("+OK %d octets", len(msgs[0].Data)))
-	if got := unstuff(c.body()); !bytes.Equal(got, msgs[0].Data) {
+	c.Cmd("RETR 1", fmt.Sprintf("+OK %d octets", len(msgs[0].Data)))
+	if got := unstuff([]byte(c.Body())); !bytes.Equal(got, msgs[0].Data) {
 		t.Errorf("RETR 1 = %q, want %q", got, msgs[0].Data)
 	}
-	c.cmd("DELE 1", "+OK message 1 deleted")
-	c.cmd("RETR 3", fmt.Sprintf("+OK %d octets", len(msgs[2].Data)))
-	if got := unstuff(c.body()); !bytes.Equal(got, msgs[2].Data) {
+	c.Cmd("DELE 1", "+OK message 1 deleted")
+	c.Cmd("RETR 3", fmt.Sprintf("+OK %d octets", len(msgs[2].Data)))
+	if got := unstuff([]byte(c.Body())); !bytes.Equal(got, msgs[2].Data) {
 		t.Errorf("RETR 3 differs from the sample")
 	}
-	c.cmd("DELE 3", "+OK message 3 deleted")
-	c.cmd("DELE 3", "-ERR message 3 already deleted")
-	c.cmd("STAT", fmt.Sprintf("+OK 2 %d", len(msgs[1].Data)+len(msgs[3].Data)))
-	c.cmd("QUIT", "+OK maildrop signing off (2 messages left)")
-	c.closed()
+	c.Cmd("DELE 3", "+OK message 3 deleted")
+	c.Cmd("DELE 3", "-ERR message 3 already deleted")
+	c.Cmd("STAT", fmt.Sprintf("+OK 2 %d", len(msgs[1].Data)+len(msgs[3].Data)))
+	c.Cmd("QUIT", "+OK maildrop signing off (2 messages left)")
+	c.Closed()
 }
 
 // TestDotStuffing checks that lines starting with "." go out with an extra
@@ -222,8 +129,8 @@ func TestDotStuffing(t *testing.T) {
 		t.Fatal("sample 2 lacks a lone-dot line and a dot-led line")
 	}
 	c := login(t, addr, "demo")
-	c.cmd("RETR 2", "+OK*")
-	wire := c.body()
+	c.Cmd("RETR 2", "+OK*")
+	wire := []byte(c.Body())
 	for _, want := range []string{"\r\n..\r\n", "\r\n..bashrc\r\n", "\r\n..vimrc\r\n"} {
 		if !bytes.Contains(wire, []byte(want)) {
 			t.Errorf("wire bytes lack %q", want)
@@ -243,34 +150,34 @@ func TestTop(t *testing.T) {
 	c := login(t, addr, "demo")
 	for i, m := range Sample() {
 		head, _, _ := bytes.Cut(m.Data, []byte("\r\n\r\n"))
-		c.cmd(fmt.Sprintf("TOP %d 0", i+1), "+OK*")
-		if got, want := string(unstuff(c.body())), string(head)+"\r\n\r\n"; got != want {
+		c.Cmd(fmt.Sprintf("TOP %d 0", i+1), "+OK*")
+		if got, want := string(unstuff([]byte(c.Body()))), string(head)+"\r\n\r\n"; got != want {
 			t.Errorf("TOP %d 0 = %q, want %q", i+1, got, want)
 		}
 	}
 	m := Sample()[0].Data
-	c.cmd("TOP 1 2", "+OK*")
-	got := string(c.body())
+	c.Cmd("TOP 1 2", "+OK*")
+	got := c.Body()
 	head, body, _ := strings.Cut(string(m), "\r\n\r\n")
 	lines := strings.SplitAfter(body, "\r\n")
 	if want := head + "\r\n\r\n" + lines[0] + lines[1]; got != want {
 		t.Errorf("TOP 1 2 = %q, want %q", got, want)
 	}
-	c.cmd("TOP 1 100000", "+OK*")
-	if got := c.body(); !bytes.Equal(got, m) {
+	c.Cmd("TOP 1 100000", "+OK*")
+	if got := []byte(c.Body()); !bytes.Equal(got, m) {
 		t.Errorf("TOP with more lines than the body is not the whole message")
 	}
-	c.cmd("TOP 1", "-ERR*")
-	c.cmd("TOP 1 -1", "-ERR*")
-	c.cmd("TOP 9 0", "-ERR no such message")
+	c.Cmd("TOP 1", "-ERR*")
+	c.Cmd("TOP 1 -1", "-ERR*")
+	c.Cmd("TOP 9 0", "-ERR no such message")
 }
 
 // sessionStat logs in afresh and returns the STAT reply.
 func sessionStat(t *testing.T, addr string) string {
 	t.Helper()
 	c := login(t, addr, "demo")
-	stat := c.cmd("STAT", "+OK*")
-	c.cmd("QUIT", "+OK*")
+	stat := c.Cmd("STAT", "+OK*")
+	c.Cmd("QUIT", "+OK*")
 	return stat
 }
 
@@ -279,12 +186,12 @@ func TestQuitCommits(t *testing.T) {
 	_, addr := startServer(t)
 	msgs := Sample()
 	c := login(t, addr, "demo")
-	c.cmd("UIDL 2", "+OK 2 *")
-	c.cmd("UIDL", "+OK*")
-	uidls := strings.Fields(string(c.body()))
-	c.cmd("DELE 1", "+OK*")
-	c.cmd("QUIT", "+OK maildrop signing off (3 messages left)")
-	c.closed()
+	c.Cmd("UIDL 2", "+OK 2 *")
+	c.Cmd("UIDL", "+OK*")
+	uidls := strings.Fields(c.Body())
+	c.Cmd("DELE 1", "+OK*")
+	c.Cmd("QUIT", "+OK maildrop signing off (3 messages left)")
+	c.Closed()
 
 	want := fmt.Sprintf("+OK 3 %d", sizes(msgs)-len(msgs[0].Data))
 	if got := sessionStat(t, addr); got != want {
@@ -292,12 +199,12 @@ func TestQuitCommits(t *testing.T) {
 	}
 	// The other user's mailbox is untouched.
 	a := login(t, addr, "alice")
-	a.cmd("STAT", fmt.Sprintf("+OK 4 %d", sizes(msgs)))
+	a.Cmd("STAT", fmt.Sprintf("+OK 4 %d", sizes(msgs)))
 
 	// Unique-ids survive, messages are renumbered.
 	c = login(t, addr, "demo")
-	c.cmd("UIDL", "+OK*")
-	got := strings.Fields(string(c.body()))
+	c.Cmd("UIDL", "+OK*")
+	got := strings.Fields(c.Body())
 	want2 := []string{"1", uidls[3], "2", uidls[5], "3", uidls[7]}
 	if strings.Join(got, " ") != strings.Join(want2, " ") {
 		t.Errorf("UIDL after delete = %v, want %v", got, want2)
@@ -310,22 +217,22 @@ func TestDropCommitsNothing(t *testing.T) {
 	_, addr := startServer(t)
 	before := sessionStat(t, addr)
 	c := login(t, addr, "demo")
-	c.cmd("DELE 1", "+OK*")
-	c.cmd("DELE 2", "+OK*")
-	c.c.Close()
+	c.Cmd("DELE 1", "+OK*")
+	c.Cmd("DELE 2", "+OK*")
+	c.Conn.Close()
 	// The lock is released once the server notices; retry briefly.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		c := dial(t, addr)
-		c.cmd("USER demo", "+OK*")
-		l := c.cmd("PASS demo", "*")
+		c.Cmd("USER demo", "+OK*")
+		l := c.Cmd("PASS demo", "*")
 		if strings.HasPrefix(l, "+OK") {
-			if got := c.cmd("STAT", "+OK*"); got != before {
+			if got := c.Cmd("STAT", "+OK*"); got != before {
 				t.Errorf("STAT after dropped session = %q, want %q", got, before)
 			}
 			return
 		}
-		if !match("-ERR [IN-USE]*", l) || time.Now().After(deadline) {
+		if !pop3test.Match("-ERR [IN-USE]*", l) || time.Now().After(deadline) {
 			t.Fatalf("PASS = %q", l)
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -340,8 +247,8 @@ func TestIdleTimeoutCommitsNothing(t *testing.T) {
 	addr := serve(t, srv)
 	before := sessionStat(t, addr)
 	c := login(t, addr, "demo")
-	c.cmd("DELE 1", "+OK*")
-	c.closed() // after the idle timeout
+	c.Cmd("DELE 1", "+OK*")
+	c.Closed() // after the idle timeout
 	if got := sessionStat(t, addr); got != before {
 		t.Errorf("STAT after timeout = %q, want %q", got, before)
 	}
@@ -352,22 +259,22 @@ func TestRsetRestores(t *testing.T) {
 	_, addr := startServer(t)
 	total := sizes(Sample())
 	c := login(t, addr, "demo")
-	c.cmd("DELE 2", "+OK*")
-	c.cmd("LIST 2", "-ERR message 2 already deleted")
-	c.cmd("RETR 2", "-ERR message 2 already deleted")
-	c.cmd("LIST", "+OK 3 messages*")
+	c.Cmd("DELE 2", "+OK*")
+	c.Cmd("LIST 2", "-ERR message 2 already deleted")
+	c.Cmd("RETR 2", "-ERR message 2 already deleted")
+	c.Cmd("LIST", "+OK 3 messages*")
 	var want strings.Builder
 	for i, m := range Sample() {
 		if i != 1 {
 			fmt.Fprintf(&want, "%d %d\r\n", i+1, len(m.Data))
 		}
 	}
-	if got := string(c.body()); got != want.String() {
+	if got := c.Body(); got != want.String() {
 		t.Errorf("LIST = %q, want %q", got, want.String())
 	}
-	c.cmd("RSET", fmt.Sprintf("+OK maildrop has 4 messages (%d octets)", total))
-	c.cmd("LIST 2", "+OK 2 *")
-	c.cmd("QUIT", "+OK maildrop signing off (4 messages left)")
+	c.Cmd("RSET", fmt.Sprintf("+OK maildrop has 4 messages (%d octets)", total))
+	c.Cmd("LIST 2", "+OK 2 *")
+	c.Cmd("QUIT", "+OK maildrop signing off (4 messages left)")
 	if got, want := sessionStat(t, addr), fmt.Sprintf("+OK 4 %d", total); got != want {
 		t.Errorf("STAT = %q, want %q", got, want)
 	}
@@ -378,17 +285,17 @@ func TestInUse(t *testing.T) {
 	_, addr := startServer(t)
 	first := login(t, addr, "demo")
 	second := dial(t, addr)
-	second.cmd("USER demo", "+OK*")
-	second.cmd("PASS demo", "-ERR [IN-USE] mailbox locked")
+	second.Cmd("USER demo", "+OK*")
+	second.Cmd("PASS demo", "-ERR [IN-USE] mailbox locked")
 	auth := base64.StdEncoding.EncodeToString([]byte("\x00demo\x00demo"))
-	second.cmd("AUTH PLAIN "+auth, "-ERR [IN-USE] mailbox locked")
+	second.Cmd("AUTH PLAIN "+auth, "-ERR [IN-USE] mailbox locked")
 	// Other mailboxes are free.
 	login(t, addr, "alice")
 	// Once the first session quits, the mailbox is free again.
-	first.cmd("QUIT", "+OK*")
-	first.closed()
-	second.cmd("USER demo", "+OK*")
-	second.cmd("PASS demo", "+OK*")
+	first.Cmd("QUIT", "+OK*")
+	first.Closed()
+	second.Cmd("USER demo", "+OK*")
+	second.Cmd("PASS demo", "+OK*")
 }
 
 // TestAuthentication covers USER/PASS failures and AUTH PLAIN (RFC 5034,
@@ -398,38 +305,38 @@ func TestAuthentication(t *testing.T) {
 	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
 
 	c := dial(t, addr)
-	c.cmd("PASS demo", "-ERR*")
-	c.cmd("USER demo", "+OK*")
-	c.cmd("PASS wrong", "-ERR [AUTH] invalid credentials")
-	c.cmd("PASS demo", "-ERR*") // USER again after a failed PASS
-	c.cmd("USER nobody", "+OK*")
-	c.cmd("PASS demo", "-ERR [AUTH] invalid credentials")
-	c.cmd("USER alice", "+OK*")
-	c.cmd("PASS wonder land", "+OK alice's maildrop has 4 messages*")
-	c.cmd("QUIT", "+OK*")
-	c.closed()
+	c.Cmd("PASS demo", "-ERR*")
+	c.Cmd("USER demo", "+OK*")
+	c.Cmd("PASS wrong", "-ERR [AUTH] invalid credentials")
+	c.Cmd("PASS demo", "-ERR*") // USER again after a failed PASS
+	c.Cmd("USER nobody", "+OK*")
+	c.Cmd("PASS demo", "-ERR [AUTH] invalid credentials")
+	c.Cmd("USER alice", "+OK*")
+	c.Cmd("PASS wonder land", "+OK alice's maildrop has 4 messages*")
+	c.Cmd("QUIT", "+OK*")
+	c.Closed()
 
 	// Each session closes after maxErrors protocol errors, so use a new one.
 	c = dial(t, addr)
-	c.cmd("AUTH", "+OK*")
-	if got := string(c.body()); got != "PLAIN\r\n" {
+	c.Cmd("AUTH", "+OK*")
+	if got := c.Body(); got != "PLAIN\r\n" {
 		t.Errorf("AUTH mechanisms = %q", got)
 	}
-	c.cmd("AUTH CRAM-MD5", "-ERR*")
-	c.cmd("AUTH PLAIN !!!", "-ERR*")
-	c.cmd("AUTH PLAIN "+b64("\x00demo\x00wrong"), "-ERR [AUTH] invalid credentials")
-	c.cmd("AUTH PLAIN "+b64("alice\x00demo\x00demo"), "-ERR [AUTH]*")
-	c.cmd("AUTH PLAIN =", "-ERR*")
-	c.cmd("AUTH PLAIN", "+ ")
-	c.cmd("*", "-ERR*") // cancelled
-	c.cmd("AUTH PLAIN", "+ ")
-	c.cmd(b64("demo\x00demo\x00demo"), "+OK demo's maildrop has 4 messages*")
-	c.cmd("STAT", "+OK 4 *")
-	c.cmd("QUIT", "+OK*")
+	c.Cmd("AUTH CRAM-MD5", "-ERR*")
+	c.Cmd("AUTH PLAIN !!!", "-ERR*")
+	c.Cmd("AUTH PLAIN "+b64("\x00demo\x00wrong"), "-ERR [AUTH] invalid credentials")
+	c.Cmd("AUTH PLAIN "+b64("alice\x00demo\x00demo"), "-ERR [AUTH]*")
+	c.Cmd("AUTH PLAIN =", "-ERR*")
+	c.Cmd("AUTH PLAIN", "+ ")
+	c.Cmd("*", "-ERR*") // cancelled
+	c.Cmd("AUTH PLAIN", "+ ")
+	c.Cmd(b64("demo\x00demo\x00demo"), "+OK demo's maildrop has 4 messages*")
+	c.Cmd("STAT", "+OK 4 *")
+	c.Cmd("QUIT", "+OK*")
 
 	// Initial response, lower-case keyword, a space in the password.
 	c = dial(t, addr)
-	c.cmd("auth plain "+b64("\x00alice\x00wonder land"), "+OK alice's maildrop*")
+	c.Cmd("auth plain "+b64("\x00alice\x00wonder land"), "+OK alice's maildrop*")
 }
 
 // TestPipelining: RFC 2449 §6.6, commands sent together are answered in
@@ -438,28 +345,28 @@ func TestPipelining(t *testing.T) {
 	_, addr := startServer(t)
 	msgs := Sample()
 	c := dial(t, addr)
-	c.write("CAPA\r\nUSER demo\r\nPASS demo\r\nSTAT\r\nNOOP\r\nLIST 1\r\nRETR 2\r\nBOGUS\r\nNOOP\r\n")
-	c.expect("+OK*")
-	if got := string(c.body()); !strings.Contains(got, "PIPELINING\r\n") {
+	c.Send("CAPA\r\nUSER demo\r\nPASS demo\r\nSTAT\r\nNOOP\r\nLIST 1\r\nRETR 2\r\nBOGUS\r\nNOOP\r\n")
+	c.Expect("+OK*")
+	if got := c.Body(); !strings.Contains(got, "PIPELINING\r\n") {
 		t.Errorf("CAPA lacks PIPELINING: %q", got)
 	}
-	c.expect("+OK*")
-	c.expect("+OK demo's maildrop*")
-	c.expect(fmt.Sprintf("+OK 4 %d", sizes(msgs)))
-	c.expect("+OK")
-	c.expect(fmt.Sprintf("+OK 1 %d", len(msgs[0].Data)))
-	c.expect("+OK*")
-	if got := unstuff(c.body()); !bytes.Equal(got, msgs[1].Data) {
+	c.Expect("+OK*")
+	c.Expect("+OK demo's maildrop*")
+	c.Expect(fmt.Sprintf("+OK 4 %d", sizes(msgs)))
+	c.Expect("+OK")
+	c.Expect(fmt.Sprintf("+OK 1 %d", len(msgs[0].Data)))
+	c.Expect("+OK*")
+	if got := unstuff([]byte(c.Body())); !bytes.Equal(got, msgs[1].Data) {
 		t.Error("pipelined RETR 2 differs from the sample")
 	}
-	c.expect("-ERR*")
-	c.expect("+OK")
+	c.Expect("-ERR*")
+	c.Expect("+OK")
 
 	// The brief's exact batch.
-	c.write("STAT\r\nNOOP\r\nLIST 1\r\n")
-	c.expect("+OK 4 *")
-	c.expect("+OK")
-	c.expect("+OK 1 *")
+	c.Send("STAT\r\nNOOP\r\nLIST 1\r\n")
+	c.Expect("+OK 4 *")
+	c.Expect("+OK")
+	c.Expect("+OK 1 *")
 }
 
 // TestStateRules checks one rule of the state machine per line.
@@ -467,41 +374,41 @@ func TestStateRules(t *testing.T) {
 	_, addr := startServer(t)
 	for _, cmd := range []string{"STAT", "LIST", "RETR 1", "DELE 1", "NOOP", "RSET", "TOP 1 0", "UIDL 1", "HELO", ""} {
 		c := dial(t, addr)
-		c.cmd(cmd, "-ERR*") // TRANSACTION only, or unknown
-		c.cmd("QUIT", "+OK maildrop signing off")
-		c.closed()
+		c.Cmd(cmd, "-ERR*") // TRANSACTION only, or unknown
+		c.Cmd("QUIT", "+OK maildrop signing off")
+		c.Closed()
 	}
 	c := dial(t, addr)
-	c.cmd("CAPA", "+OK*")
-	capa := string(c.body())
+	c.Cmd("CAPA", "+OK*")
+	capa := c.Body()
 	for _, want := range []string{"TOP", "USER", "UIDL", "RESP-CODES", "PIPELINING", "SASL PLAIN", "IMPLEMENTATION maildrop"} {
 		if !strings.Contains(capa, want+"\r\n") {
 			t.Errorf("CAPA lacks %q", want)
 		}
 	}
-	c.cmd("USER demo", "+OK*")
-	c.cmd("PASS demo", "+OK*")
+	c.Cmd("USER demo", "+OK*")
+	c.Cmd("PASS demo", "+OK*")
 
 	for _, cmd := range []string{"USER demo", "PASS demo", "AUTH PLAIN"} {
-		c.cmd(cmd, "-ERR*") // AUTHORIZATION only
+		c.Cmd(cmd, "-ERR*") // AUTHORIZATION only
 	}
-	c.cmd("CAPA", "+OK*")
-	c.body()
-	c.cmd("noop", "+OK") // keywords are case-insensitive
-	c.cmd("LIST 0", "-ERR no such message")
-	c.cmd("LIST 5", "-ERR no such message")
-	c.cmd("RETR 99999999999", "-ERR*")
-	c.cmd("DELE x", "-ERR*")
-	c.cmd("LIST 1 2", "-ERR*")
-	c.cmd("RETR", "-ERR*")
-	c.cmd("UIDL 1", "+OK 1 *")
+	c.Cmd("CAPA", "+OK*")
+	c.Body()
+	c.Cmd("noop", "+OK") // keywords are case-insensitive
+	c.Cmd("LIST 0", "-ERR no such message")
+	c.Cmd("LIST 5", "-ERR no such message")
+	c.Cmd("RETR 99999999999", "-ERR*")
+	c.Cmd("DELE x", "-ERR*")
+	c.Cmd("LIST 1 2", "-ERR*")
+	c.Cmd("RETR", "-ERR*")
+	c.Cmd("UIDL 1", "+OK 1 *")
 
 	// RFC 2449 §4: 255 octets including CRLF are fine, one more is not.
-	c.cmd("NOOP"+strings.Repeat(" ", 255-len("NOOP\r\n")), "+OK")
-	c.cmd("NOOP"+strings.Repeat(" ", 256-len("NOOP\r\n")), "-ERR line too long")
-	c.cmd("NOOP", "+OK") // the session goes on
-	c.cmd("QUIT", "+OK*")
-	c.closed()
+	c.Cmd("NOOP"+strings.Repeat(" ", 255-len("NOOP\r\n")), "+OK")
+	c.Cmd("NOOP"+strings.Repeat(" ", 256-len("NOOP\r\n")), "-ERR line too long")
+	c.Cmd("NOOP", "+OK") // the session goes on
+	c.Cmd("QUIT", "+OK*")
+	c.Closed()
 }
 
 // TestTooManyErrors: a client that keeps sending garbage is disconnected.
@@ -509,17 +416,17 @@ func TestTooManyErrors(t *testing.T) {
 	_, addr := startServer(t)
 	c := dial(t, addr)
 	for range maxErrors - 1 {
-		c.cmd("BOGUS", "-ERR unknown command")
+		c.Cmd("BOGUS", "-ERR unknown command")
 	}
-	c.cmd("BOGUS", "-ERR too many errors*")
-	c.closed()
+	c.Cmd("BOGUS", "-ERR too many errors*")
+	c.Closed()
 
 	// A line that never ends is cut off. (Send no more than the server
 	// reads, so that closing does not reset the connection.)
 	c = dial(t, addr)
-	c.write(strings.Repeat("x", maxDiscard+4096))
-	c.expect("-ERR line too long")
-	c.closed()
+	c.Send(strings.Repeat("x", maxDiscard+4096))
+	c.Expect("-ERR line too long")
+	c.Closed()
 }
 
 // TestClose: Close ends Serve and every session, and commits nothing.
@@ -535,9 +442,9 @@ func TestClose(t *testing.T) {
 
 	idle := dial(t, addr)
 	busy := login(t, addr, "demo")
-	busy.cmd("DELE 1", "+OK*")
+	busy.Cmd("DELE 1", "+OK*")
 	mid := dial(t, addr)
-	mid.cmd("AUTH PLAIN", "+ ") // waiting for the continuation line
+	mid.Cmd("AUTH PLAIN", "+ ") // waiting for the continuation line
 
 	closed := make(chan error, 1)
 	go func() { closed <- srv.Close() }()
@@ -558,8 +465,8 @@ func TestClose(t *testing.T) {
 	case <-time.After(time.Second):
 		t.Fatal("Serve did not return after Close")
 	}
-	for _, c := range []*client{idle, busy, mid} {
-		c.closed()
+	for _, c := range []*pop3test.Client{idle, busy, mid} {
+		c.Closed()
 	}
 	if _, err := net.Dial("tcp", addr); err == nil {
 		t.Error("listener still accepting after Close")
@@ -679,14 +586,14 @@ func TestPipelinedRepliesShareOneWrite(t *testing.T) {
 	go srv.serveConn(wc)
 
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	c := &client{t: t, c: conn, r: bufio.NewReader(conn)}
-	c.expect("+OK maildrop ready")
-	c.write("USER demo\r\nPASS demo\r\nSTAT\r\nNOOP\r\nLIST 1\r\n")
-	c.expect("+OK*")
-	c.expect("+OK demo's maildrop*")
-	c.expect("+OK 4 *")
-	c.expect("+OK")
-	c.expect("+OK 1 *")
+	c := pop3test.NewClient(t, conn)
+	c.Expect("+OK maildrop ready")
+	c.Send("USER demo\r\nPASS demo\r\nSTAT\r\nNOOP\r\nLIST 1\r\n")
+	c.Expect("+OK*")
+	c.Expect("+OK demo's maildrop*")
+	c.Expect("+OK 4 *")
+	c.Expect("+OK")
+	c.Expect("+OK 1 *")
 	if n := wc.writes.Load(); n != 2 {
 		t.Errorf("%d writes, want 2 (greeting, then all five replies)", n)
 	}

@@ -6,7 +6,7 @@ import (
 	"net"
 	"strings"
 
-	"github.com/popproxy/popproxy/examples/maildrop"
+	"github.com/popproxy/popproxy/internal/maildrop"
 )
 
 // A short POP3 session against the sample mailbox.
