@@ -64,7 +64,7 @@ func run(cfg *config.Config, configPath string, logger *slog.Logger, ready func(
 	if err != nil {
 		return err
 	}
-	m.Circuits(circuits(cfg, opts.Breaker))
+	m.Circuits(circuits(opts.Router, opts.Breaker))
 	shared, err := openShared(cfg, &opts, m, logger)
 	if err != nil {
 		return err
