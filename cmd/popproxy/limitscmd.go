@@ -6,11 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/netip"
-	"slices"
 	"time"
 
 	"github.com/popproxy/popproxy/internal/config"
+	"github.com/popproxy/popproxy/internal/daemon"
 	"github.com/popproxy/popproxy/internal/sharedlimits"
 )
 
@@ -60,12 +59,12 @@ func limitsCommand(args []string, stdout, stderr io.Writer) error {
 	if cfg.Limits.Shared == nil {
 		return fmt.Errorf("%s: limits.shared is not set: each instance keeps its own limits, which this command cannot reach yet", *configPath)
 	}
-	sc, err := sharedConfig(cfg.Limits.Shared)
+	sc, err := daemon.SharedConfig(cfg.Limits.Shared)
 	if err != nil {
 		return err
 	}
 	sc.Timeout = max(sc.Timeout, adminTimeout)
-	keys, err := limitKeys(cfg, fs.Arg(0))
+	keys, err := daemon.SharedKeys(cfg, fs.Arg(0))
 	if err != nil {
 		return err
 	}
@@ -88,35 +87,4 @@ func limitsCommand(args []string, stdout, stderr io.Writer) error {
 			s.Blocked.Round(time.Second), s.Sessions, s.LoginDelay.Round(time.Second))
 	}
 	return nil
-}
-
-// limitKeys returns the store's keys for name: an address's, or a user's as
-// the routes send it upstream, under its own name on each upstream, and
-// unrouted (the key of a login that no route took).
-func limitKeys(cfg *config.Config, name string) ([]string, error) {
-	limits, err := proxyLimits(cfg.Limits)
-	if err != nil {
-		return nil, err
-	}
-	if addr, err := netip.ParseAddr(name); err == nil {
-		return []string{limits.SharedAddressKey(addr)}, nil
-	}
-	var keys []string
-	add := func(key string) {
-		if !slices.Contains(keys, key) {
-			keys = append(keys, key)
-		}
-	}
-	r, err := router(cfg)
-	if err != nil {
-		return nil, err
-	}
-	if t, err := r.Route(name); err == nil {
-		add(limits.SharedUserKey(t.Upstream, t.Login))
-	}
-	for _, u := range cfg.Upstreams {
-		add(limits.SharedUserKey(u.Name, name))
-	}
-	add(limits.SharedUserKey("", name))
-	return keys, nil
 }
