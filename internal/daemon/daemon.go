@@ -67,6 +67,7 @@ type Daemon struct {
 	admin     *http.Server     // nil without admin.address
 
 	listenerPanics atomic.Int64   // recovered in PROXY-header reading
+	stopping       atomic.Bool    // Run is shutting down
 	hurry          chan os.Signal // StopNow's request, buffered
 	reloadMu       sync.Mutex     // one Reload at a time
 	releaseOnce    sync.Once
@@ -149,9 +150,6 @@ func (d *Daemon) Addrs() []net.Addr {
 	return out
 }
 
-// Logger returns the operational log.
-func (d *Daemon) Logger() *slog.Logger { return d.logger }
-
 // Run serves the listeners until ctx is done or one of them fails, then shuts
 // down (listeners close at once, open sessions may go on for
 // timeouts.shutdown_grace unless StopNow is called) and releases everything
@@ -167,6 +165,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	case serveErr = <-errc:
 		d.logger.Error("listener failed", "err", serveErr)
 	}
+	d.stopping.Store(true)
 	d.shutdown()
 	d.release()
 	if errors.Is(serveErr, proxy.ErrServerClosed) {

@@ -31,8 +31,8 @@ func (s *Signals) Stop() {
 }
 
 // Run runs d until the first SIGINT or SIGTERM, or until a listener fails,
-// and returns Run's error. Until then each SIGHUP calls d.Reload; after it a
-// second SIGINT or SIGTERM calls d.StopNow.
+// and returns Run's error. Until then each SIGHUP calls d.Reload; once d is
+// shutting down, SIGINT or SIGTERM calls d.StopNow.
 func (s *Signals) Run(d *Daemon) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -44,7 +44,7 @@ func (s *Signals) Run(d *Daemon) error {
 		case err := <-done:
 			return err
 		case sig := <-s.stop:
-			if ctx.Err() != nil {
+			if ctx.Err() != nil || d.stopping.Load() {
 				d.StopNow(sig)
 				continue
 			}
