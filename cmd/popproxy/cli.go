@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/popproxy/popproxy/internal/config"
+	"github.com/popproxy/popproxy/internal/daemon"
 )
 
 const usage = `popproxy is a POP3 proxy that checks every command and audits mailbox access.
@@ -138,13 +139,13 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 	}
 	logger := operationalLog(stderr)
 	if *check {
-		if err := checkConfig(cfg, logger); err != nil {
+		if err := daemon.Check(cfg, logger); err != nil {
 			return fmt.Errorf("%s: %w", *configPath, err)
 		}
 		fmt.Fprintln(stdout, "configuration OK")
 		return nil
 	}
-	return run(cfg, *configPath, logger, nil)
+	return serve(cfg, daemon.Options{ConfigPath: *configPath, Logger: logger})
 }
 
 // auditSubcommands are the commands under `popproxy audit`.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/popproxy/popproxy/internal/config"
+	"github.com/popproxy/popproxy/internal/daemon"
 	"github.com/popproxy/popproxy/internal/maildrop"
 )
 
@@ -62,9 +63,14 @@ func demoCommand(args []string, stdout, stderr io.Writer) error {
 	if err := cfg.Complete(); err != nil {
 		return err
 	}
-	err = run(&cfg, "", operationalLog(stderr), func(ls []net.Listener) {
-		plain, implicit := ls[0].Addr().String(), ls[1].Addr().String()
-		fmt.Fprintf(stderr, `
+	sig := daemon.NotifySignals()
+	defer sig.Stop()
+	d, err := daemon.New(&cfg, daemon.Options{Logger: operationalLog(stderr)})
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	plain, implicit := d.Addrs()[0].String(), d.Addrs()[1].String()
+	fmt.Fprintf(stderr, `
 popproxy demo: a sample mail drop at %[1]s, popproxy in front of it at %[2]s.
 Implicit TLS (self-signed certificate) at %[3]s.
 Audit events are printed below as JSON lines. Try:
@@ -78,8 +84,7 @@ Audit events are printed below as JSON lines. Try:
 Press Ctrl-C to stop.
 
 `, dropListener.Addr().String(), plain, implicit, demoUser, demoPassword, hostOf(plain), portOf(plain))
-	})
-	if err != nil {
+	if err := sig.Run(d); err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
 	return nil

@@ -6,11 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/netip"
-	"slices"
 	"time"
 
 	"github.com/popproxy/popproxy/internal/config"
+	"github.com/popproxy/popproxy/internal/daemon"
 	"github.com/popproxy/popproxy/internal/sharedlimits"
 	"github.com/popproxy/popproxy/proxy"
 )
@@ -83,12 +82,12 @@ func limitsCommand(args []string, stdout, stderr io.Writer) error {
 		}
 		return adminLimits(cfg.Admin.Address, sub, name, stdout)
 	}
-	sc, err := sharedConfig(cfg.Limits.Shared)
+	sc, err := daemon.SharedConfig(cfg.Limits.Shared)
 	if err != nil {
 		return err
 	}
 	sc.Timeout = max(sc.Timeout, adminTimeout)
-	keys, err := limitKeys(cfg, name)
+	keys, err := daemon.SharedKeys(cfg, name)
 	if err != nil {
 		return err
 	}
@@ -107,38 +106,7 @@ func limitsCommand(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		printLimitState(stdout, proxy.LimitState{Key: key, Failures: s.Failures, Blocked: s.Blocked, Sessions: s.Sessions, LoginDelay: s.LoginDelay})
+		daemon.PrintLimitState(stdout, proxy.LimitState{Key: key, Failures: s.Failures, Blocked: s.Blocked, Sessions: s.Sessions, LoginDelay: s.LoginDelay})
 	}
 	return nil
-}
-
-// limitKeys returns the store's keys for name: an address's, or a user's as
-// the routes send it upstream, under its own name on each upstream, and
-// unrouted (the key of a login that no route took).
-func limitKeys(cfg *config.Config, name string) ([]string, error) {
-	limits, err := proxyLimits(cfg.Limits)
-	if err != nil {
-		return nil, err
-	}
-	if addr, err := netip.ParseAddr(name); err == nil {
-		return []string{limits.SharedAddressKey(addr)}, nil
-	}
-	var keys []string
-	add := func(key string) {
-		if !slices.Contains(keys, key) {
-			keys = append(keys, key)
-		}
-	}
-	r, err := router(cfg)
-	if err != nil {
-		return nil, err
-	}
-	if t, err := r.Route(name); err == nil {
-		add(limits.SharedUserKey(t.Upstream, t.Login))
-	}
-	for _, u := range cfg.Upstreams {
-		add(limits.SharedUserKey(u.Name, name))
-	}
-	add(limits.SharedUserKey("", name))
-	return keys, nil
 }

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/popproxy/popproxy/internal/config"
+	"github.com/popproxy/popproxy/internal/daemon"
 	"github.com/popproxy/popproxy/internal/pop3test"
 	"github.com/popproxy/popproxy/internal/route"
 	"github.com/popproxy/popproxy/internal/testdovecot"
@@ -71,7 +72,7 @@ audit: {output: %q}
 	// trusted network, and from inside it without a header (a POP3 command
 	// instead, or silence until the header timeout), no greeting and close.
 	silent := make(chan error, 1)
-	go expectSilentClose(inst[1].addr, "127.0.0.1", "", proxyHeaderTimeout+5*time.Second, silent)
+	go expectSilentClose(inst[1].addr, "127.0.0.1", "", daemon.ProxyHeaderTimeout+5*time.Second, silent)
 	if err := expectSilentClose(inst[0].addr, "127.0.0.2", "CAPA\r\n", 3*time.Second, nil); err != nil {
 		t.Errorf("untrusted peer: %v", err)
 	}

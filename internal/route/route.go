@@ -3,6 +3,7 @@ package route
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
@@ -175,6 +176,18 @@ func (r *Router) Reachable() []Upstream {
 	t := r.t.Load()
 	out := make([]Upstream, 0, len(t.reachable))
 	for _, name := range t.reachable {
+		out = append(out, Upstream{Name: name, Addresses: slices.Clone(t.upstreams[name])})
+	}
+	return out
+}
+
+// Upstreams returns every upstream of the current table, sorted by name,
+// with its addresses, whether or not a route leads to it. The slices are the
+// caller's own.
+func (r *Router) Upstreams() []Upstream {
+	t := r.t.Load()
+	out := make([]Upstream, 0, len(t.upstreams))
+	for _, name := range slices.Sorted(maps.Keys(t.upstreams)) {
 		out = append(out, Upstream{Name: name, Addresses: slices.Clone(t.upstreams[name])})
 	}
 	return out

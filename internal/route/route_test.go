@@ -105,6 +105,23 @@ func TestRouteDefault(t *testing.T) {
 	}
 }
 
+// TestUpstreams: every upstream of the table in effect, routed to or not,
+// and after Update the new table's.
+func TestUpstreams(t *testing.T) {
+	same := func(a, b Upstream) bool { return a.Name == b.Name && slices.Equal(a.Addresses, b.Addresses) }
+	r := mustNew(t, Config{Upstreams: []Upstream{testUpstreams[2], testUpstreams[0], testUpstreams[1]}})
+	if got := r.Upstreams(); !slices.EqualFunc(got, testUpstreams, same) {
+		t.Errorf("Upstreams() = %v, want %v", got, testUpstreams)
+	}
+	next := []Upstream{{Name: "a", Addresses: []string{"10.0.0.9:110"}}}
+	if err := r.Update(Config{Upstreams: next}); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Upstreams(); !slices.EqualFunc(got, next, same) {
+		t.Errorf("Upstreams() after Update = %v, want %v", got, next)
+	}
+}
+
 // TestReachable: only upstreams that a user, a domain or the default leads
 // to are reachable, each once, with its addresses.
 func TestReachable(t *testing.T) {

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"errors"
@@ -12,14 +12,14 @@ import (
 	"github.com/popproxy/popproxy/tlsconf"
 )
 
-// checkConfig is -check: everything run does before it serves, except
+// Check is popproxy -check: everything New does, except
 // binding the ports and, with ACME, asking the CA for certificates. It reads
 // every file the configuration names (upstream CA files and client
 // certificates, the map file, the listeners' certificates and keys, the ACME
 // trusted roots), checks that the ACME storage folder and the audit file
 // can be written, and resolves the listeners' addresses. It reports every
 // part that fails and leaves nothing behind.
-func checkConfig(cfg *config.Config, logger *slog.Logger) error {
+func Check(cfg *config.Config, logger *slog.Logger) error {
 	var errs []string
 	fail := func(field string, err error) {
 		switch {
@@ -39,11 +39,11 @@ func checkConfig(cfg *config.Config, logger *slog.Logger) error {
 		fail("admin.address", err)
 	}
 	// The upstreams' TLS files, the routes and the map file, the limits:
-	// built as run builds them.
+	// built as New builds them.
 	_, err := serverOptions(cfg, nil, logger)
 	fail("", err)
 	if cfg.Limits.Shared != nil {
-		_, err := sharedConfig(cfg.Limits.Shared)
+		_, err := SharedConfig(cfg.Limits.Shared)
 		fail("", err)
 	}
 	if cfg.UsesTLS() {

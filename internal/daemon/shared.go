@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"crypto/tls"
@@ -6,7 +6,9 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/popproxy/popproxy/internal/config"
@@ -17,9 +19,10 @@ import (
 
 var _ proxy.SharedLimits = (*sharedlimits.Store)(nil)
 
-// sharedConfig reads what limits.shared names: the password file and the CA
-// file. -check calls it too, so a missing file is found before a restart.
-func sharedConfig(sh *config.Shared) (sharedlimits.Config, error) {
+// SharedConfig reads what limits.shared names: the password file and the CA
+// file. Check calls it too, so a missing file is found before a restart, and
+// so does popproxy limits, to reach the store.
+func SharedConfig(sh *config.Shared) (sharedlimits.Config, error) {
 	cfg := sharedlimits.Config{Address: sh.Address, Prefix: sh.Prefix, Timeout: sh.Timeout, Lease: sh.SessionLease}
 	if sh.PasswordFile != "" {
 		b, err := os.ReadFile(sh.PasswordFile)
@@ -53,7 +56,7 @@ func openShared(cfg *config.Config, opts *proxy.Options, m *metrics.Metrics, log
 	if sh == nil {
 		return nil, nil
 	}
-	sc, err := sharedConfig(sh)
+	sc, err := SharedConfig(sh)
 	if err != nil {
 		return nil, err
 	}
@@ -65,4 +68,35 @@ func openShared(cfg *config.Config, opts *proxy.Options, m *metrics.Metrics, log
 	})
 	logger.Info("limits shared with the fleet", "store", sh.Address, "prefix", sh.Prefix, "on_unavailable", sh.OnUnavailable)
 	return st, nil
+}
+
+// SharedKeys returns the shared store's keys for name: an address's, or a
+// user's as the routes send it upstream, under its own name on each
+// upstream, and unrouted (the key of a login that no route took).
+func SharedKeys(cfg *config.Config, name string) ([]string, error) {
+	limits, err := proxyLimits(cfg.Limits)
+	if err != nil {
+		return nil, err
+	}
+	if addr, err := netip.ParseAddr(name); err == nil {
+		return []string{limits.SharedAddressKey(addr)}, nil
+	}
+	var keys []string
+	add := func(key string) {
+		if !slices.Contains(keys, key) {
+			keys = append(keys, key)
+		}
+	}
+	r, err := router(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if t, err := r.Route(name); err == nil {
+		add(limits.SharedUserKey(t.Upstream, t.Login))
+	}
+	for _, u := range cfg.Upstreams {
+		add(limits.SharedUserKey(u.Name, name))
+	}
+	add(limits.SharedUserKey("", name))
+	return keys, nil
 }

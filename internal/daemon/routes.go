@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"fmt"
@@ -85,16 +85,17 @@ func routeConfig(cfg *config.Config) (route.Config, error) {
 	return rc, nil
 }
 
-// circuits reports the breaker's state per configured upstream address, for
-// the popproxy_upstream_circuit_open metric.
-func circuits(cfg *config.Config, b *route.Breaker) func() []metrics.CircuitState {
+// circuits reports the breaker's state per address of every upstream in the
+// routing table in effect, for the popproxy_upstream_circuit_open metric: a
+// reload that changes the upstreams changes the series.
+func circuits(r *route.Router, b *route.Breaker) func() []metrics.CircuitState {
 	return func() []metrics.CircuitState {
 		open := map[string]bool{}
 		for _, s := range b.States() {
 			open[s.Address] = s.Open
 		}
 		var out []metrics.CircuitState
-		for _, u := range cfg.Upstreams {
+		for _, u := range r.Upstreams() {
 			for _, a := range u.Addresses {
 				out = append(out, metrics.CircuitState{Upstream: u.Name, Address: a, Open: open[a]})
 			}
