@@ -374,7 +374,8 @@ func (s *session) authenticate(t *target, u *upstream) (ok bool, err error) {
 	u.exchange("QUIT\r\n") // harmless in AUTHORIZATION: no UPDATE state
 	u.close()
 	s.srv.opts.Auditor.Auth(s.id, t.ev)
-	if countsAsFailedLogin(st.Code) {
+	_, has := s.srv.upstreamCapabilities(t.up)
+	if countsAsFailedLogin(st.Code, has&capAuthRespCode != 0) {
 		// For APOP the digest stands for the password. It changes with
 		// every timestamp, so each failed APOP counts, a stale
 		// client's as much as a guesser's.
@@ -417,15 +418,23 @@ func (s *session) startSession(t *target, u *upstream) error {
 // response code code, counts as a failed login against the user and the
 // address (see loginFailed).
 //
-// [AUTH] does (RFC 3206 §4), and so does -ERR without a code, or with one the
-// proxy does not know (RFC 2449 §8: a client ignores it): RFC 1939 servers
+// [AUTH] does (RFC 3206 §4), and so does -ERR with a code the proxy does not
+// know (RFC 2449 §8: a client ignores it), or without a code from a server
+// that does not list AUTH-RESP-CODE (marksAuth false): RFC 1939 servers
 // such as popa3d answer every refusal so, a wrong password or a mailbox they
 // cannot open, and only distinct passwords count, so the right one refused
 // during a server fault counts once and never blocks. [SYS/TEMP],
 // [SYS/PERM] (any SYS/...), [IN-USE] and [LOGIN-DELAY] say the server would
 // not serve the mailbox whatever the password (RFC 2449 §8, RFC 3206 §5), so
 // they do not count.
-func countsAsFailedLogin(code string) bool {
+func countsAsFailedLogin(code string, marksAuth bool) bool {
+	if code == "" && marksAuth {
+		// A server that marks refused credentials [AUTH] says by leaving
+		// the code out that the password was not the problem ("-ERR
+		// Shutting down" from a restarting Dovecot): counting it would
+		// lock out every client of an address after an upstream restart.
+		return false
+	}
 	top, _, _ := strings.Cut(code, "/")
 	switch top {
 	case "SYS", "IN-USE", "LOGIN-DELAY":

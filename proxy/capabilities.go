@@ -14,7 +14,12 @@ type capBits uint8
 const (
 	capTop capBits = 1 << iota
 	capUIDL
-	allCaps = capTop | capUIDL
+	// capAuthRespCode: the server marks refused credentials [AUTH] (RFC
+	// 3206 §6), so its -ERR without a code is about something else (a
+	// mailbox it cannot open, a shutdown). Never announced as the
+	// server's: popproxy lists AUTH-RESP-CODE itself whatever the server.
+	capAuthRespCode
+	allCaps = capTop | capUIDL | capAuthRespCode
 )
 
 // upstreamCaps names capBits' members, in the order CAPA lists them. RFC
@@ -31,6 +36,9 @@ var upstreamCaps = []struct {
 func parseCaps(names []string) capBits {
 	var has capBits
 	for _, n := range names {
+		if strings.EqualFold(n, "AUTH-RESP-CODE") {
+			has |= capAuthRespCode
+		}
 		for _, c := range upstreamCaps {
 			if strings.EqualFold(n, c.name) {
 				has |= c.bit
@@ -156,6 +164,7 @@ func (s *session) learnCapabilities(up Upstream) error {
 		s.srv.caps.learn(up, allCaps, parseCaps(names))
 		return nil
 	}
+	s.srv.caps.learn(up, capAuthRespCode, 0) // no CAPA, so no AUTH-RESP-CODE
 	if st, _, err = s.probe(pop3.Command{Verb: "STAT"}, false); err != nil || !st.OK {
 		return err
 	}

@@ -768,3 +768,65 @@ func TestLimitStateAndClear(t *testing.T) {
 		t.Errorf("127.0.0.1 after ClearLimits: %+v", s)
 	}
 }
+
+// shuttingDownUpstream lists AUTH-RESP-CODE, accepts "good", answers
+// "shutdown" with a bare "-ERR Shutting down", as a restarting Dovecot does,
+// and refuses any other password with [AUTH].
+func shuttingDownUpstream(t testing.TB) string {
+	return pop3test.FakeUpstream(t, func(c *pop3test.UpstreamConn) {
+		c.Send("+OK ready\r\n")
+		for line := c.Line(); line != ""; line = c.Line() {
+			verb, arg, _ := strings.Cut(line, " ")
+			switch {
+			case verb == "CAPA":
+				c.Send("+OK\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n.\r\n")
+			case verb == "PASS" && arg == "good":
+				c.Send("+OK logged in\r\n")
+			case verb == "PASS" && strings.HasPrefix(arg, "shutdown"):
+				c.Send("-ERR Shutting down\r\n")
+			case verb == "PASS":
+				c.Send("-ERR [AUTH] invalid credentials\r\n")
+			case verb == "QUIT":
+				c.Send("+OK bye\r\n")
+				return
+			default:
+				c.Send("+OK\r\n")
+			}
+		}
+	})
+}
+
+// TestNoCodeFromAnAuthRespCodeServerIsNoFailedLogin: a server that lists
+// AUTH-RESP-CODE marks refused credentials [AUTH], so its bare -ERR (a
+// restart's "Shutting down") must not count towards the failed-login blocks:
+// counted, one upstream restart locked every client of an address out.
+func TestNoCodeFromAnAuthRespCodeServerIsNoFailedLogin(t *testing.T) {
+	up := shuttingDownUpstream(t)
+	addr, _, rec := startProxy(t, up, func(o *proxy.Options) {
+		o.Upstream.Capabilities = nil // learnt from the server's CAPA
+		o.Limits = proxy.Limits{
+			FailuresPerUser: ratelimit.FailureConfig{MaxFailures: 2, Window: time.Minute, Block: time.Minute},
+			FailuresPerIP:   ratelimit.FailureConfig{MaxFailures: 2, Window: time.Minute, Block: time.Minute},
+		}
+	})
+	c := pop3test.Dial(t, addr)
+	c.Login("alice", "good") // the proxy learns the server's CAPA
+	c.Cmd("QUIT", "+OK*")
+	c = pop3test.Dial(t, addr)
+	for i := range 5 {
+		c.Cmd("USER alice", "+OK*")
+		c.Cmd("PASS shutdown"+strconv.Itoa(i), "-ERR Shutting down")
+	}
+	c.Login("alice", "good")
+	if rec.hasPolicy(proxy.RuleFailedLoginsUser) || rec.hasPolicy(proxy.RuleFailedLoginsIP) {
+		t.Fatalf("bare -ERRs from an AUTH-RESP-CODE server counted as failed logins: %v", rec.policyRules())
+	}
+	// [AUTH] still counts.
+	c = pop3test.Dial(t, addr)
+	for i := range 2 {
+		c.Cmd("USER bob", "+OK*")
+		c.Cmd("PASS wrong"+strconv.Itoa(i), "-ERR [AUTH]*")
+	}
+	c.Cmd("USER bob", "+OK*")
+	c.Cmd("PASS good", "-ERR [AUTH] too many failed logins*")
+}
