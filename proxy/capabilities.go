@@ -117,18 +117,7 @@ func (srv *Server) upstreamCapabilities(up Upstream) (known, has capBits) {
 // announced: a client may find a command missing from CAPA and use it
 // anyway, but it must not be promised one that fails.
 func (srv *Server) announcedCaps() capBits {
-	ups := []Upstream{srv.opts.Upstream}
-	if srv.opts.Router != nil {
-		ups = ups[:0]
-		for _, t := range srv.opts.Router.Reachable() {
-			up, ok := srv.opts.Upstreams[t.Name]
-			if !ok {
-				continue // route refuses it: nobody logs in there
-			}
-			up.Name, up.Addresses = t.Name, t.Addresses
-			ups = append(ups, up)
-		}
-	}
+	ups := srv.reachable()
 	if len(ups) == 0 {
 		return 0
 	}

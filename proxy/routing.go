@@ -12,7 +12,7 @@ func (srv *Server) route(user string) (Upstream, string, error) {
 	if err != nil {
 		return Upstream{}, "", err
 	}
-	up, err := srv.target(t)
+	up, err := srv.resolve(t.Upstream, t.Addresses)
 	return up, t.Login, err
 }
 
@@ -25,15 +25,33 @@ func (srv *Server) defaultRoute() (Upstream, error) {
 	if err != nil {
 		return Upstream{}, err
 	}
-	return srv.target(t)
+	return srv.resolve(t.Upstream, t.Addresses)
 }
 
-// target is the upstream a route chose, with the router's addresses.
-func (srv *Server) target(t route.Target) (Upstream, error) {
-	up, ok := srv.opts.Upstreams[t.Upstream]
+// reachable returns the upstreams some route leads to now.
+func (srv *Server) reachable() []Upstream {
+	if srv.opts.Router == nil {
+		return []Upstream{srv.opts.Upstream}
+	}
+	var ups []Upstream
+	for _, t := range srv.opts.Router.Reachable() {
+		up, err := srv.resolve(t.Name, t.Addresses)
+		if err != nil {
+			continue // route refuses it: nobody logs in there
+		}
+		ups = append(ups, up)
+	}
+	return ups
+}
+
+// resolve is the one complete description of the upstream a route chose:
+// the router's addresses (reloadable) with the rest of Options.Upstreams'
+// settings for that name.
+func (srv *Server) resolve(name string, addrs []string) (Upstream, error) {
+	up, ok := srv.opts.Upstreams[name]
 	if !ok {
 		return Upstream{}, route.ErrNoRoute
 	}
-	up.Name, up.Addresses = t.Upstream, t.Addresses
+	up.Name, up.Addresses = name, addrs
 	return up, nil
 }

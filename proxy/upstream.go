@@ -154,7 +154,7 @@ func (srv *Server) dialSecure(ctx context.Context, up Upstream, addr string, inf
 		raw.Close()
 		return nil, err
 	}
-	tlsConfig := tlsFor(up.TLSConfig, addr)
+	tlsConfig := up.tlsFor(addr)
 	var c net.Conn = raw
 	if up.TLSMode == TLSImplicit {
 		if c, err = clientHandshake(raw, tlsConfig, deadline); err != nil {
@@ -202,10 +202,11 @@ func (srv *Server) dialSecure(ctx context.Context, up Upstream, addr string, inf
 	return u, nil
 }
 
-// tlsFor returns cfg for a connection to addr: unless cfg names the server,
-// the certificate is checked against addr's own host, so that failing over
-// to an address with another name checks that name.
-func tlsFor(cfg *tls.Config, addr string) *tls.Config {
+// tlsFor returns up's TLS configuration for a connection to addr: unless it
+// names the server, the certificate is checked against addr's own host, so
+// that failing over to an address with another name checks that name.
+func (up Upstream) tlsFor(addr string) *tls.Config {
+	cfg := up.TLSConfig
 	if cfg == nil || cfg.ServerName != "" {
 		return cfg
 	}
