@@ -38,7 +38,7 @@ func startSolidAPOP(t *testing.T) (*testlegacy.Instance, string, string, *record
 		t.Fatal(err)
 	}
 	addr, _, rec := startListener(t, srv.Addr(), apopListener, func(o *proxy.Options) {
-		o.Upstream.ResponseTimeout = 10 * time.Second
+		withUpstream(o, func(u *proxy.Upstream) { u.ResponseTimeout = 10 * time.Second })
 		o.Limits = legacyLimits
 	})
 	return srv, secret, addr, rec
@@ -267,10 +267,9 @@ func TestAPOPLoopBetweenProxies(t *testing.T) {
 		t.Fatal(err)
 	}
 	serve := func(l net.Listener, upstream string, lc proxy.Listener) *proxy.Server {
-		srv := proxy.New(proxy.Options{
-			Upstream: proxy.Upstream{Addresses: []string{upstream}, DialTimeout: 2 * time.Second, ResponseTimeout: 2 * time.Second},
-			Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
-		})
+		srv := proxy.New(oneUpstream(t, proxy.Upstream{Addresses: []string{upstream}, DialTimeout: 2 * time.Second, ResponseTimeout: 2 * time.Second}, proxy.Options{
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		}))
 		go srv.Serve(l, lc)
 		t.Cleanup(func() { srv.Close() })
 		return srv

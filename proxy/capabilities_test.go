@@ -73,7 +73,7 @@ func TestCapaLegacyLearnt(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			addr, _, rec := startProxy(t, srv.Addr(), func(o *proxy.Options) { o.Upstream.Capabilities = nil })
+			addr, _, rec := startProxy(t, srv.Addr(), func(o *proxy.Options) { withUpstream(o, func(u *proxy.Upstream) { u.Capabilities = nil }) })
 			checkCapaSession(t, addr, srv.User(), srv.Password())
 			checkCapaSession(t, addr, srv.User(), srv.Password(), tc.learnt...)
 			if tc.fill {
@@ -96,7 +96,7 @@ func TestCapaLegacyLearnt(t *testing.T) {
 // from the second session on, popproxy lists them before and after login.
 func TestCapaDovecotLearnt(t *testing.T) {
 	d := sharedDovecot(t)
-	addr, _, _ := startProxy(t, d.Addr(), func(o *proxy.Options) { o.Upstream.Capabilities = nil })
+	addr, _, _ := startProxy(t, d.Addr(), func(o *proxy.Options) { withUpstream(o, func(u *proxy.Upstream) { u.Capabilities = nil }) })
 	checkCapaSession(t, addr, "capa", dovecotUsers["capa"])
 	checkCapaSession(t, addr, "capa", dovecotUsers["capa"], "TOP", "UIDL")
 }
@@ -120,7 +120,7 @@ func TestCapaOverride(t *testing.T) {
 			}
 		}
 	})
-	addr, _, _ := startProxy(t, up, func(o *proxy.Options) { o.Upstream.Capabilities = []string{"uidl"} })
+	addr, _, _ := startProxy(t, up, func(o *proxy.Options) { withUpstream(o, func(u *proxy.Upstream) { u.Capabilities = []string{"uidl"} }) })
 	checkCapaSession(t, addr, "u", "p", "UIDL")
 	mu.Lock()
 	defer mu.Unlock()

@@ -167,7 +167,7 @@ func TestDovecotPipelined(t *testing.T) {
 
 func TestDovecotAuthPlainUpstream(t *testing.T) {
 	d := sharedDovecot(t)
-	addr, _, _ := startProxy(t, d.Addr(), func(o *proxy.Options) { o.Upstream.LoginPlain = true })
+	addr, _, _ := startProxy(t, d.Addr(), func(o *proxy.Options) { withUpstream(o, func(u *proxy.Upstream) { u.LoginPlain = true }) })
 	c := pop3test.Dial(t, addr)
 	c.Cmd("USER plain", "+OK*")
 	c.Cmd("PASS wrong", "-ERR [AUTH]*")

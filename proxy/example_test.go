@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/popproxy/popproxy/internal/maildrop"
+	"github.com/popproxy/popproxy/internal/route"
 	"github.com/popproxy/popproxy/proxy"
 )
 
@@ -20,7 +21,16 @@ func Example() {
 	go drop.Serve(upstream)
 	defer drop.Close()
 
-	srv := proxy.New(proxy.Options{Upstream: proxy.Upstream{Addresses: []string{upstream.Addr().String()}}})
+	// Every user goes to the upstream named "store".
+	router, err := route.New(route.Config{
+		Upstreams: []route.Upstream{{Name: "store", Addresses: []string{upstream.Addr().String()}}},
+		Default:   "store",
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	srv := proxy.New(proxy.Options{Router: router, Upstreams: map[string]proxy.Upstream{"store": {}}})
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	go srv.Serve(l, proxy.Listener{Name: "pop3"})
 	defer srv.Shutdown(context.Background())

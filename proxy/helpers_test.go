@@ -13,6 +13,7 @@ import (
 
 	"github.com/popproxy/popproxy/internal/maildrop"
 	"github.com/popproxy/popproxy/internal/pop3test"
+	"github.com/popproxy/popproxy/internal/route"
 	"github.com/popproxy/popproxy/proxy"
 )
 
@@ -126,15 +127,15 @@ func startListener(t testing.TB, upstream string, lc proxy.Listener, configure f
 	t.Helper()
 	rec := newRecorder()
 	opts := proxy.Options{
-		Upstream: proxy.Upstream{Addresses: []string{upstream}, DialTimeout: 2 * time.Second, ResponseTimeout: 2 * time.Second,
-			Capabilities: []string{"TOP", "UIDL"}},
+		Upstreams: map[string]proxy.Upstream{"default": {Addresses: []string{upstream}, DialTimeout: 2 * time.Second, ResponseTimeout: 2 * time.Second,
+			Capabilities: []string{"TOP", "UIDL"}}},
 		Auditor: rec,
 		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	if configure != nil {
 		configure(&opts)
 	}
-	srv := proxy.New(opts)
+	srv := proxy.New(routeToDefault(t, opts))
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -142,6 +143,38 @@ func startListener(t testing.TB, upstream string, lc proxy.Listener, configure f
 	go srv.Serve(l, lc)
 	t.Cleanup(func() { srv.Close() })
 	return l.Addr().String(), srv, rec
+}
+
+// oneUpstream returns o with every user routed to up, named "default".
+func oneUpstream(t testing.TB, up proxy.Upstream, o proxy.Options) proxy.Options {
+	t.Helper()
+	o.Upstreams = map[string]proxy.Upstream{"default": up}
+	return routeToDefault(t, o)
+}
+
+// routeToDefault returns o with, unless it has a Router, one that sends
+// every user to the upstream "default" at that upstream's addresses.
+func routeToDefault(t testing.TB, o proxy.Options) proxy.Options {
+	t.Helper()
+	if o.Router != nil {
+		return o
+	}
+	router, err := route.New(route.Config{
+		Upstreams: []route.Upstream{{Name: "default", Addresses: o.Upstreams["default"].Addresses}},
+		Default:   "default",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Router = router
+	return o
+}
+
+// withUpstream changes the upstream "default" of startProxy's options.
+func withUpstream(o *proxy.Options, change func(*proxy.Upstream)) {
+	up := o.Upstreams["default"]
+	change(&up)
+	o.Upstreams["default"] = up
 }
 
 // tap records what a server's clients sent it.

@@ -28,7 +28,7 @@ var legacyLimits = proxy.Limits{
 func startLegacyProxy(t *testing.T, srv *testlegacy.Instance) (string, *recorder) {
 	t.Helper()
 	addr, _, rec := startProxy(t, srv.Addr(), func(o *proxy.Options) {
-		o.Upstream.ResponseTimeout = 10 * time.Second
+		withUpstream(o, func(u *proxy.Upstream) { u.ResponseTimeout = 10 * time.Second })
 		o.Limits = legacyLimits
 	})
 	return addr, rec
@@ -171,7 +171,7 @@ func TestLegacyLoginPlainWithoutSASL(t *testing.T) {
 	srv := testlegacy.StartPopa3d(t)
 	var log lockedBuffer
 	addr, _, rec := startProxy(t, srv.Addr(), func(o *proxy.Options) {
-		o.Upstream.LoginPlain = true
+		withUpstream(o, func(u *proxy.Upstream) { u.LoginPlain = true })
 		o.Limits = legacyLimits
 		o.Logger = slog.New(slog.NewTextHandler(&log, nil))
 	})

@@ -420,11 +420,10 @@ func TestLimitPerIPAcrossPrefixChange(t *testing.T) {
 	if err != nil {
 		t.Skipf("no IPv6 loopback: %v", err)
 	}
-	srv := proxy.New(proxy.Options{
-		Upstream: proxy.Upstream{Addresses: []string{acceptingUpstream(t, "")}},
-		Limits:   proxy.Limits{PerIPSessions: 1, IPv6Prefix: 64},
-		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	srv := proxy.New(oneUpstream(t, proxy.Upstream{Addresses: []string{acceptingUpstream(t, "")}}, proxy.Options{
+		Limits: proxy.Limits{PerIPSessions: 1, IPv6Prefix: 64},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}))
 	go srv.Serve(l, proxy.Listener{Name: "v6"})
 	t.Cleanup(func() { srv.Close() })
 	addr := l.Addr().String()
@@ -803,7 +802,7 @@ func shuttingDownUpstream(t testing.TB) string {
 func TestNoCodeFromAnAuthRespCodeServerIsNoFailedLogin(t *testing.T) {
 	up := shuttingDownUpstream(t)
 	addr, _, rec := startProxy(t, up, func(o *proxy.Options) {
-		o.Upstream.Capabilities = nil // learnt from the server's CAPA
+		withUpstream(o, func(u *proxy.Upstream) { u.Capabilities = nil }) // learnt from the server's CAPA
 		o.Limits = proxy.Limits{
 			FailuresPerUser: ratelimit.FailureConfig{MaxFailures: 2, Window: time.Minute, Block: time.Minute},
 			FailuresPerIP:   ratelimit.FailureConfig{MaxFailures: 2, Window: time.Minute, Block: time.Minute},

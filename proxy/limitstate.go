@@ -76,9 +76,6 @@ func (srv *Server) userKeys(name string) []userKey {
 	if up, login, err := srv.route(name); err == nil {
 		add(lm.userKey(up.Name, login))
 	}
-	if srv.opts.Router == nil {
-		add(lm.userKey(srv.opts.Upstream.Name, name))
-	}
 	for _, up := range slices.Sorted(maps.Keys(srv.opts.Upstreams)) {
 		add(lm.userKey(up, name))
 	}

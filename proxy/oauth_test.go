@@ -160,7 +160,7 @@ func TestOAuthRelay(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := make(chan string, 10)
-			addr, rec, logs := oauthProxy(t, oauthUpstream(t, got, "+OK Logged in."), func(o *proxy.Options) { o.Upstream.LoginPlain = tc.plain })
+			addr, rec, logs := oauthProxy(t, oauthUpstream(t, got, "+OK Logged in."), func(o *proxy.Options) { withUpstream(o, func(u *proxy.Upstream) { u.LoginPlain = tc.plain }) })
 			c := dialTLS(t, addr)
 			if tc.irless {
 				c.Cmd("AUTH "+strings.ToLower(tc.mech), "+ ")

@@ -2,12 +2,8 @@ package proxy
 
 import "github.com/popproxy/popproxy/internal/route"
 
-// route picks the upstream for user and the login name to use there. Without
-// a Router every user goes to Options.Upstream under their own name.
+// route picks the upstream for user and the login name to use there.
 func (srv *Server) route(user string) (Upstream, string, error) {
-	if srv.opts.Router == nil {
-		return srv.opts.Upstream, user, nil
-	}
 	t, err := srv.opts.Router.Route(user)
 	if err != nil {
 		return Upstream{}, "", err
@@ -18,9 +14,6 @@ func (srv *Server) route(user string) (Upstream, string, error) {
 
 // defaultRoute returns the upstream of users whom no route names.
 func (srv *Server) defaultRoute() (Upstream, error) {
-	if srv.opts.Router == nil {
-		return srv.opts.Upstream, nil
-	}
 	t, err := srv.opts.Router.Default()
 	if err != nil {
 		return Upstream{}, err
@@ -30,9 +23,6 @@ func (srv *Server) defaultRoute() (Upstream, error) {
 
 // reachable returns the upstreams some route leads to now.
 func (srv *Server) reachable() []Upstream {
-	if srv.opts.Router == nil {
-		return []Upstream{srv.opts.Upstream}
-	}
 	var ups []Upstream
 	for _, t := range srv.opts.Router.Reachable() {
 		up, err := srv.resolve(t.Name, t.Addresses)

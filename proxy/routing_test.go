@@ -321,7 +321,7 @@ func TestFailover(t *testing.T) {
 	a1 := newDovecot(t, testdovecot.Config{Users: users}, map[string][]string{"fran": {"Subject: x\r\n\r\nserved by A1\r\n"}})
 	a2 := newDovecot(t, testdovecot.Config{Users: users}, map[string][]string{"fran": {"Subject: x\r\n\r\nserved by A2\r\n"}})
 	addr, _, rec := startProxy(t, a1.Addr(), func(o *proxy.Options) {
-		o.Upstream.Addresses = []string{a1.Addr(), a2.Addr()}
+		withUpstream(o, func(u *proxy.Upstream) { u.Addresses = []string{a1.Addr(), a2.Addr()} })
 		o.Breaker = route.NewBreaker(route.BreakerConfig{Refusals: 2, ProbeInterval: time.Minute})
 	})
 	retr := func(want, wantAddr string) {
@@ -354,7 +354,7 @@ func TestBreakerSkipsFailingAddress(t *testing.T) {
 	dead := newDeadUpstream(t)
 	breaker := route.NewBreaker(route.BreakerConfig{Refusals: 2, ProbeInterval: time.Minute})
 	addr, _, rec := startProxy(t, dead.addr(), func(o *proxy.Options) {
-		o.Upstream.Addresses = []string{dead.addr(), a2.Addr()}
+		withUpstream(o, func(u *proxy.Upstream) { u.Addresses = []string{dead.addr(), a2.Addr()} })
 		o.Breaker = breaker
 	})
 	for i, wantAccepts := range []int32{1, 2, 2, 2} {
@@ -383,8 +383,10 @@ func TestBreakerHungUpstreamAnswersPromptly(t *testing.T) {
 	d1.hold.Store(true)
 	d2.hold.Store(true)
 	addr, _, rec := startProxy(t, d1.addr(), func(o *proxy.Options) {
-		o.Upstream.Addresses = []string{d1.addr(), d2.addr()}
-		o.Upstream.DialTimeout = 300 * time.Millisecond
+		withUpstream(o, func(u *proxy.Upstream) {
+			u.Addresses = []string{d1.addr(), d2.addr()}
+			u.DialTimeout = 300 * time.Millisecond
+		})
 	})
 	c := pop3test.Dial(t, addr)
 	c.Cmd("USER hal", "+OK*")
@@ -430,7 +432,7 @@ func TestUpstreamBackWithinASecond(t *testing.T) {
 			t.Parallel()
 			d := newDovecot(t, testdovecot.Config{Users: map[string]string{"ida": "pw-ida"}}, nil)
 			addr, _, _ := startProxy(t, d.Addr(), func(o *proxy.Options) {
-				o.Upstream.DialTimeout = time.Second
+				withUpstream(o, func(u *proxy.Upstream) { u.DialTimeout = time.Second })
 				o.Auditor = nil // the recorder holds 100 sessions; this test makes more
 			})
 			if !tryLogin(addr, "ida", "pw-ida") {
@@ -516,11 +518,10 @@ func TestLoopDetected(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := newRecorder()
-	srv := proxy.New(proxy.Options{
-		Upstream: proxy.Upstream{Addresses: []string{l.Addr().String()}, DialTimeout: 2 * time.Second, ResponseTimeout: 2 * time.Second},
-		Auditor:  rec,
-		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	srv := proxy.New(oneUpstream(t, proxy.Upstream{Addresses: []string{l.Addr().String()}, DialTimeout: 2 * time.Second, ResponseTimeout: 2 * time.Second}, proxy.Options{
+		Auditor: rec,
+		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}))
 	go srv.Serve(l, proxy.Listener{Name: "test"})
 	t.Cleanup(func() { srv.Close() })
 
@@ -545,7 +546,7 @@ func clientAddrIntoDovecot(t *testing.T, sendClient proxy.ProxyHeader, clientIP 
 	d := newDovecot(t, cfg, nil)
 	var ids *sessionIDs
 	addr, _, rec := startProxy(t, upstreamAddr(d), func(o *proxy.Options) {
-		o.Upstream.SendClient = sendClient
+		withUpstream(o, func(u *proxy.Upstream) { u.SendClient = sendClient })
 		ids = &sessionIDs{Auditor: o.Auditor}
 		o.Auditor = ids
 	})
@@ -632,7 +633,7 @@ func TestXClientRefused(t *testing.T) {
 			return "+OK\r\n"
 		})
 	})
-	addr, _, rec := startProxy(t, up, func(o *proxy.Options) { o.Upstream.SendClient = proxy.SendXClient })
+	addr, _, rec := startProxy(t, up, func(o *proxy.Options) { withUpstream(o, func(u *proxy.Upstream) { u.SendClient = proxy.SendXClient }) })
 	c := pop3test.Dial(t, addr)
 	c.Cmd("USER kim", "+OK*")
 	c.Cmd("PASS pw-kim", "-ERR [SYS/TEMP] *")
@@ -662,7 +663,7 @@ func TestXClientNotOffered(t *testing.T) {
 			c.Send(tt.greeting + "\r\n")
 			tr.record(c, nil, func(string) string { return "+OK\r\n" })
 		})
-		addr, _, _ := startProxy(t, up, func(o *proxy.Options) { o.Upstream.SendClient = tt.sendClient })
+		addr, _, _ := startProxy(t, up, func(o *proxy.Options) { withUpstream(o, func(u *proxy.Upstream) { u.SendClient = tt.sendClient }) })
 		c := pop3test.Dial(t, addr)
 		c.Login("lee", "pw-lee")
 		c.Cmd("QUIT", "+OK*")
@@ -686,11 +687,10 @@ func TestLoopBetweenTwoProxies(t *testing.T) {
 	}
 	start := func(l net.Listener, upstream string) *recorder {
 		rec := newRecorder()
-		srv := proxy.New(proxy.Options{
-			Upstream: proxy.Upstream{Addresses: []string{upstream}, DialTimeout: 2 * time.Second, ResponseTimeout: 2 * time.Second},
-			Auditor:  rec,
-			Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
-		})
+		srv := proxy.New(oneUpstream(t, proxy.Upstream{Addresses: []string{upstream}, DialTimeout: 2 * time.Second, ResponseTimeout: 2 * time.Second}, proxy.Options{
+			Auditor: rec,
+			Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+		}))
 		go srv.Serve(l, proxy.Listener{Name: "loop"})
 		t.Cleanup(func() { srv.Close() })
 		return rec

@@ -25,12 +25,10 @@ var ErrServerClosed = errors.New("proxy: server closed")
 
 // Options configure a Server. Zero values get the defaults named per field.
 type Options struct {
-	// Upstream is where every user goes if Router is nil.
-	Upstream Upstream
-	// Router, if set, chooses an upstream per user among Upstreams (by
-	// name) and rewrites the login name. The addresses dialled are the
-	// router's (reloadable); Upstreams gives the rest of each upstream's
-	// settings.
+	// Router chooses an upstream per user among Upstreams (by name) and
+	// rewrites the login name. The addresses dialled are the router's
+	// (reloadable); Upstreams gives the rest of each upstream's settings.
+	// If nil, no user is routed: every login is refused.
 	Router    *route.Router
 	Upstreams map[string]Upstream
 	// Breaker skips failing upstream addresses while another can serve. If
@@ -219,7 +217,6 @@ func New(opts Options) *Server {
 	if opts.Mechanisms == nil {
 		opts.Mechanisms = []string{"PLAIN", "LOGIN"}
 	}
-	opts.Upstream = opts.Upstream.withDefaults("default")
 	upstreams := make(map[string]Upstream, len(opts.Upstreams))
 	for name, up := range opts.Upstreams {
 		upstreams[name] = up.withDefaults(name)
@@ -227,6 +224,9 @@ func New(opts Options) *Server {
 	opts.Upstreams = upstreams
 	if opts.Auditor == nil {
 		opts.Auditor = nopAuditor{}
+	}
+	if opts.Router == nil {
+		opts.Router, _ = route.New(route.Config{}) // routes nobody; cannot fail
 	}
 	if opts.Breaker == nil {
 		opts.Breaker = route.NewBreaker(route.BreakerConfig{})

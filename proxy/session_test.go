@@ -237,7 +237,7 @@ func TestCapa(t *testing.T) {
 			}
 		}
 	})
-	addr, _, _ := startProxy(t, up, func(o *proxy.Options) { o.Upstream.Capabilities = nil })
+	addr, _, _ := startProxy(t, up, func(o *proxy.Options) { withUpstream(o, func(u *proxy.Upstream) { u.Capabilities = nil }) })
 	own := "USER\r\nSASL PLAIN LOGIN\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n"
 	for _, learnt := range []string{"", "TOP\r\nUIDL\r\n"} {
 		c := pop3test.Dial(t, addr)
@@ -365,7 +365,9 @@ func TestUpstreamResponseTimeout(t *testing.T) {
 		c.Line()
 		time.Sleep(3 * time.Second) // never answers in time
 	})
-	addr, _, rec := startProxy(t, up, func(o *proxy.Options) { o.Upstream.ResponseTimeout = 300 * time.Millisecond })
+	addr, _, rec := startProxy(t, up, func(o *proxy.Options) {
+		withUpstream(o, func(u *proxy.Upstream) { u.ResponseTimeout = 300 * time.Millisecond })
+	})
 	c := pop3test.Dial(t, addr)
 	c.Login("u", "p")
 	c.Cmd("STAT", "-ERR [SYS/TEMP] *")

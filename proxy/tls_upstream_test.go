@@ -54,8 +54,7 @@ func TestUpstreamSTLSNeverFallsBack(t *testing.T) {
 				}
 			})
 			addr, _, rec := startProxy(t, up, func(o *proxy.Options) {
-				o.Upstream.TLSMode = proxy.TLSStartTLS
-				o.Upstream.TLSConfig = clientTLS(t)
+				withUpstream(o, func(u *proxy.Upstream) { u.TLSMode = proxy.TLSStartTLS; u.TLSConfig = clientTLS(t) })
 			})
 			c := pop3test.Dial(t, addr)
 			c.Cmd("USER alice", "+OK*")
@@ -130,9 +129,11 @@ func TestUpstreamSTLSForgetsPlaintextOffers(t *testing.T) {
 				}
 			})
 			addr, _, _ := startProxy(t, up, func(o *proxy.Options) {
-				o.Upstream.TLSMode = proxy.TLSStartTLS
-				o.Upstream.TLSConfig = clientTLS(t)
-				o.Upstream.SendClient = proxy.SendXClient
+				withUpstream(o, func(u *proxy.Upstream) {
+					u.TLSMode = proxy.TLSStartTLS
+					u.TLSConfig = clientTLS(t)
+					u.SendClient = proxy.SendXClient
+				})
 			})
 			c := pop3test.Dial(t, addr)
 			c.Cmd("CAPA", "+OK*")
@@ -194,8 +195,7 @@ func TestDovecotUpstreamTLS(t *testing.T) {
 	}{{proxy.TLSImplicit, d.TLSAddr()}, {proxy.TLSStartTLS, d.Addr()}} {
 		t.Run(tt.mode.String(), func(t *testing.T) {
 			addr, _, _ := startProxy(t, tt.addr, func(o *proxy.Options) {
-				o.Upstream.TLSMode = tt.mode
-				o.Upstream.TLSConfig = clientTLS(t)
+				withUpstream(o, func(u *proxy.Upstream) { u.TLSMode = tt.mode; u.TLSConfig = clientTLS(t) })
 			})
 			if got := fetchAllAs(t, addr, "tls", "pw-tls"); strings.Join(got, "") != strings.Join(direct, "") {
 				t.Error("responses over upstream TLS differ from direct ones")
@@ -203,8 +203,7 @@ func TestDovecotUpstreamTLS(t *testing.T) {
 			wrongName := clientTLS(t)
 			wrongName.ServerName = "mail.example.test"
 			addr, _, rec := startProxy(t, tt.addr, func(o *proxy.Options) {
-				o.Upstream.TLSMode = tt.mode
-				o.Upstream.TLSConfig = wrongName
+				withUpstream(o, func(u *proxy.Upstream) { u.TLSMode = tt.mode; u.TLSConfig = wrongName })
 			})
 			c := pop3test.Dial(t, addr)
 			c.Cmd("USER tls", "+OK*")
