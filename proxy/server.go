@@ -140,7 +140,8 @@ type Upstream struct {
 	Name string
 	// Addresses of one mail store, tried in order: on a failure the next
 	// one is tried (Options.DialAttempts at most), and a failing address is
-	// skipped while another serves (Options.Breaker).
+	// skipped while another serves (Options.Breaker). They are the
+	// router's: in Options.Upstreams they are ignored.
 	Addresses []string
 	// SendClient tells the upstream the real client's address.
 	SendClient ProxyHeader

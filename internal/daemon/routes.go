@@ -18,7 +18,9 @@ var sendClient = map[string]proxy.ProxyHeader{
 	"xclient":  proxy.SendXClient,
 }
 
-// proxyUpstreams maps the configured upstreams onto the proxy's, by name.
+// proxyUpstreams maps the configured upstreams onto the proxy's, by name:
+// every setting but the addresses, which the router holds (routeConfig), so
+// that a reload changes them in one place.
 func proxyUpstreams(cfg *config.Config, logger *slog.Logger) (map[string]proxy.Upstream, error) {
 	out := map[string]proxy.Upstream{}
 	for _, u := range cfg.Upstreams {
@@ -39,7 +41,6 @@ func proxyUpstreams(cfg *config.Config, logger *slog.Logger) (map[string]proxy.U
 		}
 		out[u.Name] = proxy.Upstream{
 			Name:            u.Name,
-			Addresses:       u.Addresses,
 			SendClient:      sendClient[u.SendClient],
 			TLSMode:         tlsMode(u.TLS),
 			TLSConfig:       tlsConfig,
