@@ -410,7 +410,3 @@ func (c *Conn) SetWriteDeadline(t time.Time) error { return c.conn.SetWriteDeadl
 // (v2). It is never nil. Use Header().Command.IsLocal() to tell a health
 // check from a proxied client.
 func (c *Conn) Header() *pp.Header { return c.header }
-
-// NetConn returns the socket (whose RemoteAddr is the load balancer's). Do
-// not read from it: bytes after the header may be buffered in c.
-func (c *Conn) NetConn() net.Conn { return c.conn }

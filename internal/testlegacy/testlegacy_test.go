@@ -1,7 +1,6 @@
 package testlegacy
 
 import (
-	"bufio"
 	"crypto/md5"
 	"encoding/hex"
 	"errors"
@@ -12,75 +11,28 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
+	"github.com/popproxy/popproxy/internal/pop3test"
 	"github.com/popproxy/popproxy/internal/testproc"
 )
 
-// client is a minimal POP3 client for checking the fixture.
-type client struct {
-	t *testing.T
-	c net.Conn
-	r *bufio.Reader
-}
-
-func dial(t *testing.T, addr string) *client {
+// dialGreeting connects and returns the client and the greeting, which
+// may be a bare "+OK" (popa3d), so pop3test.Dial's "+OK text" does not fit.
+func dialGreeting(t *testing.T, addr string) (*pop3test.Client, string) {
 	t.Helper()
-	c, _ := dialGreeting(t, addr)
-	return c
-}
-
-// dialGreeting connects and returns the client and the greeting.
-func dialGreeting(t *testing.T, addr string) (*client, string) {
-	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	c, err := net.DialTimeout("tcp", addr, pop3test.Timeout)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	cl := &client{t: t, c: c, r: bufio.NewReader(c)}
-	return cl, cl.line()
+	cl := pop3test.NewClient(t, c)
+	return cl, cl.Line()
 }
 
-func (c *client) line() string {
-	c.t.Helper()
-	l, err := c.r.ReadString('\n')
-	if err != nil {
-		c.t.Fatalf("read: %v", err)
-	}
-	return strings.TrimSuffix(l, "\r\n")
-}
-
-// cmd sends line and returns the status line.
-func (c *client) cmd(line string) string {
-	c.t.Helper()
-	if _, err := c.c.Write([]byte(line + "\r\n")); err != nil {
-		c.t.Fatal(err)
-	}
-	return c.line()
-}
-
-// body reads a multi-line body up to the terminator, as sent.
-func (c *client) body() string {
-	c.t.Helper()
-	var b strings.Builder
-	for {
-		l := c.line()
-		if l == "." {
-			return b.String()
-		}
-		b.WriteString(l + "\r\n")
-	}
-}
-
-// login logs in and fails the test unless the server says +OK.
-func (c *client) login(user, pass string) {
-	c.t.Helper()
-	c.cmd("USER " + user)
-	if st := c.cmd("PASS " + pass); !strings.HasPrefix(st, "+OK") {
-		c.t.Fatalf("PASS: %q", st)
-	}
+func dial(t *testing.T, addr string) *pop3test.Client {
+	t.Helper()
+	c, _ := dialGreeting(t, addr)
+	return c
 }
 
 // server is what TestServers expects of one server.
@@ -130,65 +82,65 @@ func TestServers(t *testing.T) {
 			}
 
 			c := dial(t, srv.Addr())
-			c.cmd("USER " + srv.User())
-			if st := c.cmd("PASS wrong"); st != s.wrongPassword {
+			c.Cmd("USER "+srv.User(), "*")
+			if st := c.Cmd("PASS wrong", "*"); st != s.wrongPassword {
 				t.Errorf("wrong password: %q, want %q", st, s.wrongPassword)
 			}
 
 			c = dial(t, srv.Addr())
-			c.login(srv.User(), srv.Password())
-			if st := c.cmd("CAPA"); !strings.HasPrefix(st, "-ERR") {
+			c.Login(srv.User(), srv.Password())
+			if st := c.Cmd("CAPA", "*"); !strings.HasPrefix(st, "-ERR") {
 				t.Errorf("CAPA: %q, want -ERR", st)
 			}
 			// msg1 is 29 octets with CRLF, msg2 34 with the CRLF the
 			// servers add.
 			size1, size2 := 29+s.sizeDifference, 34+s.sizeDifference
-			if st, want := c.cmd("LIST 1"), "+OK 1 "+strconv.Itoa(size1); st != want {
+			if st, want := c.Cmd("LIST 1", "*"), "+OK 1 "+strconv.Itoa(size1); st != want {
 				t.Errorf("LIST 1: %q, want %q", st, want)
 			}
-			if st, want := c.cmd("STAT"), "+OK 2 "+strconv.Itoa(size1+size2); st != want {
+			if st, want := c.Cmd("STAT", "*"), "+OK 2 "+strconv.Itoa(size1+size2); st != want {
 				t.Errorf("STAT: %q, want %q", st, want)
 			}
-			if st := c.cmd("RETR 1"); st != s.retr {
+			if st := c.Cmd("RETR 1", "*"); st != s.retr {
 				t.Errorf("RETR 1: %q, want %q", st, s.retr)
 			}
-			if body, want := c.body(), "Subject: one\r\n\r\nhello\r\n..dot\r\n"+s.trailingCRLF; body != want {
+			if body, want := c.Body(), "Subject: one\r\n\r\nhello\r\n..dot\r\n"+s.trailingCRLF; body != want {
 				t.Errorf("RETR 1 body %q, want %q", body, want)
 			}
-			if st := c.cmd("UIDL 2"); !strings.HasPrefix(st, "+OK 2 ") {
+			if st := c.Cmd("UIDL 2", "*"); !strings.HasPrefix(st, "+OK 2 ") {
 				t.Errorf("UIDL 2: %q", st)
 			}
-			if st := c.cmd("TOP 2 0"); !strings.HasPrefix(st, "+OK") {
+			if st := c.Cmd("TOP 2 0", "*"); !strings.HasPrefix(st, "+OK") {
 				t.Errorf("TOP 2 0: %q", st)
 			}
-			if body := c.body(); body != "Subject: two\r\n\r\n" {
+			if body := c.Body(); body != "Subject: two\r\n\r\n" {
 				t.Errorf("TOP 2 0 body %q", body)
 			}
-			c.cmd("DELE 1")
-			if st := c.cmd("QUIT"); !strings.HasPrefix(st, "+OK") {
+			c.Cmd("DELE 1", "*")
+			if st := c.Cmd("QUIT", "*"); !strings.HasPrefix(st, "+OK") {
 				t.Errorf("QUIT: %q", st)
 			}
 
 			c = dial(t, srv.Addr())
-			c.login(srv.User(), srv.Password())
-			if st, want := c.cmd("STAT"), "+OK 1 "+strconv.Itoa(size2); st != want {
+			c.Login(srv.User(), srv.Password())
+			if st, want := c.Cmd("STAT", "*"), "+OK 1 "+strconv.Itoa(size2); st != want {
 				t.Errorf("STAT after DELE 1 and QUIT: %q, want %q", st, want)
 			}
-			c.cmd("QUIT")
+			c.Cmd("QUIT", "*")
 
 			if err := srv.SetMailboxReadable(false); err != nil {
 				t.Fatal(err)
 			}
 			c = dial(t, srv.Addr())
-			c.cmd("USER " + srv.User())
-			if st := c.cmd("PASS " + srv.Password()); st != s.unreadable {
+			c.Cmd("USER "+srv.User(), "*")
+			if st := c.Cmd("PASS "+srv.Password(), "*"); st != s.unreadable {
 				t.Errorf("right password, unreadable mailbox: %q, want %q", st, s.unreadable)
 			}
 			if err := srv.SetMailboxReadable(true); err != nil {
 				t.Fatal(err)
 			}
 			c = dial(t, srv.Addr())
-			c.login(srv.User(), srv.Password())
+			c.Login(srv.User(), srv.Password())
 		})
 	}
 }
@@ -212,7 +164,7 @@ func TestSolidAPOP(t *testing.T) {
 		c, greeting := dialGreeting(t, srv.Addr())
 		ts := greeting[strings.LastIndexByte(greeting, '<'):]
 		digest := md5.Sum([]byte(ts + tc.secret))
-		if st := c.cmd("APOP " + srv.User() + " " + hex.EncodeToString(digest[:])); !strings.HasPrefix(st, tc.want) {
+		if st := c.Cmd("APOP "+srv.User()+" "+hex.EncodeToString(digest[:]), "*"); !strings.HasPrefix(st, tc.want) {
 			t.Errorf("APOP with secret %q: %q, want %s", tc.secret, st, tc.want)
 		}
 	}
@@ -227,7 +179,7 @@ func TestCleanup(t *testing.T) {
 		srv := StartPopa3d(t)
 		pgid, mailbox, user = srv.cmd.Process.Pid, srv.mailbox, srv.User()
 		c := dial(t, srv.Addr())
-		c.login(srv.User(), srv.Password()) // a session still open at the end
+		c.Login(srv.User(), srv.Password()) // a session still open at the end
 	})
 	if pgid == 0 {
 		t.Fatal("no instance started")
