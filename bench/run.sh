@@ -6,6 +6,10 @@
 #   bench/run.sh -size 20        quick run
 #   bench/run.sh -tests idle     one measurement (see popbench -h)
 #   bench/run.sh -relay          add a bare TCP relay as a reference target
+#   bench/run.sh -nginx=false    leave out nginx's mail proxy, measured by
+#                                default as a peer in retr, noop and sessions
+#                                (installs nginx-light and libnginx-mod-mail
+#                                if missing)
 #   bench/run.sh -proxy BIN      measure BIN instead of the freshly built proxy
 #
 # Variants, run only when named, each in a table of its own:
@@ -46,6 +50,26 @@ fi
 # tls-retr compares popproxy with stunnel4 (Debian's package).
 if [[ " $* " == *tls-retr* ]] && ! command -v stunnel4 >/dev/null && ! command -v stunnel >/dev/null; then
 	apt-get install -y stunnel4
+fi
+
+# retr, noop and sessions (the default tests) compare popproxy with nginx's
+# mail proxy (Debian's nginx-light and its dynamic mail module) unless
+# -nginx=false.
+tests=retr,noop,sessions nginx=true prev=
+for arg in "$@"; do
+	case $prev in -tests | --tests) tests=$arg ;; esac
+	case $arg in
+	-tests=* | --tests=*) tests=${arg#*=} ;;
+	-nginx | --nginx) nginx=true ;;
+	-nginx=* | --nginx=*)
+		case ${arg#*=} in 0 | f | F | false | FALSE | False) nginx=false ;; *) nginx=true ;; esac
+		;;
+	esac
+	prev=$arg
+done
+if [ "$nginx" = true ] && [[ ",$tests," =~ ,(retr|noop|sessions), ]] &&
+	{ ! command -v nginx >/dev/null || [ ! -e /usr/lib/nginx/modules/ngx_mail_module.so ]; }; then
+	apt-get install -y nginx-light libnginx-mod-mail
 fi
 
 tmp=$(mktemp -d)

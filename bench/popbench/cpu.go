@@ -118,3 +118,33 @@ func loadAverage() string {
 	}
 	return strings.Join(f[:3], " ")
 }
+
+// treeCPU returns the CPU time used by process pid and its children,
+// including those they have reaped: nginx's master and its workers, which
+// stay in popbench's process group.
+func treeCPU(pid int) (time.Duration, error) {
+	own, err := procCPU(pid, true)
+	if err != nil {
+		return 0, err
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	total := own
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue // exited meanwhile
+		}
+		f, err := statFields(b)
+		if err != nil || f[1] != strconv.Itoa(pid) {
+			continue
+		}
+		total += cpuOf(f, true)
+	}
+	return total, nil
+}

@@ -12,7 +12,9 @@
 //	bench/run.sh -size 20             builds both binaries, writes bench/results/
 //
 // With -relay a third target, a minimal TCP relay (relay.go), shows what one
-// more user-space hop costs by itself.
+// more user-space hop costs by itself. Unless -nginx=false, nginx's mail
+// proxy (nginx.go) is measured too, as a peer: its ratio to direct and
+// popproxy's ratio to it are reported.
 //
 // Measurements, by -tests name (see the file of each):
 //
@@ -79,6 +81,7 @@ type options struct {
 	soakPenalties bool
 	tests         map[string]bool
 	relay         bool
+	nginx         bool
 	keep          bool
 }
 
@@ -115,6 +118,7 @@ func main() {
 	flag.BoolVar(&o.soakPenalties, "soak-penalties", false, "keep popproxy's failed-login penalties for the soak clients' address (see soak.go)")
 	flag.StringVar(&tests, "tests", strings.Join(defaultTests, ","), "comma-separated measurements to run, of "+strings.Join(allTests, ","))
 	flag.BoolVar(&o.relay, "relay", false, "also measure a minimal TCP relay (a reference for one more hop)")
+	flag.BoolVar(&o.nginx, "nginx", true, "also measure nginx's mail proxy (nginx-light, libnginx-mod-mail) as a peer in retr, noop and sessions")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work folder (configs, logs, maildirs)")
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -297,8 +301,9 @@ func (b *bench) bulk() ([]int64, error) {
 	return b.want, fillLight(b.dc, b.o.seed)
 }
 
-// comparisons fills the bulk mailbox, starts a proxy (and with -relay the
-// reference relay) and runs the direct-versus-proxy comparisons.
+// comparisons fills the bulk mailbox, starts a proxy (with -relay the
+// reference relay, with -nginx nginx's mail proxy) and runs the
+// direct-versus-proxy comparisons.
 func (b *bench) comparisons() error {
 	want, err := b.bulk()
 	if err != nil {
@@ -310,7 +315,7 @@ func (b *bench) comparisons() error {
 		return err
 	}
 	defer p.stop()
-	targets := []target{b.direct, p.target("popproxy", b.direct)}
+	targets := []target{b.direct}
 	if b.o.relay {
 		r, err := startRelay(b.work, "relay", b.dc.Addr())
 		if err != nil {
@@ -319,8 +324,21 @@ func (b *bench) comparisons() error {
 		defer r.stop()
 		ref := r.target("tcp-relay", b.direct)
 		ref.reference = true
-		targets = []target{b.direct, ref, targets[1]}
+		targets = append(targets, ref)
 	}
+	var extra [][2]string
+	var ngx *nginxPeer
+	if b.o.nginx {
+		if ngx, err = startNginx(b.work, "nginx", b.dc.Addr()); err != nil {
+			return err
+		}
+		defer ngx.stop()
+		peer := ngx.target("nginx", b.direct)
+		peer.reference = true
+		targets = append(targets, peer)
+		extra = [][2]string{{"popproxy", "nginx"}}
+	}
+	targets = append(targets, p.target("popproxy", b.direct))
 	for _, t := range targets {
 		if err := warmUp(t, userBulk, userLight); err != nil {
 			return err
@@ -338,9 +356,16 @@ func (b *bench) comparisons() error {
 	}
 	for i := range comps {
 		comps[i].counterbalance = true // see comparison.once
+		comps[i].extra = extra
 	}
 	if err := compare(b.rep, evenRounds(b.o.rounds), targets, comps); err != nil {
 		return err
+	}
+	if ngx != nil {
+		b.rep.Notes = append(b.rep.Notes, ngx.note())
+		if err := ngx.stop(); err != nil {
+			return err
+		}
 	}
 	return p.stop()
 }
