@@ -1,7 +1,6 @@
 package proxy_test
 
 import (
-	"bufio"
 	"bytes"
 	"io"
 	"log/slog"
@@ -271,12 +270,8 @@ func dialRaw(t testing.TB, addr string) net.Conn {
 	return conn
 }
 
+// readLine reads one line from a connection dialRaw made.
 func readLine(t testing.TB, conn net.Conn) string {
 	t.Helper()
-	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	line, err := bufio.NewReader(conn).ReadString('\n')
-	if err != nil {
-		t.Fatalf("read: %v (%q)", err, line)
-	}
-	return strings.TrimSuffix(line, "\r\n")
+	return pop3test.NewClient(t, conn).Line()
 }

@@ -1,7 +1,6 @@
 package proxy_test
 
 import (
-	"bufio"
 	"io"
 	"log/slog"
 	"net"
@@ -473,23 +472,16 @@ func TestUpstreamBackWithinASecond(t *testing.T) {
 // tryLogin logs in through a fresh connection to addr and reports whether
 // the server said +OK to PASS.
 func tryLogin(addr, user, pass string) bool {
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	c, err := pop3test.DialConn(&net.Dialer{Timeout: 5 * time.Second}, addr, 5*time.Second)
 	if err != nil {
 		return false
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.WriteString(c, "USER "+user+"\r\nPASS "+pass+"\r\nQUIT\r\n"); err != nil {
+	if c.Login(user, pass) != nil {
 		return false
 	}
-	r := bufio.NewReader(c)
-	var line string
-	for range 3 { // greeting, USER, PASS
-		if line, err = r.ReadString('\n'); err != nil {
-			return false
-		}
-	}
-	return strings.HasPrefix(line, "+OK")
+	c.Cmd("QUIT")
+	return true
 }
 
 // keepLoggingIn tries to log in every 50 ms until done is closed, and sends

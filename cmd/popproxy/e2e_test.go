@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/popproxy/popproxy/audit"
+	"github.com/popproxy/popproxy/internal/pop3test"
 	"github.com/popproxy/popproxy/internal/testdovecot"
 	"github.com/popproxy/popproxy/tlsconf"
 )
@@ -102,19 +102,11 @@ audit: {output: "`+auditPath+`", chain: true, resolve_uids: true}
 	}
 
 	// A client logs in with AUTH PLAIN, marks a message and vanishes.
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
 	plain := base64.StdEncoding.EncodeToString([]byte("\x00keep\x00pw-keep-secret"))
-	fmt.Fprintf(conn, "AUTH PLAIN %s\r\nDELE 1\r\n", plain)
-	r := bufio.NewReader(conn)
-	for range 3 {
-		if line, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(line, "+OK") {
-			t.Fatalf("keep session: %q %v", line, err)
-		}
-	}
-	conn.Close()
+	keep := pop3test.Dial(t, addr)
+	keep.Cmd("AUTH PLAIN "+plain, "+OK*")
+	keep.Cmd("DELE 1", "+OK*")
+	keep.Conn.Close()
 
 	time.Sleep(200 * time.Millisecond) // let the dropped session's close record land
 	proxy.Process.Signal(syscall.SIGTERM)
@@ -206,9 +198,7 @@ audit: {output: "`+link+`"}
 			t.Fatal(err)
 		}
 		defer conn.Close()
-		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-		line, _ := bufio.NewReader(conn).ReadString('\n')
-		return strings.TrimSpace(line)
+		return pop3test.NewClient(t, conn).Line()
 	}
 	repoint := func(target string) {
 		t.Helper()

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/popproxy/popproxy/internal/pop3test"
 )
 
 // TestRunAndGracefulShutdown runs the binary, logs in through it, and checks
@@ -23,28 +24,12 @@ func TestRunAndGracefulShutdown(t *testing.T) {
 	cfg := writeConfig(t, "listeners: [{name: pop3, address: "+addr+"}]\nupstream: {address: "+drop+
 		"}\ntimeouts: {shutdown_grace: 1s}\naudit: {output: "+auditPath+"}\n")
 	cmd := startBinary(t, bin, cfg, addr)
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	r := bufio.NewReader(conn)
-	expect := func(prefix string) {
-		t.Helper()
-		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-		line, err := r.ReadString('\n')
-		if err != nil || !strings.HasPrefix(line, prefix) {
-			t.Fatalf("got %q, %v; want %s", line, err, prefix)
-		}
-	}
-	expect("+OK")
-	conn.Write([]byte("USER u\r\nPASS p\r\n"))
-	expect("+OK")
-	expect("+OK")
+	c := pop3test.Dial(t, addr)
+	c.Login("u", "p")
 
 	start := time.Now()
 	cmd.Process.Signal(syscall.SIGTERM)
-	expect("-ERR [SYS/TEMP] server shutting down")
+	c.Expect("-ERR [SYS/TEMP] server shutting down")
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("exit: %v", err)
 	}
@@ -90,25 +75,13 @@ func TestDemo(t *testing.T) {
 	if addr == "" {
 		t.Fatal("demo did not print its address")
 	}
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
+	c := pop3test.Dial(t, addr)
+	c.Login("demo", "demo")
+	c.Cmd("RETR 1", "+OK*")
+	if body := c.Body(); !strings.Contains(body, "Subject: Welcome to the popproxy demo") {
+		t.Fatalf("demo message:\n%s", body)
 	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(5 * time.Second))
-	conn.Write([]byte("USER demo\r\nPASS demo\r\nRETR 1\r\nQUIT\r\n"))
-	var got strings.Builder
-	r := bufio.NewReader(conn)
-	for {
-		line, err := r.ReadString('\n')
-		got.WriteString(line)
-		if err != nil {
-			break
-		}
-	}
-	if !strings.Contains(got.String(), "Subject: Welcome to the popproxy demo") || !strings.Contains(got.String(), "\r\n.\r\n+OK") {
-		t.Fatalf("demo session:\n%s", got.String())
-	}
+	c.Cmd("QUIT", "+OK*")
 	cmd.Process.Signal(syscall.SIGTERM)
 	cmd.Wait()
 	if !strings.Contains(stdout.String(), `"event":"command","session":`) || !strings.Contains(stdout.String(), `"verb":"RETR"`) {

@@ -1,14 +1,14 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/popproxy/popproxy/internal/pop3test"
 )
 
 // TestMetricsEndpoint runs a known sequence of sessions through the binary
@@ -21,28 +21,17 @@ func TestMetricsEndpoint(t *testing.T) {
 		addr, drop, t.TempDir()+"/audit.jsonl", admin))
 	startBinary(t, bin, cfg, addr)
 
-	session := func(script string, replies int) {
-		conn, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		conn.SetDeadline(time.Now().Add(5 * time.Second))
-		r := bufio.NewReader(conn)
-		r.ReadString('\n')
-		io.WriteString(conn, script)
-		for i := 0; i < replies; {
-			line, err := r.ReadString('\n')
-			if err != nil {
-				t.Fatal(err)
-			}
-			if strings.HasPrefix(line, "+OK") || strings.HasPrefix(line, "-ERR") {
-				i++
-			}
-		}
-	}
-	session("USER u\r\nPASS p\r\nRETR 1\r\nDELE 1\r\nQUIT\r\n", 5)
-	session("USER u\r\nPASS wrong\r\nRETR 1\r\nQUIT\r\n", 4)
+	ok := pop3test.Dial(t, addr)
+	ok.Login("u", "p")
+	ok.Cmd("RETR 1", "+OK*")
+	ok.Body()
+	ok.Cmd("DELE 1", "+OK*")
+	ok.Cmd("QUIT", "+OK*")
+	refused := pop3test.Dial(t, addr)
+	refused.Cmd("USER u", "+OK*")
+	refused.Cmd("PASS wrong", "-ERR*")
+	refused.Cmd("RETR 1", "-ERR*")
+	refused.Cmd("QUIT", "+OK*")
 
 	var body string
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {

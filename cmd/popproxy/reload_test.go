@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -13,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/popproxy/popproxy/internal/pop3test"
 	"github.com/popproxy/popproxy/tlsconf"
 )
 
@@ -72,13 +72,9 @@ audit: {output: "`+filepath.Join(dir, "audit.jsonl")+`"}
 	if !got.Equal(first) {
 		t.Fatal("first certificate not served")
 	}
-	r := bufio.NewReader(old)
-	old.Write([]byte("USER u\r\nPASS p\r\n"))
-	for range 3 {
-		if line, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(line, "+OK") {
-			t.Fatalf("login: %q %v", line, err)
-		}
-	}
+	session := pop3test.NewClient(t, old)
+	session.Expect("+OK *")
+	session.Login("u", "p")
 
 	second := writeCert(t, certFile, keyFile)
 	cmd.Process.Signal(syscall.SIGHUP)
@@ -97,10 +93,7 @@ audit: {output: "`+filepath.Join(dir, "audit.jsonl")+`"}
 	waitFor(second)
 
 	// The session opened before the reload goes on.
-	old.Write([]byte("STAT\r\n"))
-	if line, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(line, "+OK 4 ") {
-		t.Fatalf("old session after reload: %q %v", line, err)
-	}
+	session.Cmd("STAT", "+OK 4 *")
 
 	// A broken file is refused and the current certificate stays.
 	os.WriteFile(certFile, []byte("not a certificate"), 0o600)
@@ -127,28 +120,28 @@ func TestSIGHUPReloadsLimits(t *testing.T) {
 	}
 	cfg := writeConfig(t, cfgText(1))
 	proxy := startBinary(t, bin, cfg, addr)
-	greet := func() (net.Conn, string) {
+	greet := func() (*pop3test.Client, string) {
 		conn, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
-		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-		line, _ := bufio.NewReader(conn).ReadString('\n')
-		return conn, strings.TrimSpace(line)
+		t.Cleanup(func() { conn.Close() })
+		c := pop3test.NewClient(t, conn)
+		return c, c.Line()
 	}
 	// startBinary's probe connection holds the only slot until its session ends.
 	first, g := greet()
 	for deadline := time.Now().Add(3 * time.Second); !strings.HasPrefix(g, "+OK popproxy ready ") && time.Now().Before(deadline); {
-		first.Close()
+		first.Conn.Close()
 		time.Sleep(50 * time.Millisecond)
 		first, g = greet()
 	}
-	defer first.Close()
+	defer first.Conn.Close()
 	if !strings.HasPrefix(g, "+OK popproxy ready ") {
 		t.Fatalf("first greeting %q", g)
 	}
 	second, g := greet()
-	second.Close()
+	second.Conn.Close()
 	if !strings.HasPrefix(g, "-ERR [SYS/TEMP]") {
 		t.Fatalf("second session under max_sessions 1: %q", g)
 	}
@@ -157,7 +150,7 @@ func TestSIGHUPReloadsLimits(t *testing.T) {
 	proxy.Process.Signal(syscall.SIGHUP)
 	waitLog(t, proxy, "reload: limits and routes applied")
 	second, g = greet()
-	defer second.Close()
+	defer second.Conn.Close()
 	if !strings.HasPrefix(g, "+OK popproxy ready ") {
 		t.Fatalf("second session after raising the limit: %q", g)
 	}
@@ -166,12 +159,9 @@ func TestSIGHUPReloadsLimits(t *testing.T) {
 	proxy.Process.Signal(syscall.SIGHUP)
 	waitLog(t, proxy, "keeping the old limits and routes")
 	third, g := greet()
-	third.Close()
+	third.Conn.Close()
 	if !strings.HasPrefix(g, "-ERR [SYS/TEMP]") {
 		t.Fatalf("third session under max_sessions 2: %q", g)
 	}
-	first.Write([]byte("QUIT\r\n")) // the first session lived through it all
-	if line, _ := bufio.NewReader(first).ReadString('\n'); !strings.HasPrefix(line, "+OK") {
-		t.Fatalf("first session after reloads: %q", line)
-	}
+	first.Cmd("QUIT", "+OK*") // the first session lived through it all
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"crypto/tls"
 	"fmt"
 	"net"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/popproxy/popproxy/internal/maildrop"
+	"github.com/popproxy/popproxy/internal/pop3test"
 	"github.com/popproxy/popproxy/tlsconf"
 )
 
@@ -56,26 +56,17 @@ func startTLSDrop(t *testing.T, host string, n int) *tlsDrop {
 // stat logs in through the proxy at addr and returns its STAT reply.
 func stat(t *testing.T, addr string) string {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	c, err := pop3test.DialConn(&net.Dialer{}, addr, 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	fmt.Fprint(c, "USER u\r\nPASS p\r\nSTAT\r\nQUIT\r\n")
-	r := bufio.NewReader(c)
-	var lines []string
-	for range 4 { // greeting, USER, PASS, STAT
-		line, err := r.ReadString('\n')
-		if err != nil {
-			t.Fatalf("after %q: %v", lines, err)
-		}
-		lines = append(lines, strings.TrimSpace(line))
+	if err := c.Login("u", "p"); err != nil {
+		t.Fatalf("login: %v", err)
 	}
-	if !strings.HasPrefix(lines[2], "+OK") {
-		t.Fatalf("login refused: %q", lines)
-	}
-	return lines[3]
+	reply, _ := c.Cmd("STAT") // an -ERR comes back as it came, for the caller to judge
+	c.Cmd("QUIT")
+	return strings.TrimSpace(reply)
 }
 
 // TestUpstreamCertificatePerAddress: without server_name each upstream
