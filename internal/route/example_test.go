@@ -3,7 +3,6 @@ package route_test
 import (
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/popproxy/popproxy/internal/route"
 )
@@ -13,12 +12,7 @@ func ExampleRouter_Route() {
 		{Name: "old", Addresses: []string{"10.0.0.1:110", "10.0.0.2:110"}},
 		{Name: "new", Addresses: []string{"10.0.1.1:110"}},
 	}
-	users, domains, def, err := route.ParseMap(strings.NewReader(`
-# users.map
-alice@example.com  new
-@example.org       new
-*                  old
-`), upstreams...)
+	users, domains, def, err := route.LoadMap("testdata/users.map", upstreams...)
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -47,12 +41,12 @@ alice@example.com  new
 	// "eve\r\nDELE 1": refused: route: bad user name: control character at octet 3
 }
 
-func ExampleParseMap_errors() {
+func ExampleLoadMap_errors() {
 	upstreams := []route.Upstream{{Name: "a", Addresses: []string{"10.0.0.1:110"}}}
-	_, _, _, err := route.ParseMap(strings.NewReader("alice a\nbob b\nalice a\ncarol\n"), upstreams...)
+	_, _, _, err := route.LoadMap("testdata/mistakes.map", upstreams...)
 	fmt.Println(err)
 	// Output:
-	// route: map line 2: upstream "b" is not defined
-	// route: map line 3: "alice" is already mapped on line 1
-	// route: map line 4: want "key upstream", got 1 fields
+	// route: testdata/mistakes.map:2: upstream "b" is not defined
+	// route: testdata/mistakes.map:3: "alice" is already mapped on line 1
+	// route: testdata/mistakes.map:4: want "key upstream", got 1 fields
 }

@@ -50,7 +50,7 @@ func FuzzRoute(f *testing.F) {
 	})
 }
 
-// FuzzParseMap checks that ParseMap never panics, and that whatever it
+// FuzzParseMap checks that parseMap never panics, and that whatever it
 // accepts is a valid Config whose every user and domain routes as mapped.
 func FuzzParseMap(f *testing.F) {
 	f.Add(goodMap)
@@ -58,7 +58,7 @@ func FuzzParseMap(f *testing.F) {
 	f.Add("@ a\n* b # c\n")
 	f.Add("x y z\n\x00 a\n")
 	f.Fuzz(func(t *testing.T, text string) {
-		users, domains, def, err := ParseMap(strings.NewReader(text), testUpstreams...)
+		users, domains, def, err := parseMap(strings.NewReader(text), "map line ", testUpstreams)
 		if err != nil {
 			if strings.Contains(err.Error(), "\r") {
 				t.Fatalf("error contains a raw CR: %q", err)
@@ -67,7 +67,7 @@ func FuzzParseMap(f *testing.F) {
 		}
 		r, err := New(Config{Upstreams: testUpstreams, Users: users, Domains: domains, Default: def})
 		if err != nil {
-			t.Fatalf("ParseMap accepted what New refuses: %v", err)
+			t.Fatalf("parseMap accepted what New refuses: %v", err)
 		}
 		for u, name := range users {
 			if got, err := r.Route(u); err != nil || got.Upstream != name {

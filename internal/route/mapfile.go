@@ -12,8 +12,8 @@ import (
 // maxMapErrors bounds how many problems one map file reports.
 const maxMapErrors = 20
 
-// ParseMap reads a user map: one entry per line, a key and an upstream name
-// separated by white space.
+// LoadMap reads the user map at path: one entry per line, a key and an
+// upstream name separated by white space.
 //
 //	# comment
 //	alice@example.com  backend-a   # one user (exact, case-sensitive)
@@ -27,12 +27,7 @@ const maxMapErrors = 20
 //
 // If upstreams are given, every upstream name must be one of theirs, so that
 // a typo is reported with its line number rather than later by New. The
-// error lists every problem found (up to 20), each with its line number.
-func ParseMap(r io.Reader, upstreams ...Upstream) (users, domains map[string]string, def string, err error) {
-	return parseMap(r, "map line ", upstreams)
-}
-
-// LoadMap is ParseMap on the file at path; errors are "path:line: ...".
+// error lists every problem found (up to 20), each as "path:line: ...".
 func LoadMap(path string, upstreams ...Upstream) (users, domains map[string]string, def string, err error) {
 	f, err := os.Open(path)
 	if err != nil {

@@ -17,9 +17,9 @@ const goodMap = "\ufeff# users.map\r\n" +
 	"* c\n"
 
 func TestParseMap(t *testing.T) {
-	users, domains, def, err := ParseMap(strings.NewReader(goodMap), testUpstreams...)
+	users, domains, def, err := parseMap(strings.NewReader(goodMap), "map line ", testUpstreams)
 	if err != nil {
-		t.Fatalf("ParseMap: %v", err)
+		t.Fatalf("parseMap: %v", err)
 	}
 	if want := map[string]string{"alice@example.com": "a", "bob": "c"}; !maps.Equal(users, want) {
 		t.Errorf("users = %v, want %v", users, want)
@@ -38,13 +38,13 @@ func TestParseMap(t *testing.T) {
 	}
 
 	// Without upstreams, names are not checked; New does that.
-	_, _, _, err = ParseMap(strings.NewReader("u nope\n"))
+	_, _, _, err = parseMap(strings.NewReader("u nope\n"), "map line ", nil)
 	if err != nil {
-		t.Errorf("ParseMap without upstreams: %v", err)
+		t.Errorf("parseMap without upstreams: %v", err)
 	}
 
 	// An empty map is fine.
-	users, domains, def, err = ParseMap(strings.NewReader("# nothing\n\n"))
+	users, domains, def, err = parseMap(strings.NewReader("# nothing\n\n"), "map line ", nil)
 	if err != nil || len(users) != 0 || len(domains) != 0 || def != "" {
 		t.Errorf("empty map = %v, %v, %q, %v", users, domains, def, err)
 	}
@@ -85,7 +85,7 @@ func TestParseMapErrors(t *testing.T) {
 			[]string{"map line 2: bufio.Scanner: token too long"}},
 	}
 	for _, tt := range tests {
-		_, _, _, err := ParseMap(strings.NewReader(tt.text), testUpstreams...)
+		_, _, _, err := parseMap(strings.NewReader(tt.text), "map line ", testUpstreams)
 		if err == nil {
 			t.Errorf("%s: no error", tt.name)
 			continue
@@ -98,7 +98,7 @@ func TestParseMapErrors(t *testing.T) {
 	}
 
 	// At most maxMapErrors problems are listed.
-	_, _, _, err := ParseMap(strings.NewReader(strings.Repeat("x\n", 100)))
+	_, _, _, err := parseMap(strings.NewReader(strings.Repeat("x\n", 100)), "map line ", nil)
 	if n := strings.Count(err.Error(), "\n") + 1; n != maxMapErrors {
 		t.Errorf("100 bad lines gave %d errors, want %d", n, maxMapErrors)
 	}
