@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/popproxy/popproxy/internal/testproc"
 	"github.com/popproxy/popproxy/proxy"
 )
 
@@ -377,30 +378,11 @@ func TestRestartGolden(t *testing.T) {
 	golden(t, "restart.golden", data)
 }
 
-// syncBuffer is a bytes.Buffer safe for the operational log's concurrent
-// writes and the test's reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // TestHeadInterval checks that the chain's head goes to the operational log
 // every HeadInterval while it moves, and not while it stands still.
 func TestHeadInterval(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "audit.jsonl")
-	var ops syncBuffer
+	var ops testproc.SyncBuffer
 	l, err := OpenFile(path, Options{Chain: true, HeadInterval: 5 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&ops, nil))})
 	if err != nil {
 		t.Fatal(err)

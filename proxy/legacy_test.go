@@ -1,17 +1,16 @@
 package proxy_test
 
 import (
-	"bytes"
 	"log/slog"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/popproxy/popproxy/internal/pop3test"
 	"github.com/popproxy/popproxy/internal/ratelimit"
 	"github.com/popproxy/popproxy/internal/testlegacy"
+	"github.com/popproxy/popproxy/internal/testproc"
 	"github.com/popproxy/popproxy/proxy"
 )
 
@@ -169,7 +168,7 @@ func TestLegacyAuditSizes(t *testing.T) {
 // failed login, and the operational log says what to fix.
 func TestLegacyLoginPlainWithoutSASL(t *testing.T) {
 	srv := testlegacy.StartPopa3d(t)
-	var log lockedBuffer
+	var log testproc.SyncBuffer
 	addr, _, rec := startProxy(t, srv.Addr(), func(o *proxy.Options) {
 		withUpstream(o, func(u *proxy.Upstream) { u.LoginPlain = true })
 		o.Limits = legacyLimits
@@ -191,22 +190,4 @@ func TestLegacyLoginPlainWithoutSASL(t *testing.T) {
 	if got := log.String(); !strings.Contains(got, "level=ERROR") || !strings.Contains(got, "SASL PLAIN") {
 		t.Errorf("operational log %q, want an error naming SASL PLAIN", got)
 	}
-}
-
-// lockedBuffer is a log destination that sessions may write concurrently.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -1,18 +1,17 @@
 package proxy_test
 
 import (
-	"bytes"
 	"crypto/tls"
 	"encoding/base64"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/popproxy/popproxy/internal/pop3test"
 	"github.com/popproxy/popproxy/internal/ratelimit"
+	"github.com/popproxy/popproxy/internal/testproc"
 	"github.com/popproxy/popproxy/proxy"
 )
 
@@ -28,9 +27,9 @@ func xoauth2Response(user, token string) string {
 
 // oauthProxy serves an implicit-TLS listener offering OAuth in front of
 // upstream, with an operational log kept in logs.
-func oauthProxy(t *testing.T, upstream string, configure func(*proxy.Options)) (addr string, rec *recorder, logs *syncBuffer) {
+func oauthProxy(t *testing.T, upstream string, configure func(*proxy.Options)) (addr string, rec *recorder, logs *testproc.SyncBuffer) {
 	t.Helper()
-	logs = &syncBuffer{}
+	logs = &testproc.SyncBuffer{}
 	addr, _, rec = startListener(t, upstream, proxy.Listener{Name: "pop3s", TLSMode: proxy.TLSImplicit, TLSConfig: serverTLS(t)}, func(o *proxy.Options) {
 		o.Mechanisms = oauthMechanisms
 		o.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -53,26 +52,8 @@ func dialTLS(t *testing.T, addr string) *pop3test.Client {
 	return c
 }
 
-// syncBuffer is a bytes.Buffer for a logger written by sessions.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // noSecret fails if secret appears in an audited event or the log.
-func noSecret(t *testing.T, rec *recorder, logs *syncBuffer, secret string) {
+func noSecret(t *testing.T, rec *recorder, logs *testproc.SyncBuffer, secret string) {
 	t.Helper()
 	rec.mu.Lock()
 	events := fmt.Sprintf("%+v %+v %+v %+v", rec.auths, rec.policy, rec.cmds, rec.closes)

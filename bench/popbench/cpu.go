@@ -33,6 +33,12 @@ func procCPU(pid int, children bool) (time.Duration, error) {
 // process of each ended session, so that session's time moves into the
 // master's total rather than vanishing.
 func groupCPU(pgid int) (time.Duration, error) {
+	return sumCPU(func(f []string) bool { return f[2] == strconv.Itoa(pgid) })
+}
+
+// sumCPU adds up the CPU time of the processes whose /proc/PID/stat fields
+// (after "(comm)") keep accepts, reaped children included.
+func sumCPU(keep func(stat []string) bool) (time.Duration, error) {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return 0, err
@@ -47,7 +53,7 @@ func groupCPU(pgid int) (time.Duration, error) {
 			continue // exited meanwhile
 		}
 		f, err := statFields(b)
-		if err != nil || f[2] != strconv.Itoa(pgid) {
+		if err != nil || !keep(f) {
 			continue
 		}
 		total += cpuOf(f, true)
@@ -127,24 +133,6 @@ func treeCPU(pid int) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return 0, err
-	}
-	total := own
-	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue // exited meanwhile
-		}
-		f, err := statFields(b)
-		if err != nil || f[1] != strconv.Itoa(pid) {
-			continue
-		}
-		total += cpuOf(f, true)
-	}
-	return total, nil
+	children, err := sumCPU(func(f []string) bool { return f[1] == strconv.Itoa(pid) })
+	return own + children, err
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/popproxy/popproxy/internal/pop3test"
 	"github.com/popproxy/popproxy/internal/testdovecot"
+	"github.com/popproxy/popproxy/internal/testproc"
 )
 
 // TestLimitsThroughAdmin runs popproxy without a shared store: failed logins
@@ -22,7 +23,7 @@ func TestLimitsThroughAdmin(t *testing.T) {
 	bin := buildBinary(t)
 	d := testdovecot.New(t, testdovecot.Config{Users: map[string]string{"alice": "apass", "bob": "bpass"}})
 	addr, admin := freeAddr(t), freeAddr(t)
-	cfg := writeConfig(t, fmt.Sprintf(`
+	cfg := testproc.WriteConfig(t, fmt.Sprintf(`
 listeners: [{name: pop3, address: %q}]
 upstream: {address: %q}
 admin: {address: %q}

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/popproxy/popproxy/internal/testlegacy"
+	"github.com/popproxy/popproxy/internal/testproc"
 )
 
 // TestAPOPFetchmail runs fetchmail with protocol APOP through the popproxy
@@ -33,7 +34,7 @@ func TestAPOPFetchmail(t *testing.T) {
 	bin := buildBinary(t)
 	dir := t.TempDir()
 	addr, auditPath := freeAddr(t), filepath.Join(dir, "audit.jsonl")
-	cfg := writeConfig(t, fmt.Sprintf("listeners: [{name: pop3, address: %s, apop: passthrough}]\n"+
+	cfg := testproc.WriteConfig(t, fmt.Sprintf("listeners: [{name: pop3, address: %s, apop: passthrough}]\n"+
 		"upstream: {address: %s}\naudit: {output: %s}\n", addr, solid.Addr(), auditPath))
 	proxy := startBinary(t, bin, cfg, addr)
 	waitLog(t, proxy, "APOP is MD5-based")

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/popproxy/popproxy/audit"
+	"github.com/popproxy/popproxy/internal/testproc"
 	"github.com/popproxy/popproxy/proxy"
 )
 
@@ -159,7 +160,7 @@ func TestFailedStartShowsTheError(t *testing.T) {
 	}
 	defer busy.Close()
 	auditPath := filepath.Join(t.TempDir(), "audit.jsonl")
-	cfg := writeConfig(t, "listeners: [{name: pop3, address: "+busy.Addr().String()+"}]\nupstream: {address: 127.0.0.1:9}\n"+
+	cfg := testproc.WriteConfig(t, "listeners: [{name: pop3, address: "+busy.Addr().String()+"}]\nupstream: {address: 127.0.0.1:9}\n"+
 		"audit: {output: "+auditPath+", chain: true}\n")
 	out, err := exec.Command(bin, "-config", cfg).CombinedOutput()
 	var ee *exec.ExitError
@@ -176,7 +177,7 @@ func TestChainHeadLogged(t *testing.T) {
 	drop := startDrop(t, map[string]string{"u": "p"})
 	addr := freeAddr(t)
 	auditPath := filepath.Join(t.TempDir(), "audit.jsonl")
-	cfg := writeConfig(t, "listeners: [{name: pop3, address: "+addr+"}]\nupstream: {address: "+drop+"}\n"+
+	cfg := testproc.WriteConfig(t, "listeners: [{name: pop3, address: "+addr+"}]\nupstream: {address: "+drop+"}\n"+
 		"audit: {output: "+auditPath+", chain: true, checkpoint: 100ms}\n")
 	cmd := startBinary(t, bin, cfg, addr) // its probe connection is a session
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
@@ -185,7 +186,7 @@ func TestChainHeadLogged(t *testing.T) {
 		res, _ := v.File(auditPath, f)
 		f.Close()
 		head := fmt.Sprintf(`"sink":"%s","seq":%d,"last_hash":"%s",`, auditPath, res.Seq, res.Hash)
-		for line := range strings.Lines(cmd.Stderr.(*syncBuffer).String()) {
+		for line := range strings.Lines(cmd.Stderr.(*testproc.SyncBuffer).String()) {
 			if res.Records > 0 && strings.Contains(line, head) && strings.Contains(line, `"message":"audit chain head"`) {
 				return
 			}

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/popproxy/popproxy/internal/testproc"
 )
 
 // TestCheckExamples runs -check on every configuration in examples/, with
@@ -123,7 +125,7 @@ func TestCheckFindsWhatStartWouldFail(t *testing.T) {
 			[]string{`listeners[0].address (line 1): "x" is not host:port`, "upstream.address: is required", "timeouts.idle (line 2): 1m0s is below"}},
 	}
 	for _, tt := range tests {
-		status, stdout, stderr := runBinary(t, bin, "-config", writeConfig(t, tt.yaml), "-check")
+		status, stdout, stderr := runBinary(t, bin, "-config", testproc.WriteConfig(t, tt.yaml), "-check")
 		if status != 1 || stdout != "" {
 			t.Errorf("%s: exit status %d\n%s%s", tt.name, status, stdout, stderr)
 			continue
@@ -142,7 +144,7 @@ func TestCheckFindsWhatStartWouldFail(t *testing.T) {
 func TestCheckLeavesAuditFileAlone(t *testing.T) {
 	bin := buildBinary(t)
 	auditPath := filepath.Join(t.TempDir(), "audit.jsonl")
-	cfg := writeConfig(t, "listeners: [{name: pop3, address: 127.0.0.1:1110}]\nupstream: {address: a:110}\naudit: {output: "+auditPath+"}\n")
+	cfg := testproc.WriteConfig(t, "listeners: [{name: pop3, address: 127.0.0.1:1110}]\nupstream: {address: a:110}\naudit: {output: "+auditPath+"}\n")
 	if status, stdout, stderr := runBinary(t, bin, "-config", cfg, "-check"); status != 0 || stdout != "configuration OK\n" {
 		t.Fatalf("exit status %d\n%s%s", status, stdout, stderr)
 	}

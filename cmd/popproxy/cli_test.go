@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"errors"
-	"github.com/popproxy/popproxy/internal/pop3test"
 	"net"
 	"os"
 	"os/exec"
@@ -13,6 +12,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/popproxy/popproxy/internal/pop3test"
+	"github.com/popproxy/popproxy/internal/testproc"
 )
 
 // runBinary runs popproxy with args to its end and returns its exit status
@@ -164,7 +166,7 @@ func TestSecondSignalStopsNow(t *testing.T) {
 	drop := startDrop(t, map[string]string{"u": "p"})
 	addr := freeAddr(t)
 	auditPath := filepath.Join(t.TempDir(), "audit.jsonl")
-	cfg := writeConfig(t, "listeners: [{name: pop3, address: "+addr+"}]\nupstream: {address: "+drop+
+	cfg := testproc.WriteConfig(t, "listeners: [{name: pop3, address: "+addr+"}]\nupstream: {address: "+drop+
 		"}\ntimeouts: {shutdown_grace: 30s}\naudit: {output: "+auditPath+"}\n")
 	cmd := startBinary(t, bin, cfg, addr)
 	c, err := pop3test.DialConn(&net.Dialer{}, addr, 20*time.Second)

@@ -16,6 +16,7 @@ import (
 	"github.com/popproxy/popproxy/audit"
 	"github.com/popproxy/popproxy/internal/pop3test"
 	"github.com/popproxy/popproxy/internal/testdovecot"
+	"github.com/popproxy/popproxy/internal/testproc"
 	"github.com/popproxy/popproxy/tlsconf"
 )
 
@@ -81,7 +82,7 @@ func TestAuditEndToEnd(t *testing.T) {
 	os.WriteFile(keyFile, keyPEM, 0o600)
 	// STLS offered, not required, so the hand-driven client below may stay
 	// in plaintext while fetchmail upgrades.
-	cfg := writeConfig(t, `
+	cfg := testproc.WriteConfig(t, `
 listeners: [{name: pop3, address: "`+addr+`", tls: starttls, require_tls: false}]
 tls: {certificates: [{cert_file: "`+certFile+`", key_file: "`+keyFile+`"}]}
 upstream: {address: "`+d.Addr()+`", allow_plaintext_upstream: true}
@@ -185,7 +186,7 @@ func TestAuditFailClosed(t *testing.T) {
 	if err := os.Symlink(filepath.Join(dir, "real.jsonl"), link); err != nil {
 		t.Fatal(err)
 	}
-	cfg := writeConfig(t, `
+	cfg := testproc.WriteConfig(t, `
 listeners: [{name: pop3, address: "`+addr+`"}]
 upstream: {address: "`+d.Addr()+`"}
 audit: {output: "`+link+`"}
@@ -217,7 +218,7 @@ audit: {output: "`+link+`"}
 		t.Fatalf("with the audit sink failing, greeting %q", g)
 	}
 	logged := func() bool {
-		log := proxy.Stderr.(*syncBuffer).String()
+		log := proxy.Stderr.(*testproc.SyncBuffer).String()
 		return strings.Contains(log, "audit") && strings.Contains(log, "no space left on device")
 	}
 	for deadline := time.Now().Add(3 * time.Second); !logged(); time.Sleep(20 * time.Millisecond) {

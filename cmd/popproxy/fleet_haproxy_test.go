@@ -11,6 +11,7 @@ import (
 
 	"github.com/popproxy/popproxy/internal/pop3test"
 	"github.com/popproxy/popproxy/internal/testdovecot"
+	"github.com/popproxy/popproxy/internal/testproc"
 	"github.com/popproxy/popproxy/internal/testredis"
 )
 
@@ -37,7 +38,7 @@ func TestFleetBehindHAProxy(t *testing.T) {
 	var addr, admin [2]string
 	for i := range addr {
 		addr[i], admin[i] = freeAddr(t), freeAddr(t)
-		cfg := writeConfig(t, fmt.Sprintf(`
+		cfg := testproc.WriteConfig(t, fmt.Sprintf(`
 listeners: [{name: pop3, address: %q, proxy_protocol: ["127.0.0.1/32"]}]
 upstream: {address: %q}
 admin: {address: %q}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/popproxy/popproxy/internal/pop3test"
 	"github.com/popproxy/popproxy/internal/testdovecot"
+	"github.com/popproxy/popproxy/internal/testproc"
 	"github.com/popproxy/popproxy/internal/testredis"
 )
 
@@ -43,7 +44,7 @@ func startFleet(t *testing.T, users map[string]string, limits, onUnavailable str
 	}
 	for i := range f.cmd {
 		f.addr[i], f.admin[i] = freeAddr(t), freeAddr(t)
-		f.config[i] = writeConfig(t, fmt.Sprintf(`
+		f.config[i] = testproc.WriteConfig(t, fmt.Sprintf(`
 listeners: [{name: pop3, address: %q}]
 upstream: {address: %q}
 admin: {address: %q}

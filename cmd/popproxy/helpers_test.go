@@ -2,15 +2,14 @@ package main
 
 import (
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/popproxy/popproxy/internal/maildrop"
+	"github.com/popproxy/popproxy/internal/testproc"
 )
 
 // buildBinary compiles popproxy once for the tests that run it as a process,
@@ -23,15 +22,6 @@ func buildBinary(t *testing.T, flags ...string) string {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	return bin
-}
-
-func writeConfig(t *testing.T, text string) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "popproxy.yaml")
-	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
 }
 
 // startDrop serves the sample mail drop for users on loopback.
@@ -51,7 +41,7 @@ func startDrop(t *testing.T, users map[string]string) string {
 func startBinary(t *testing.T, bin, cfg, addr string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(bin, "-config", cfg)
-	cmd.Stderr = &syncBuffer{}
+	cmd.Stderr = &testproc.SyncBuffer{}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -78,28 +68,10 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// syncBuffer collects a process's output while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // waitLog waits until the process's operational log contains text.
 func waitLog(t *testing.T, cmd *exec.Cmd, text string) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(cmd.Stderr.(*syncBuffer).String(), text); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(cmd.Stderr.(*testproc.SyncBuffer).String(), text); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("log lacks %q:\n%s", text, cmd.Stderr)
 		}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/popproxy/popproxy/internal/pop3test"
+	"github.com/popproxy/popproxy/internal/testproc"
 )
 
 // TestRunAndGracefulShutdown runs the binary, logs in through it, and checks
@@ -21,7 +22,7 @@ func TestRunAndGracefulShutdown(t *testing.T) {
 	drop := startDrop(t, map[string]string{"u": "p"})
 	addr := freeAddr(t)
 	auditPath := filepath.Join(t.TempDir(), "audit.jsonl")
-	cfg := writeConfig(t, "listeners: [{name: pop3, address: "+addr+"}]\nupstream: {address: "+drop+
+	cfg := testproc.WriteConfig(t, "listeners: [{name: pop3, address: "+addr+"}]\nupstream: {address: "+drop+
 		"}\ntimeouts: {shutdown_grace: 1s}\naudit: {output: "+auditPath+"}\n")
 	cmd := startBinary(t, bin, cfg, addr)
 	c := pop3test.Dial(t, addr)

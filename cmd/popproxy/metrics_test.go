@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/popproxy/popproxy/internal/pop3test"
+	"github.com/popproxy/popproxy/internal/testproc"
 )
 
 // TestMetricsEndpoint runs a known sequence of sessions through the binary
@@ -17,7 +18,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	bin := buildBinary(t)
 	drop := startDrop(t, map[string]string{"u": "p"})
 	addr, admin := freeAddr(t), freeAddr(t)
-	cfg := writeConfig(t, fmt.Sprintf("listeners: [{name: pop3, address: %q}]\nupstream: {address: %q}\naudit: {output: %q}\nadmin: {address: %q}\n",
+	cfg := testproc.WriteConfig(t, fmt.Sprintf("listeners: [{name: pop3, address: %q}]\nupstream: {address: %q}\naudit: {output: %q}\nadmin: {address: %q}\n",
 		addr, drop, t.TempDir()+"/audit.jsonl", admin))
 	startBinary(t, bin, cfg, addr)
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/popproxy/popproxy/internal/testdovecot"
+	"github.com/popproxy/popproxy/internal/testproc"
 	"github.com/popproxy/popproxy/tlsconf"
 )
 
@@ -62,7 +63,7 @@ func TestOAuthCurl(t *testing.T) {
 	for _, mech := range []string{"OAUTHBEARER", "XOAUTH2"} {
 		addr, admin := freeAddr(t), freeAddr(t)
 		auditPath := filepath.Join(dir, mech+".jsonl")
-		cfg := writeConfig(t, `
+		cfg := testproc.WriteConfig(t, `
 listeners: [{name: pop3s, address: "`+addr+`", tls: implicit}]
 tls: {certificates: [{cert_file: "`+certFile+`", key_file: "`+keyFile+`"}]}
 upstream: {address: "`+d.Addr()+`", allow_plaintext_upstream: true}
@@ -125,7 +126,7 @@ admin: {address: "`+admin+`"}
 			t.Errorf("audited logins %q, want %q", auths, want)
 		}
 		audit, _ := os.ReadFile(auditPath)
-		outputs := map[string]string{"audit trail": string(audit), "operational log": proxy.Stderr.(*syncBuffer).String(), "metrics": string(metrics)}
+		outputs := map[string]string{"audit trail": string(audit), "operational log": proxy.Stderr.(*testproc.SyncBuffer).String(), "metrics": string(metrics)}
 		for name, text := range outputs {
 			for _, token := range []string{good, wrong} {
 				if strings.Contains(text, token) {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/popproxy/popproxy/internal/pop3test"
+	"github.com/popproxy/popproxy/internal/testproc"
 	"github.com/popproxy/popproxy/tlsconf"
 )
 
@@ -47,14 +48,14 @@ func TestSIGHUPRotatesCertificates(t *testing.T) {
 	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	first := writeCert(t, certFile, keyFile)
 	addr := freeAddr(t)
-	cfg := writeConfig(t, `
+	cfg := testproc.WriteConfig(t, `
 listeners: [{name: pop3s, address: "`+addr+`", tls: implicit}]
 tls: {certificates: [{cert_file: "`+certFile+`", key_file: "`+keyFile+`"}]}
 upstream: {address: "`+drop+`", allow_plaintext_upstream: true}
 audit: {output: "`+filepath.Join(dir, "audit.jsonl")+`"}
 `)
 	cmd := startBinary(t, bin, cfg, addr)
-	stderr := cmd.Stderr.(*syncBuffer)
+	stderr := cmd.Stderr.(*testproc.SyncBuffer)
 
 	// served dials and returns the certificate the server presents.
 	served := func() (*tls.Conn, *x509.Certificate, error) {
@@ -118,7 +119,7 @@ func TestSIGHUPReloadsLimits(t *testing.T) {
 		return fmt.Sprintf("listeners: [{name: pop3, address: %q}]\nupstream: {address: %q}\nlimits: {max_sessions: %d}\naudit: {output: %q}\n",
 			addr, drop, max, filepath.Join(dir, "audit.jsonl"))
 	}
-	cfg := writeConfig(t, cfgText(1))
+	cfg := testproc.WriteConfig(t, cfgText(1))
 	proxy := startBinary(t, bin, cfg, addr)
 	greet := func() (*pop3test.Client, string) {
 		conn, err := net.Dial("tcp", addr)

@@ -28,6 +28,7 @@ import (
 	"github.com/popproxy/popproxy/internal/pop3test"
 	"github.com/popproxy/popproxy/internal/route"
 	"github.com/popproxy/popproxy/internal/testdovecot"
+	"github.com/popproxy/popproxy/internal/testproc"
 )
 
 // TestScaleOutBehindHAProxy runs two popproxy processes behind a real
@@ -57,7 +58,7 @@ func TestScaleOutBehindHAProxy(t *testing.T) {
 		p := &inst[i]
 		p.addr, p.admin = freeAddr(t), freeAddr(t)
 		p.audit = filepath.Join(dir, fmt.Sprintf("audit%d.jsonl", i+1))
-		cfg := writeConfig(t, fmt.Sprintf(`
+		cfg := testproc.WriteConfig(t, fmt.Sprintf(`
 listeners: [{name: pop3, address: %q, proxy_protocol: ["127.0.0.1/32"]}]
 upstream: {address: %q}
 admin: {address: %q}
@@ -206,9 +207,9 @@ limits:
 audit: {output: %q}
 `, addr, d.Addr(), d.Addr(), def, other, 100+20*n, 50+10*n, auditPath)
 	}
-	cfg := writeConfig(t, configAt(0))
+	cfg := testproc.WriteConfig(t, configAt(0))
 	proxy := startBinary(t, bin, cfg, addr)
-	stderr := proxy.Stderr.(*syncBuffer)
+	stderr := proxy.Stderr.(*testproc.SyncBuffer)
 
 	const clients, reloads = 20, 5
 	var wg sync.WaitGroup
@@ -305,7 +306,7 @@ func TestRoutingByDomainBinary(t *testing.T) {
 	replaceFile(t, mapFile, "# exact users first\ndave  b\n")
 	addr := freeAddr(t)
 	auditPath := filepath.Join(dir, "audit.jsonl")
-	cfg := writeConfig(t, fmt.Sprintf(`
+	cfg := testproc.WriteConfig(t, fmt.Sprintf(`
 listeners: [{name: pop3, address: %q}]
 upstreams:
   - {name: a, address: %q}
@@ -383,7 +384,7 @@ audit: {output: %q}
 	replaceFile(t, mapFile, "dave  nosuch\n")
 	proxy.Process.Signal(syscall.SIGHUP)
 	waitLog(t, proxy, "reload: configuration refused")
-	if log := proxy.Stderr.(*syncBuffer).String(); !strings.Contains(log, `upstream \"nosuch\" is not defined`) {
+	if log := proxy.Stderr.(*testproc.SyncBuffer).String(); !strings.Contains(log, `upstream \"nosuch\" is not defined`) {
 		t.Errorf("the refusal does not name the bad upstream:\n%s", log)
 	}
 	check("dave", "pd", "a")
@@ -465,7 +466,7 @@ func lookHAProxy(t *testing.T) string {
 func startBehindBalancer(t *testing.T, bin, cfg, admin string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(bin, "-config", cfg)
-	cmd.Stderr = &syncBuffer{}
+	cmd.Stderr = &testproc.SyncBuffer{}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -512,7 +513,7 @@ backend popproxy
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "-db", "-f", path)
-	out := &syncBuffer{}
+	out := &testproc.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/popproxy/popproxy/internal/maildrop"
 	"github.com/popproxy/popproxy/internal/pop3test"
+	"github.com/popproxy/popproxy/internal/testproc"
 	"github.com/popproxy/popproxy/tlsconf"
 )
 
@@ -91,7 +92,7 @@ func TestUpstreamCertificatePerAddress(t *testing.T) {
 			"upstream: {addresses: [%s], tls: implicit, ca_file: %q}\naudit: {output: %q}\n",
 			addr, `"`+strings.Join(upstreams, `", "`)+`"`, caFile, filepath.Join(dir, "audit.jsonl"))
 	}
-	cfg := writeConfig(t, cfgText(byName.addr, byIP.addr))
+	cfg := testproc.WriteConfig(t, cfgText(byName.addr, byIP.addr))
 	proxy := startBinary(t, buildBinary(t), cfg, addr)
 
 	if got := stat(t, addr); !strings.HasPrefix(got, "+OK 1 ") {

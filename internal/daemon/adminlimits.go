@@ -35,20 +35,24 @@ func loopbackOnly(h http.Handler) http.Handler {
 }
 
 func limitsShowHandler(srv *proxy.Server) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		name := r.URL.Query().Get("name")
-		if name == "" {
-			http.Error(w, "name=USER|ADDRESS is missing", http.StatusBadRequest)
-			return
-		}
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	return limitsHandler(func(w io.Writer, name string) {
 		for _, s := range srv.LimitState(name) {
 			PrintLimitState(w, s)
 		}
-	}
+	})
 }
 
 func limitsClearHandler(srv *proxy.Server) http.HandlerFunc {
+	return limitsHandler(func(w io.Writer, name string) {
+		for _, key := range srv.ClearLimits(name) {
+			fmt.Fprintln(w, "cleared", key)
+		}
+	})
+}
+
+// limitsHandler answers a request naming a user or address with what
+// answer writes about it, as text.
+func limitsHandler(answer func(w io.Writer, name string)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		name := r.URL.Query().Get("name")
 		if name == "" {
@@ -56,9 +60,7 @@ func limitsClearHandler(srv *proxy.Server) http.HandlerFunc {
 			return
 		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		for _, key := range srv.ClearLimits(name) {
-			fmt.Fprintln(w, "cleared", key)
-		}
+		answer(w, name)
 	}
 }
 

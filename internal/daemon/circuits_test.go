@@ -8,6 +8,7 @@ import (
 
 	"github.com/popproxy/popproxy/internal/config"
 	"github.com/popproxy/popproxy/internal/metrics"
+	"github.com/popproxy/popproxy/internal/testproc"
 	"github.com/popproxy/popproxy/proxy"
 )
 
@@ -18,7 +19,7 @@ func TestCircuitsFollowReload(t *testing.T) {
 		"upstreams: [{name: one, addresses: [127.0.0.1:2, 127.0.0.1:3]}]\nroutes: {default: one}\n"
 	const after = "listeners: [{name: a, address: 127.0.0.1:1}]\n" +
 		"upstreams: [{name: one, addresses: [127.0.0.1:4]}, {name: two, addresses: [127.0.0.1:5]}]\nroutes: {default: two}\n"
-	path := writeConfig(t, before)
+	path := testproc.WriteConfig(t, before)
 	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)

@@ -2,44 +2,25 @@ package daemon
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/popproxy/popproxy/internal/config"
+	"github.com/popproxy/popproxy/internal/testproc"
 )
-
-// lockedBuffer is a log written by the daemon while the test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // testConfig is a configuration with one listener on a free loopback port,
 // an upstream that is never dialled, and the audit trail in a temporary file.
 func testConfig(t *testing.T) string {
 	t.Helper()
 	audit := filepath.Join(t.TempDir(), "audit.jsonl")
-	return writeConfig(t, "listeners: [{name: pop3, address: 127.0.0.1:0}]\n"+
+	return testproc.WriteConfig(t, "listeners: [{name: pop3, address: 127.0.0.1:0}]\n"+
 		"upstream: {address: 127.0.0.1:2}\naudit: {output: "+audit+"}\ntimeouts: {shutdown_grace: 1s}\n")
 }
 
@@ -52,7 +33,7 @@ func TestRunAndReload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var log lockedBuffer
+	var log testproc.SyncBuffer
 	d, err := New(cfg, Options{ConfigPath: path, Logger: slog.New(slog.NewTextHandler(&log, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -142,7 +123,7 @@ func TestStopNow(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg.Timeouts.ShutdownGrace = time.Minute
-	var log lockedBuffer
+	var log testproc.SyncBuffer
 	d, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(&log, nil))})
 	if err != nil {
 		t.Fatal(err)

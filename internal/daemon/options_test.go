@@ -3,22 +3,11 @@ package daemon
 import (
 	"bytes"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/popproxy/popproxy/internal/config"
 )
-
-func writeConfig(t *testing.T, text string) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "popproxy.yaml")
-	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
 
 // TestXClientBehindSTLSWarns: behind STLS XCLIENT is sent only if CAPA
 // lists it under TLS, and Dovecot 2.3 offers it only in its plaintext

@@ -128,14 +128,7 @@ func (f *Failures[K]) Fail(key K, secret Fingerprint) (blocked bool) {
 // further failure up to MaxDelay. Take the larger of the per-address and
 // per-user delays, and wait without holding anything.
 func (f *Failures[K]) Delay(key K) time.Duration {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	_, now := f.clk.read()
-	e := f.t.peek(key, now)
-	if e == nil || f.forgotten(&e.val, now) {
-		return 0
-	}
-	return f.cfg.Delay(int(e.val.count))
+	return f.cfg.Delay(f.Count(key))
 }
 
 // Blocked reports whether key is blocked, and for how much longer.

@@ -1,7 +1,9 @@
 // Package testproc holds what the test fixtures that run real POP3 servers
 // as child processes (testdovecot, testlegacy) share: a free loopback port,
 // the check for a POP3 greeting, the signal a server gets when the test
-// binary dies, and the live processes of a server's process group.
+// binary dies, and the live processes of a server's process group; and what
+// the tests that run popproxy itself share: a buffer for its output read
+// while it runs (SyncBuffer) and a configuration file (WriteConfig).
 //
 // Typical usage in a fixture:
 //
