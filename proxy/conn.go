@@ -25,13 +25,20 @@ type timeoutConn struct {
 	stopped      bool
 	readTimeout  time.Duration
 	writeTimeout time.Duration
-	in, out      int64 // touched only by the session goroutine
-	failed       bool  // a Read or Write failed; touched only by the session goroutine
+	readBy       time.Time // the read deadline last set, under mu
+	writeBy      time.Time // the write deadline last set, under mu
+	in, out      int64     // touched only by the session goroutine
+	failed       bool      // a Read or Write failed; touched only by the session goroutine
 }
+
+// slackDivisor makes a timeout of d fire after between d and d+d/16 of
+// silence. Moving a deadline reprograms one of the runtime's timers; with
+// the slack that happens once per d/16 instead of on every read and write.
+const slackDivisor = 16
 
 func (c *timeoutConn) Read(p []byte) (int, error) {
 	if c.readTimeout > 0 {
-		if err := c.refresh(c.Conn.SetReadDeadline, c.readTimeout); err != nil {
+		if err := c.extend(c.Conn.SetReadDeadline, &c.readBy, time.Now().Add(c.readTimeout), c.readTimeout/slackDivisor); err != nil {
 			return 0, err
 		}
 	} else if c.isStopped() {
@@ -44,7 +51,7 @@ func (c *timeoutConn) Read(p []byte) (int, error) {
 }
 
 func (c *timeoutConn) Write(p []byte) (int, error) {
-	if err := c.refresh(c.Conn.SetWriteDeadline, c.writeTimeout); err != nil {
+	if err := c.extend(c.Conn.SetWriteDeadline, &c.writeBy, time.Now().Add(c.writeTimeout), c.writeTimeout/slackDivisor); err != nil {
 		return 0, err
 	}
 	n, err := c.Conn.Write(p)
@@ -53,13 +60,19 @@ func (c *timeoutConn) Write(p []byte) (int, error) {
 	return n, err
 }
 
-func (c *timeoutConn) refresh(set func(time.Time) error, d time.Duration) error {
+// extend makes the deadline *by fall between t and t+slack: it is left alone
+// if it already does, else set to t+slack.
+func (c *timeoutConn) extend(set func(time.Time) error, by *time.Time, t time.Time, slack time.Duration) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.stopped {
 		return errStopped
 	}
-	return set(time.Now().Add(d))
+	if !by.Before(t) && by.Sub(t) <= slack {
+		return nil
+	}
+	*by = t.Add(slack)
+	return set(*by)
 }
 
 // setReadTimeout changes the silence allowed between reads from now on.
@@ -69,13 +82,9 @@ func (c *timeoutConn) setReadTimeout(d time.Duration) {
 	c.mu.Unlock()
 }
 
-// setReadDeadline sets an absolute read deadline, unless stopped.
-func (c *timeoutConn) setReadDeadline(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.stopped {
-		c.Conn.SetReadDeadline(t)
-	}
+// setReadDeadline sets a read deadline between t and t+slack, unless stopped.
+func (c *timeoutConn) setReadDeadline(t time.Time, slack time.Duration) {
+	c.extend(c.Conn.SetReadDeadline, &c.readBy, t, slack)
 }
 
 // stop makes blocked and future reads and writes fail.

@@ -75,6 +75,7 @@ type session struct {
 	client *timeoutConn // raw, or TLS over raw
 	cr     *bufio.Reader
 	cw     *bufio.Writer        // borrowed from writerPool while output is pending
+	wire   []byte               // the last command sent upstream, reused
 	tls    *tls.ConnectionState // nil until TLS is up
 
 	mu sync.Mutex // guards client, up and stopped against stop()
@@ -128,7 +129,6 @@ type sessionLimits struct {
 }
 
 func newSession(srv *Server, c net.Conn, lc *Listener) *session {
-	setNoDelay(c)
 	s := &session{
 		srv:   srv,
 		id:    newSessionID(),
@@ -426,11 +426,8 @@ func (s *session) next() error {
 	if s.state == stateTransaction {
 		s.checkpoint()
 	}
-	if !s.lineBuffered() {
-		// Answers to pipelined commands go out together, but never wait for input.
-		if err := s.flush(); err != nil {
-			return &endError{reason: CloseClientGone, err: err}
-		}
+	if err := s.answer(); err != nil {
+		return err
 	}
 	line, err := s.readLine()
 	if err != nil {
@@ -454,11 +451,12 @@ func (s *session) next() error {
 // per read, so that a client dripping a byte at a time cannot hold the session
 // forever.
 func (s *session) readLine() ([]byte, error) {
-	deadline := s.loginDeadline
 	if s.state == stateTransaction {
-		deadline = time.Now().Add(s.srv.opts.IdleTimeout)
+		idle := s.srv.opts.IdleTimeout
+		s.client.setReadDeadline(time.Now().Add(idle), idle/slackDivisor)
+	} else {
+		s.client.setReadDeadline(s.loginDeadline, 0)
 	}
-	s.client.setReadDeadline(deadline)
 	return pop3.ReadLine(s.cr, maxSASLLine)
 }
 
@@ -559,6 +557,19 @@ func (s *session) writer() *bufio.Writer {
 		s.cw.Reset(s.client)
 	}
 	return s.cw
+}
+
+// answer sends pending output unless the client's next command is already
+// buffered: answers to pipelined commands go out together, but never wait
+// for input.
+func (s *session) answer() error {
+	if s.lineBuffered() {
+		return nil
+	}
+	if err := s.flush(); err != nil {
+		return &endError{reason: CloseClientGone, err: err}
+	}
+	return nil
 }
 
 // flush sends pending output and gives the buffer back.

@@ -93,6 +93,15 @@ func (s *session) relay(cmd pop3.Command, multi bool) error {
 		}
 	}
 	ev.OK, ev.Duration = st.OK, time.Since(start)
+	if err == nil {
+		// The client has its answer before the audit record's write(2), which
+		// is then off the round trip. Failing closed is unchanged: the next
+		// command is refused if this record could not be written.
+		if ferr := s.answer(); ferr != nil {
+			s.account(cmd, ev)
+			return ferr
+		}
+	}
 	s.account(cmd, ev)
 	if err != nil {
 		if errors.Is(err, errStopped) || s.client.isStopped() {
@@ -156,8 +165,8 @@ func (s *session) resolve(n int) error {
 // roundTrip sends cmd and reads the status line. A failure here has sent the
 // client nothing yet, so it is told why.
 func (s *session) roundTrip(cmd pop3.Command) ([]byte, pop3.Status, error) {
-	var buf [pop3.MaxCommandLine + 2]byte
-	if _, err := s.up.conn.Write(cmd.AppendWire(buf[:0])); err != nil {
+	s.wire = cmd.AppendWire(s.wire[:0])
+	if _, err := s.up.conn.Write(s.wire); err != nil {
 		return nil, pop3.Status{}, s.upstreamFailed(err)
 	}
 	status, st, err := s.up.readStatus()

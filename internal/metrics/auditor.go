@@ -14,22 +14,16 @@ var verbList = append(proxy.TransactionVerbs(), verbOther)
 
 const verbOther = "other"
 
-var knownVerbs = func() map[string]bool {
-	m := make(map[string]bool, len(verbList))
-	for _, v := range verbList[:len(verbList)-1] {
-		m[v] = true
-	}
-	return m
-}()
-
-// verbLabel bounds the verb label: the proxy refuses unknown verbs itself,
+// verb returns the series of verb v. The label set is bounded: the proxy refuses unknown verbs itself,
 // but an extension it learns to relay later must not grow the label set.
-func verbLabel(v string) string {
-	v = strings.ToUpper(v)
-	if knownVerbs[v] {
-		return v
+func (m *Metrics) verb(v string) verbCounters {
+	if c, ok := m.verbs[v]; ok {
+		return c
 	}
-	return verbOther
+	if c, ok := m.verbs[strings.ToUpper(v)]; ok {
+		return c
+	}
+	return m.verbs[verbOther]
 }
 
 // failureCodes are the label values for a login's response code: RFC 2449
@@ -135,10 +129,14 @@ func (a *auditor) Auth(id string, e proxy.AuthEvent) {
 
 func (a *auditor) Command(id string, e proxy.CommandEvent) {
 	m := a.m
-	verb := verbLabel(e.Verb)
-	m.commands.WithLabelValues(verb, result(e.OK, "ok", "err")).Inc()
+	c := m.verb(e.Verb)
+	if e.OK {
+		c.ok.Inc()
+	} else {
+		c.err.Inc()
+	}
 	if e.Octets > 0 {
-		m.relayedBytes.WithLabelValues(verb).Add(float64(e.Octets))
+		c.bytes.Add(float64(e.Octets))
 	}
 	if e.Incomplete {
 		m.incompleteResps.Inc()

@@ -47,6 +47,7 @@ type Metrics struct {
 	limitRefusals   *prometheus.CounterVec // limit
 	commands        *prometheus.CounterVec // verb, result
 	relayedBytes    *prometheus.CounterVec // verb
+	verbs           map[string]verbCounters
 	dialSeconds     prometheus.Histogram
 	upstreamFailed  prometheus.Counter
 	incompleteResps prometheus.Counter
@@ -56,6 +57,10 @@ type Metrics struct {
 
 	scrape *scrapeCollector
 }
+
+// verbCounters are one verb's series, resolved once: a command is counted
+// without hashing label values.
+type verbCounters struct{ ok, err, bytes prometheus.Counter }
 
 // dialBuckets cover 1 ms to 10 s: a local Dovecot answers in about a
 // millisecond, a remote one over TLS in tens, a struggling one in seconds.
@@ -119,10 +124,13 @@ func New() *Metrics {
 	}
 	// Series that should read 0 rather than be missing before their first
 	// event, so that rate() and alerts work from the start. Only bounded sets.
+	m.verbs = make(map[string]verbCounters, len(verbList))
 	for _, v := range verbList {
-		m.commands.WithLabelValues(v, "ok")
-		m.commands.WithLabelValues(v, "err")
-		m.relayedBytes.WithLabelValues(v)
+		m.verbs[v] = verbCounters{
+			ok:    m.commands.WithLabelValues(v, "ok"),
+			err:   m.commands.WithLabelValues(v, "err"),
+			bytes: m.relayedBytes.WithLabelValues(v),
+		}
 	}
 	m.logins.WithLabelValues("ok", "none")
 	for _, c := range failureCodes {

@@ -615,9 +615,13 @@ func TestVerbLabels(t *testing.T) {
 	if !reflect.DeepEqual(verbList, want) {
 		t.Errorf("verbList = %v, want %v", verbList, want)
 	}
+	m := New()
 	for _, v := range proxy.TransactionVerbs() {
-		if got := verbLabel(strings.ToLower(v)); got != v {
-			t.Errorf("verbLabel(%q) = %q, want %q", strings.ToLower(v), got, v)
+		if got, want := m.verb(strings.ToLower(v)), m.verbs[v]; got != want || got.ok == nil {
+			t.Errorf("verb(%q) is not %s's series", strings.ToLower(v), v)
 		}
+	}
+	if m.verb("XFOO") != m.verbs[verbOther] {
+		t.Error(`verb("XFOO") is not the "other" series`)
 	}
 }
