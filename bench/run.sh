@@ -10,6 +10,11 @@
 #                                default as a peer in retr, noop and sessions
 #                                (installs nginx-light and libnginx-mod-mail
 #                                if missing)
+#
+# retr fetches the mailbox with an ordinary client and with one that re-arms
+# TCP_QUICKACK after every read. nginx stalls about 40 ms per message on the
+# ordinary one (Nagle against delayed ACKs), so it fetches only the first
+# 64 MB with it; the notes under the table say so.
 #   bench/run.sh -proxy BIN      measure BIN instead of the freshly built proxy
 #
 # Variants, run only when named, each in a table of its own:

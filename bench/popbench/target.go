@@ -30,6 +30,9 @@ type target struct {
 	cpu func() (time.Duration, error)
 	// reference targets are measured for comparison but not held to goals.
 	reference bool
+	// stallsOnDelayedACK marks a server that stalls on clients which delay
+	// their ACKs (nginx); retr.go measures it on a sample with such clients.
+	stallsOnDelayedACK bool
 	// perClient, if set, gives client i of the sessions/s measurement a
 	// target of its own, the same in every window (one TLS session cache
 	// per client). It is called from one goroutine.
