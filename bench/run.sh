@@ -5,7 +5,9 @@
 #   bench/run.sh                 full run (200 MB mailbox)
 #   bench/run.sh -size 20        quick run
 #   bench/run.sh -tests idle     one measurement (see popbench -h)
-#   bench/run.sh -relay          add a bare TCP relay as a reference target
+#   bench/run.sh -relay          add two bare TCP relays as reference targets:
+#                                tcp-relay (Go, a goroutine per direction) and
+#                                epoll-relay (one thread on raw epoll)
 #   bench/run.sh -nginx=false    leave out nginx's mail proxy, measured by
 #                                default as a peer in retr, noop and sessions
 #                                (installs nginx-light and libnginx-mod-mail

@@ -11,8 +11,10 @@
 //	go run ./bench/popbench [-size MB] [-proxy PATH] [-json FILE] [-rounds N] ...
 //	bench/run.sh -size 20             builds both binaries, writes bench/results/
 //
-// With -relay a third target, a minimal TCP relay (relay.go), shows what one
-// more user-space hop costs by itself. Unless -nginx=false, nginx's mail
+// With -relay two more targets, minimal TCP relays (relay.go), show what one
+// more user-space hop costs by itself: tcp-relay in Go with a goroutine per
+// direction, and epoll-relay (epoll.go) on one thread over raw epoll, without
+// Go's netpoller and scheduler. Unless -nginx=false, nginx's mail
 // proxy (nginx.go) is measured too, as a peer: its ratio to direct and
 // popproxy's ratio to it are reported.
 //
@@ -95,12 +97,14 @@ var (
 )
 
 func main() {
-	if len(os.Args) == 4 && os.Args[1] == relayCommand {
-		if err := relayMain(os.Args[2], os.Args[3]); err != nil {
-			fmt.Fprintln(os.Stderr, "popbench relay:", err)
-			os.Exit(1)
+	for _, r := range relays {
+		if len(os.Args) == 4 && os.Args[1] == r.command {
+			if err := r.main(os.Args[2], os.Args[3]); err != nil {
+				fmt.Fprintf(os.Stderr, "popbench %s: %v\n", r.command, err)
+				os.Exit(1)
+			}
+			return
 		}
-		return
 	}
 	var o options
 	var tests string
@@ -120,7 +124,7 @@ func main() {
 	flag.DurationVar(&o.soakTime, "soak-time", 6*time.Minute, "length of the soak, in cycles of 15 s, 8 at least")
 	flag.BoolVar(&o.soakPenalties, "soak-penalties", false, "keep popproxy's failed-login penalties for the soak clients' address (see soak.go)")
 	flag.StringVar(&tests, "tests", strings.Join(defaultTests, ","), "comma-separated measurements to run, of "+strings.Join(allTests, ","))
-	flag.BoolVar(&o.relay, "relay", false, "also measure a minimal TCP relay (a reference for one more hop)")
+	flag.BoolVar(&o.relay, "relay", false, "also measure two minimal TCP relays, in Go and on raw epoll (references for one more hop)")
 	flag.BoolVar(&o.nginx, "nginx", true, "also measure nginx's mail proxy (nginx-light, libnginx-mod-mail) as a peer in retr, noop and sessions")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work folder (configs, logs, maildirs)")
 	flag.Parse()
@@ -305,7 +309,7 @@ func (b *bench) bulk() ([]int64, error) {
 }
 
 // comparisons fills the bulk mailbox, starts a proxy (with -relay the
-// reference relay, with -nginx nginx's mail proxy) and runs the
+// reference relays, with -nginx nginx's mail proxy) and runs the
 // direct-versus-proxy comparisons.
 func (b *bench) comparisons() error {
 	want, err := b.bulk()
@@ -320,14 +324,16 @@ func (b *bench) comparisons() error {
 	defer p.stop()
 	targets := []target{b.direct}
 	if b.o.relay {
-		r, err := startRelay(b.work, "relay", b.dc.Addr())
-		if err != nil {
-			return err
+		for _, rl := range relays {
+			r, err := startRelay(b.work, rl.command, b.dc.Addr())
+			if err != nil {
+				return err
+			}
+			defer r.stop()
+			ref := r.target(rl.target, b.direct)
+			ref.reference = true
+			targets = append(targets, ref)
 		}
-		defer r.stop()
-		ref := r.target("tcp-relay", b.direct)
-		ref.reference = true
-		targets = append(targets, ref)
 	}
 	var extra [][2]string
 	var ngx *nginxPeer
