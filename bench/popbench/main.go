@@ -33,6 +33,9 @@
 //
 //	tls-retr, tls-handshakes, tls-idle   tls.go       implicit TLS: popproxy against
 //	                                                  stunnel4 and Dovecot's own TLS
+//	tls-idle-10k                         idle10k.go   proxy RSS and descriptors with 10,000
+//	                                                  idle TLS sessions (-idle-10k) to an
+//	                                                  in-process internal/maildrop
 //	audit-retr, limits-retr              variants.go  RETR with audit on against off,
 //	                                                  and with default limits against none
 //	shared-sessions                      shared.go    sessions/s with limits.shared in a
@@ -79,6 +82,7 @@ type options struct {
 	clients       int
 	sessionTime   time.Duration
 	idle          int
+	idle10k       int
 	slowMB        int
 	slowRate      float64
 	soakClients   int
@@ -93,7 +97,7 @@ type options struct {
 // defaultTests run without -tests; allTests are those -tests accepts.
 var (
 	defaultTests = []string{"retr", "noop", "sessions", "idle", "slow"}
-	allTests     = append(slices.Clone(defaultTests), "tls-retr", "tls-handshakes", "tls-idle", "audit-retr", "limits-retr", "shared-sessions", "soak")
+	allTests     = append(slices.Clone(defaultTests), "tls-retr", "tls-handshakes", "tls-idle", "tls-idle-10k", "audit-retr", "limits-retr", "shared-sessions", "soak")
 )
 
 func main() {
@@ -118,6 +122,7 @@ func main() {
 	flag.IntVar(&o.clients, "clients", 64, "concurrent clients of the sessions/s measurement")
 	flag.DurationVar(&o.sessionTime, "duration", 5*time.Second, "sessions/s load per target per round, in 1s windows")
 	flag.IntVar(&o.idle, "idle", 2000, "idle logged-in sessions for the memory measurement")
+	flag.IntVar(&o.idle10k, "idle-10k", 10000, "idle logged-in TLS sessions of tls-idle-10k")
 	flag.IntVar(&o.slowMB, "slow-size", 100, "size of the slow reader's message in `MB`")
 	flag.Float64Var(&o.slowRate, "slow-rate", 20, "slow reader's speed in `MB/s`")
 	flag.IntVar(&o.soakClients, "soak-clients", 32, "concurrent TLS clients per target in the soak")
@@ -243,6 +248,11 @@ func run(o options) (err error) {
 	}
 	if o.tests["tls-idle"] {
 		if err := b.tlsIdle(); err != nil {
+			return err
+		}
+	}
+	if o.tests["tls-idle-10k"] {
+		if err := b.tlsIdle10k(); err != nil {
 			return err
 		}
 	}
