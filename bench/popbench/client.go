@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"syscall"
 	"time"
 )
 
@@ -183,4 +184,65 @@ func (s *endScanner) scan(p []byte) int {
 		}
 	}
 	return -1
+}
+
+// quickAck returns t with its connections acknowledging every segment at
+// once: TCP_QUICKACK, re-armed after every read because the kernel leaves
+// quick-ACK mode again on its own. A sender that holds back a short last
+// segment until its previous one is acknowledged (Nagle) then never waits
+// for a delayed ACK (40 ms and more).
+func quickAck(t target) target {
+	dial := t.dial
+	t.dial = func() (net.Conn, error) {
+		conn, err := dial()
+		if err != nil {
+			return nil, err
+		}
+		sc, ok := conn.(syscall.Conn)
+		if !ok {
+			conn.Close()
+			return nil, fmt.Errorf("quick ACK: %T has no socket", conn)
+		}
+		raw, err := sc.SyscallConn()
+		if err != nil {
+			conn.Close()
+			return nil, err
+		}
+		q := &quickAckConn{Conn: conn, raw: raw}
+		q.arm = q.setQuickAck
+		if err := q.rearm(); err != nil {
+			conn.Close()
+			return nil, err
+		}
+		return q, nil
+	}
+	return t
+}
+
+// quickAckConn is a TCP connection that re-arms TCP_QUICKACK after every
+// read.
+type quickAckConn struct {
+	net.Conn
+	raw syscall.RawConn
+	arm func(fd uintptr) // setQuickAck, bound once so that Read allocates nothing
+	err error            // of the last setsockopt
+}
+
+func (q *quickAckConn) Read(p []byte) (int, error) {
+	n, err := q.Conn.Read(p)
+	if aerr := q.rearm(); err == nil {
+		err = aerr
+	}
+	return n, err
+}
+
+func (q *quickAckConn) rearm() error {
+	if err := q.raw.Control(q.arm); err != nil {
+		return err
+	}
+	return q.err
+}
+
+func (q *quickAckConn) setQuickAck(fd uintptr) {
+	q.err = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_QUICKACK, 1)
 }

@@ -11,14 +11,19 @@
 //	go run ./bench/popbench [-size MB] [-proxy PATH] [-json FILE] [-rounds N] ...
 //	bench/run.sh -size 20             builds both binaries, writes bench/results/
 //
-// With -relay a third target, a minimal TCP relay (relay.go), shows what one
-// more user-space hop costs by itself. Unless -nginx=false, nginx's mail
+// With -relay two more targets, minimal TCP relays (relay.go), show what one
+// more user-space hop costs by itself: tcp-relay in Go with a goroutine per
+// direction, and epoll-relay (epoll.go) on one thread over raw epoll, without
+// Go's netpoller and scheduler. Unless -nginx=false, nginx's mail
 // proxy (nginx.go) is measured too, as a peer: its ratio to direct and
 // popproxy's ratio to it are reported.
 //
 // Measurements, by -tests name (see the file of each):
 //
-//	retr         retr.go      bulk RETR throughput, one client, every message in order
+//	retr         retr.go      bulk RETR throughput, every message in order, by an ordinary
+//	                          client and by one that re-arms TCP_QUICKACK after every read
+//	                          (nginx, which stalls on the first, fetches only the first
+//	                          64 MB with it)
 //	noop         noop.go      NOOP round-trip latency, p50 and p99
 //	sessions     sessions.go  sessions per second: connect, USER/PASS, QUIT, close
 //	idle         idle.go      proxy RSS per idle logged-in session
@@ -28,6 +33,9 @@
 //
 //	tls-retr, tls-handshakes, tls-idle   tls.go       implicit TLS: popproxy against
 //	                                                  stunnel4 and Dovecot's own TLS
+//	tls-idle-10k                         idle10k.go   proxy RSS and descriptors with 10,000
+//	                                                  idle TLS sessions (-idle-10k) to an
+//	                                                  in-process internal/maildrop
 //	audit-retr, limits-retr              variants.go  RETR with audit on against off,
 //	                                                  and with default limits against none
 //	shared-sessions                      shared.go    sessions/s with limits.shared in a
@@ -74,6 +82,7 @@ type options struct {
 	clients       int
 	sessionTime   time.Duration
 	idle          int
+	idle10k       int
 	slowMB        int
 	slowRate      float64
 	soakClients   int
@@ -88,16 +97,18 @@ type options struct {
 // defaultTests run without -tests; allTests are those -tests accepts.
 var (
 	defaultTests = []string{"retr", "noop", "sessions", "idle", "slow"}
-	allTests     = append(slices.Clone(defaultTests), "tls-retr", "tls-handshakes", "tls-idle", "audit-retr", "limits-retr", "shared-sessions", "soak")
+	allTests     = append(slices.Clone(defaultTests), "tls-retr", "tls-handshakes", "tls-idle", "tls-idle-10k", "audit-retr", "limits-retr", "shared-sessions", "soak")
 )
 
 func main() {
-	if len(os.Args) == 4 && os.Args[1] == relayCommand {
-		if err := relayMain(os.Args[2], os.Args[3]); err != nil {
-			fmt.Fprintln(os.Stderr, "popbench relay:", err)
-			os.Exit(1)
+	for _, r := range relays {
+		if len(os.Args) == 4 && os.Args[1] == r.command {
+			if err := r.main(os.Args[2], os.Args[3]); err != nil {
+				fmt.Fprintf(os.Stderr, "popbench %s: %v\n", r.command, err)
+				os.Exit(1)
+			}
+			return
 		}
-		return
 	}
 	var o options
 	var tests string
@@ -111,13 +122,14 @@ func main() {
 	flag.IntVar(&o.clients, "clients", 64, "concurrent clients of the sessions/s measurement")
 	flag.DurationVar(&o.sessionTime, "duration", 5*time.Second, "sessions/s load per target per round, in 1s windows")
 	flag.IntVar(&o.idle, "idle", 2000, "idle logged-in sessions for the memory measurement")
+	flag.IntVar(&o.idle10k, "idle-10k", 10000, "idle logged-in TLS sessions of tls-idle-10k")
 	flag.IntVar(&o.slowMB, "slow-size", 100, "size of the slow reader's message in `MB`")
 	flag.Float64Var(&o.slowRate, "slow-rate", 20, "slow reader's speed in `MB/s`")
 	flag.IntVar(&o.soakClients, "soak-clients", 32, "concurrent TLS clients per target in the soak")
 	flag.DurationVar(&o.soakTime, "soak-time", 6*time.Minute, "length of the soak, in cycles of 15 s, 8 at least")
 	flag.BoolVar(&o.soakPenalties, "soak-penalties", false, "keep popproxy's failed-login penalties for the soak clients' address (see soak.go)")
 	flag.StringVar(&tests, "tests", strings.Join(defaultTests, ","), "comma-separated measurements to run, of "+strings.Join(allTests, ","))
-	flag.BoolVar(&o.relay, "relay", false, "also measure a minimal TCP relay (a reference for one more hop)")
+	flag.BoolVar(&o.relay, "relay", false, "also measure two minimal TCP relays, in Go and on raw epoll (references for one more hop)")
 	flag.BoolVar(&o.nginx, "nginx", true, "also measure nginx's mail proxy (nginx-light, libnginx-mod-mail) as a peer in retr, noop and sessions")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work folder (configs, logs, maildirs)")
 	flag.Parse()
@@ -239,6 +251,11 @@ func run(o options) (err error) {
 			return err
 		}
 	}
+	if o.tests["tls-idle-10k"] {
+		if err := b.tlsIdle10k(); err != nil {
+			return err
+		}
+	}
 	if o.tests["audit-retr"] {
 		if err := b.auditRETR(); err != nil {
 			return err
@@ -302,7 +319,7 @@ func (b *bench) bulk() ([]int64, error) {
 }
 
 // comparisons fills the bulk mailbox, starts a proxy (with -relay the
-// reference relay, with -nginx nginx's mail proxy) and runs the
+// reference relays, with -nginx nginx's mail proxy) and runs the
 // direct-versus-proxy comparisons.
 func (b *bench) comparisons() error {
 	want, err := b.bulk()
@@ -317,14 +334,16 @@ func (b *bench) comparisons() error {
 	defer p.stop()
 	targets := []target{b.direct}
 	if b.o.relay {
-		r, err := startRelay(b.work, "relay", b.dc.Addr())
-		if err != nil {
-			return err
+		for _, rl := range relays {
+			r, err := startRelay(b.work, rl.command, b.dc.Addr())
+			if err != nil {
+				return err
+			}
+			defer r.stop()
+			ref := r.target(rl.target, b.direct)
+			ref.reference = true
+			targets = append(targets, ref)
 		}
-		defer r.stop()
-		ref := r.target("tcp-relay", b.direct)
-		ref.reference = true
-		targets = append(targets, ref)
 	}
 	var extra [][2]string
 	var ngx *nginxPeer
@@ -335,6 +354,7 @@ func (b *bench) comparisons() error {
 		defer ngx.stop()
 		peer := ngx.target("nginx", b.direct)
 		peer.reference = true
+		peer.stallsOnDelayedACK = true
 		targets = append(targets, peer)
 		extra = [][2]string{{"popproxy", "nginx"}}
 	}
@@ -346,7 +366,16 @@ func (b *bench) comparisons() error {
 	}
 	var comps []comparison
 	if b.o.tests["retr"] {
-		comps = append(comps, retrComparison(want))
+		comps = append(comps, retrComparison(want, ordinaryClient, quickAckClient))
+		if starts := retrBlocks(want); ngx != nil && len(starts) > 2 {
+			var first int64
+			for _, w := range want[:starts[1]] {
+				first += w
+			}
+			b.rep.Notes = append(b.rep.Notes, fmt.Sprintf("retr: with the ordinary client nginx fetched only the first "+
+				"block per round, messages 1-%d of %d (%.1f MB), as it stalls on that client; with the quick-ACK "+
+				"client it fetched them all, as every other target did with both", starts[1], len(want), float64(first)/1e6))
+		}
 	}
 	if b.o.tests["noop"] {
 		comps = append(comps, noopComparison(b.o.noops))

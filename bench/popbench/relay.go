@@ -7,14 +7,24 @@ import (
 	"os"
 )
 
-// relayCommand is the first argument that makes popbench a relay.
-const relayCommand = "relay"
+// relays are the reference targets of -relay: popbench itself, started with
+// command LISTEN UPSTREAM.
+//
+// epoll-relay (epoll.go) is tcp-relay on one thread over raw epoll, as nginx runs:
+// what it gains on tcp-relay is the cost of Go's netpoller and scheduler, not of popproxy's work.
+var relays = []struct {
+	command, target string
+	main            func(listen, upstream string) error
+}{
+	{"relay", "tcp-relay", relayMain},
+	{"epoll-relay", "epoll-relay", epollRelayMain},
+}
 
-// relayMain makes popbench a minimal TCP relay, the reference target of
-// -relay: every connection to listen is relayed to upstream through a 32 KiB
-// buffer in each direction, with no parsing, no deadlines and no audit. It is
-// the cost of one more user-space hop (the same read and write system calls
-// as popproxy's relay; io.Copy's splice is avoided on purpose), so the gap
+// relayMain makes popbench a minimal TCP relay, tcp-relay: every connection
+// to listen is relayed to upstream through a 32 KiB buffer in each
+// direction, with no parsing, no deadlines and no audit. It is the cost of
+// one more user-space hop (the same read and write system calls as
+// popproxy's relay; io.Copy's splice is avoided on purpose), so the gap
 // between it and popproxy is what popproxy's own work costs.
 func relayMain(listen, upstream string) error {
 	l, err := net.Listen("tcp", listen)

@@ -30,6 +30,9 @@ type target struct {
 	cpu func() (time.Duration, error)
 	// reference targets are measured for comparison but not held to goals.
 	reference bool
+	// stallsOnDelayedACK marks a server that stalls on clients which delay
+	// their ACKs (nginx); retr.go measures it on a sample with such clients.
+	stallsOnDelayedACK bool
 	// perClient, if set, gives client i of the sessions/s measurement a
 	// target of its own, the same in every window (one TLS session cache
 	// per client). It is called from one goroutine.
@@ -172,8 +175,9 @@ func startProxyConf(bin, work, name string, pc proxyConf) (*child, error) {
 // writes it to a file.
 func auditFile(work, name string) string { return filepath.Join(work, name+"-audit.jsonl") }
 
-// startRelay starts popbench itself as the reference relay (see relay.go).
-func startRelay(work, name, upstream string) (*child, error) {
+// startRelay starts popbench itself as the reference relay command (see
+// relays).
+func startRelay(work, command, upstream string) (*child, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -183,7 +187,7 @@ func startRelay(work, name, upstream string) (*child, error) {
 		return nil, err
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	return startChild(work, name, addr, "", nil, self, relayCommand, addr, upstream)
+	return startChild(work, command, addr, "", nil, self, command, addr, upstream)
 }
 
 // startChild runs bin with args, stderr (and stdout, unless stdout names a

@@ -269,7 +269,7 @@ func (b *bench) tlsRETR(p *child) error {
 		negotiated = append(negotiated, d)
 	}
 	b.rep.Notes = append(b.rep.Notes, "tls-retr negotiated: "+strings.Join(negotiated, "; "))
-	c := variant(retrComparison(want), sectionTLS, "TLS ", ratioAtLeast(1.0))
+	c := variant(retrComparison(want, ordinaryClient), sectionTLS, "TLS ", ratioAtLeast(1.0))
 	c.extra = [][2]string{{"popproxy", "dovecot-tls"}}
 	if err := compare(b.rep, evenRounds(b.o.rounds), targets, []comparison{c}); err != nil {
 		return err

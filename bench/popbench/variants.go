@@ -57,7 +57,7 @@ func (b *bench) proxyRETR(section string, g goal, names [2]string, confs [2]prox
 			return 0, err
 		}
 	}
-	c := variant(retrComparison(want), section, "", g)
+	c := variant(retrComparison(want, ordinaryClient), section, "", g)
 	if err := compare(b.rep, evenRounds(b.o.rounds), targets, []comparison{c}); err != nil {
 		return 0, err
 	}
