@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 )
@@ -126,8 +127,11 @@ func compare(rep *report, rounds int, targets []target, comps []comparison) erro
 			base := runs[ci][mi][0]
 			for ti, t := range targets {
 				vs := runs[ci][mi][ti]
+				if slices.ContainsFunc(vs, math.IsNaN) {
+					continue // a figure only proxies have: their own CPU time
+				}
 				v := targetValue{Target: t.name, Median: median(vs), Runs: vs, Reference: t.reference}
-				if ti > 0 {
+				if ti > 0 && !slices.ContainsFunc(base, math.IsNaN) {
 					for r := range vs {
 						v.Ratios = append(v.Ratios, vs[r]/base[r])
 					}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -92,15 +93,33 @@ func cpuOf(f []string, children bool) time.Duration {
 
 // cpuMeter measures the server CPU time a target uses over an interval.
 type cpuMeter struct {
-	t     target
-	start time.Duration
-	err   error
+	t        target
+	start    time.Duration
+	hopStart time.Duration
+	err      error
 }
 
 func startCPU(t target) *cpuMeter {
 	m := &cpuMeter{t: t}
 	m.start, m.err = t.cpu()
+	if t.hop != nil && m.err == nil {
+		m.hopStart, m.err = t.hop()
+	}
 	return m
+}
+
+// hopUsed returns the CPU time of the target's own processes since
+// startCPU (see target.hop): NaN, reported as "-", for a server measured
+// directly.
+func (m *cpuMeter) hopUsed() (float64, error) {
+	if m.t.hop == nil {
+		return math.NaN(), nil
+	}
+	if m.err != nil {
+		return 0, m.err
+	}
+	now, err := m.t.hop()
+	return float64(now - m.hopStart), err
 }
 
 // used returns the CPU time since startCPU.

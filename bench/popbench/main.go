@@ -119,7 +119,7 @@ func main() {
 	flag.StringVar(&o.audit, "audit", "off", "proxy audit output: off (/dev/null), file, or stdout (to a file)")
 	flag.IntVar(&o.rounds, "rounds", 5, "times each comparison runs per target; the median is reported")
 	flag.IntVar(&o.noops, "noops", 20000, "NOOPs per latency measurement")
-	flag.IntVar(&o.clients, "clients", 64, "concurrent clients of the sessions/s measurement")
+	flag.IntVar(&o.clients, "clients", 64, "concurrent clients of the sessions/s measurement (the default tests also measure 8)")
 	flag.DurationVar(&o.sessionTime, "duration", 5*time.Second, "sessions/s load per target per round, in 1s windows")
 	flag.IntVar(&o.idle, "idle", 2000, "idle logged-in sessions for the memory measurement")
 	flag.IntVar(&o.idle10k, "idle-10k", 10000, "idle logged-in TLS sessions of tls-idle-10k")
@@ -381,7 +381,14 @@ func (b *bench) comparisons() error {
 		comps = append(comps, noopComparison(b.o.noops))
 	}
 	if b.o.tests["sessions"] {
-		comps = append(comps, sessionsComparison(b.o.clients, b.o.sessionTime))
+		// Few clients show the latency of a login, many the throughput.
+		for _, n := range slices.Compact([]int{min(8, b.o.clients), b.o.clients}) {
+			c := sessionsComparison(n, b.o.sessionTime)
+			for i := range c.metrics {
+				c.metrics[i].name += fmt.Sprintf(", %d clients", n)
+			}
+			comps = append(comps, c)
+		}
 	}
 	for i := range comps {
 		comps[i].counterbalance = true // see comparison.once

@@ -139,15 +139,7 @@ mail {
 // target returns nginx as a target called name whose CPU time is nginx's
 // (master and workers) plus upstream's, counting the connections opened.
 func (n *nginxPeer) target(name string, upstream target) target {
-	t := n.child.tcp(name, upstream)
-	t.cpu = func() (time.Duration, error) {
-		own, err := treeCPU(n.pid())
-		if err != nil || upstream.cpu == nil {
-			return own, err
-		}
-		up, err := upstream.cpu()
-		return own + up, err
-	}
+	t := hopTarget(n.child.tcp(name, upstream), upstream, func() (time.Duration, error) { return treeCPU(n.pid()) })
 	dial := t.dial
 	t.dial = func() (net.Conn, error) {
 		n.dials.Add(1)

@@ -21,6 +21,7 @@ func noopComparison(n int) comparison {
 			{name: "NOOP round trip p50", unit: "µs", goal: ratioAtMost(1.4)},
 			{name: "NOOP round trip p99", unit: "µs"},
 			{name: "NOOP server CPU", unit: "µs/NOOP"},
+			{name: "NOOP proxy CPU", unit: "µs/NOOP"},
 		},
 		run: func(ts []target) ([][]float64, error) { return measureNOOP(ts, n) },
 	}
@@ -59,6 +60,11 @@ func measureNOOP(ts []target, n int) ([][]float64, error) {
 		}
 		used, err := cpu.used()
 		use[ti].cpu += used
+		if err != nil {
+			return err
+		}
+		hop, err := cpu.hopUsed()
+		use[ti].hop += hop
 		return err
 	})
 	if err != nil {
@@ -72,7 +78,8 @@ func measureNOOP(ts []target, n int) ([][]float64, error) {
 		r := rtt[i]
 		slices.Sort(r)
 		us := func(q float64) float64 { return float64(r[int(q*float64(len(r)-1))]) / 1e3 }
-		vals[i] = []float64{us(0.50), us(0.99), float64(use[i].cpu) / 1e3 / float64(len(r))}
+		n := float64(len(r))
+		vals[i] = []float64{us(0.50), us(0.99), float64(use[i].cpu) / 1e3 / n, use[i].hop / 1e3 / n}
 	}
 	return vals, nil
 }

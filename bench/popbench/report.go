@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"slices"
 	"strings"
@@ -314,6 +315,8 @@ func (rep *report) writeJSON(path string) error {
 // format prints a figure with a precision fit for its size.
 func format(v float64) string {
 	switch {
+	case math.IsNaN(v):
+		return "-"
 	case v >= 1000 || v <= -1000:
 		return fmt.Sprintf("%.0f", v)
 	case v >= 100 || v <= -100:

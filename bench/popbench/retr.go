@@ -65,6 +65,7 @@ type usage struct {
 	n       int64 // octets, operations or sessions
 	elapsed time.Duration
 	cpu     time.Duration
+	hop     float64 // nanoseconds of the proxy's own CPU time; NaN for a direct target
 }
 
 // retrBlocks splits the mailbox into blocks of about retrBlockBytes: block b

@@ -23,6 +23,7 @@ func sessionsComparison(clients int, d time.Duration) comparison {
 		metrics: []metricSpec{
 			{name: "sessions per second", unit: "1/s", goal: ratioAtLeast(0.9)},
 			{name: "server CPU per session", unit: "ms"},
+			{name: "proxy CPU per session", unit: "ms"},
 		},
 		run: func(ts []target) ([][]float64, error) { return measureSessions(ts, clients, d) },
 	}
@@ -42,7 +43,7 @@ func measureSessions(ts []target, clients int, d time.Duration) ([][]float64, er
 	vals := make([][]float64, len(ts))
 	for i, u := range use {
 		n := float64(u.n)
-		vals[i] = []float64{n / u.elapsed.Seconds(), float64(u.cpu) / 1e6 / n}
+		vals[i] = []float64{n / u.elapsed.Seconds(), float64(u.cpu) / 1e6 / n, u.hop / 1e6 / n}
 	}
 	return vals, nil
 }
@@ -87,7 +88,12 @@ func sessionWindowRun(t target, clients int, u *usage) error {
 	if err != nil {
 		return err
 	}
+	hop, err := cpu.hopUsed()
+	if err != nil {
+		return err
+	}
 	u.cpu += used
+	u.hop += hop
 	u.n += counts.ok.Load()
 	if n := counts.failed.Load(); n > 0 {
 		return fmt.Errorf("%s: %d of %d sessions failed; first: %v",

@@ -28,6 +28,9 @@ type target struct {
 	// cpu returns the CPU time used so far by every process serving the
 	// target: Dovecot's, and the proxy's in front of it.
 	cpu func() (time.Duration, error)
+	// hop, for a proxy or relay, returns the CPU time its own processes
+	// used so far, without the server's behind it: the cost of the hop.
+	hop func() (time.Duration, error)
 	// reference targets are measured for comparison but not held to goals.
 	reference bool
 	// stallsOnDelayedACK marks a server that stalls on clients which delay
@@ -263,14 +266,22 @@ func (p *child) target(name string, upstream target) target {
 
 // tcp is target without TLS, for callers that wrap it themselves.
 func (p *child) tcp(name string, upstream target) target {
-	return tcpTarget(name, p.addr, func() (time.Duration, error) {
-		own, err := procCPU(p.pid(), false)
+	return hopTarget(tcpTarget(name, p.addr, nil), upstream, func() (time.Duration, error) { return procCPU(p.pid(), false) })
+}
+
+// hopTarget returns t with hop as its own CPU time, and hop's plus
+// upstream's as cpu.
+func hopTarget(t, upstream target, hop func() (time.Duration, error)) target {
+	t.hop = hop
+	t.cpu = func() (time.Duration, error) {
+		own, err := hop()
 		if err != nil || upstream.cpu == nil {
 			return own, err
 		}
 		up, err := upstream.cpu()
 		return own + up, err
-	})
+	}
+	return t
 }
 
 func (p *child) pid() int { return p.cmd.Process.Pid }
