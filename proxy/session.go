@@ -128,7 +128,6 @@ type sessionLimits struct {
 }
 
 func newSession(srv *Server, c net.Conn, lc *Listener) *session {
-	setNoDelay(c)
 	s := &session{
 		srv:   srv,
 		id:    newSessionID(),

@@ -149,7 +149,6 @@ func (srv *Server) dialSecure(ctx context.Context, up Upstream, addr string, inf
 	if err != nil {
 		return nil, err
 	}
-	setNoDelay(raw)
 	if err := sendProxyHeader(raw, up.SendClient, info, deadline); err != nil {
 		raw.Close()
 		return nil, err
@@ -473,13 +472,5 @@ func (u *upstream) close() {
 	if u.br != nil {
 		u.br.Reset(nil)
 		u.br = nil // not pooled: it may hold unread bytes
-	}
-}
-
-// setNoDelay makes sure small replies are never held back by Nagle's
-// algorithm waiting for a delayed ACK (Go's default, made explicit).
-func setNoDelay(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
-		tc.SetNoDelay(true)
 	}
 }
