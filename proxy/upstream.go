@@ -118,9 +118,10 @@ const maxChain = 8
 // failover and the circuit breaker, secures the connection as up says, tells
 // it the client's address if configured, and reads the greeting, which must be
 // +OK. It never returns a connection on which TLS was required but is not up.
-func (srv *Server) dialUpstream(up Upstream, info dialInfo) (*upstream, error) {
+// Cancelling ctx abandons the dial.
+func (srv *Server) dialUpstream(ctx context.Context, up Upstream, info dialInfo) (*upstream, error) {
 	var u *upstream
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(srv.opts.DialAttempts)*up.DialTimeout)
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(srv.opts.DialAttempts)*up.DialTimeout)
 	defer cancel()
 	_, _, err := srv.opts.Breaker.Dial(ctx, up.Addresses, srv.opts.DialAttempts, func(ctx context.Context, addr string) (net.Conn, error) {
 		var err error
@@ -149,6 +150,14 @@ func (srv *Server) dialSecure(ctx context.Context, up Upstream, addr string, inf
 	if err != nil {
 		return nil, err
 	}
+	// A cancelled dial (a predial dropped) stops its exchanges too; they
+	// keep to the deadline by themselves.
+	unwatch := context.AfterFunc(ctx, func() {
+		if ctx.Err() == context.Canceled {
+			raw.Close()
+		}
+	})
+	defer unwatch()
 	if err := sendProxyHeader(raw, up.SendClient, info, deadline); err != nil {
 		raw.Close()
 		return nil, err
