@@ -365,10 +365,11 @@ func (s *session) dial(t *target) (*upstream, error) {
 // client answered.
 func (s *session) authenticate(t *target, u *upstream) (ok bool, err error) {
 	var st pop3.Status
+	_, has := s.srv.upstreamCapabilities(t.up)
 	if pop3.IsOAuth(t.c.mech) {
 		st, err = s.relayOAuth(u, t.c)
 	} else {
-		st, err = u.login(t.c, t.plain)
+		st, err = u.login(t.c, t.plain, has&capPipelining != 0)
 	}
 	var broken *brokenOff
 	if errors.As(err, &broken) {
@@ -401,7 +402,6 @@ func (s *session) authenticate(t *target, u *upstream) (ok bool, err error) {
 	u.exchange("QUIT\r\n") // harmless in AUTHORIZATION: no UPDATE state
 	u.close()
 	s.srv.opts.Auditor.Auth(s.id, t.ev)
-	_, has := s.srv.upstreamCapabilities(t.up)
 	if countsAsFailedLogin(st.Code, has&capAuthRespCode != 0) {
 		// For APOP the digest stands for the password. It changes with
 		// every timestamp, so each failed APOP counts, a stale

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/base64"
 	"io"
+	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -113,6 +115,65 @@ func TestPredialGreetedBeforePass(t *testing.T) {
 	defer rec.mu.Unlock()
 	if len(rec.auths) != 1 || !rec.auths[0].OK || rec.auths[0].Dial <= 0 {
 		t.Errorf("auth events %+v, want one login with its dial time", rec.auths)
+	}
+}
+
+// TestPredialPipelinedLogin: to an upstream known to pipeline, USER and PASS
+// go in one write. A refused USER is the answer, PASS's reply dropped.
+func TestPredialPipelinedLogin(t *testing.T) {
+	type login struct {
+		user, pass string
+		buffered   int // what the upstream had buffered after USER's line
+	}
+	var mu sync.Mutex
+	var logins []login
+	up := pop3test.FakeUpstream(t, func(c *pop3test.UpstreamConn) {
+		c.Send("+OK ready\r\n")
+		for line := c.Line(); line != ""; line = c.Line() {
+			switch {
+			case strings.HasPrefix(line, "USER "):
+				buffered := c.R.Buffered()
+				pass := c.Line() // before USER is answered: only a pipelined PASS comes
+				mu.Lock()
+				logins = append(logins, login{line, pass, buffered})
+				mu.Unlock()
+				switch {
+				case line == "USER nobody":
+					c.Send("-ERR no such user\r\n-ERR send USER first\r\n")
+				case pass == "PASS secret":
+					c.Send("+OK\r\n+OK logged in\r\n")
+				default:
+					c.Send("+OK\r\n-ERR [AUTH] wrong password\r\n")
+				}
+			case line == "QUIT":
+				c.Send("+OK bye\r\n")
+				return
+			default:
+				c.Send("+OK\r\n")
+			}
+		}
+	})
+	addr, _, _ := startProxy(t, up, func(o *proxy.Options) {
+		withUpstream(o, func(u *proxy.Upstream) { u.Capabilities = []string{"TOP", "UIDL", "PIPELINING"} })
+	})
+	c := pop3test.Dial(t, addr)
+	c.Cmd("USER nobody", "+OK*")
+	c.Cmd("PASS x", "-ERR no such user")
+	c.Cmd("USER alice", "+OK*")
+	c.Cmd("PASS wrong", "-ERR [AUTH] wrong password")
+	c.Login("alice", "secret")
+	c.Cmd("STAT", "+OK") // nothing left over from the login
+	mu.Lock()
+	defer mu.Unlock()
+	want := []login{{user: "USER nobody", pass: "PASS x"}, {user: "USER alice", pass: "PASS wrong"}, {user: "USER alice", pass: "PASS secret"}}
+	if len(logins) != len(want) {
+		t.Fatalf("logins %+v, want %+v", logins, want)
+	}
+	for i, l := range logins {
+		if l.user != want[i].user || l.pass != want[i].pass || l.buffered != len(l.pass)+2 {
+			t.Errorf("login %d: %q then %q with %d octets buffered after USER, want %q then %q in one write",
+				i+1, l.user, l.pass, l.buffered, want[i].user, want[i].pass)
+		}
 	}
 }
 
@@ -284,6 +345,97 @@ func TestPredialRerouted(t *testing.T) {
 	waitConn(t, a.closed, 1, "closed")
 	if got := strings.Join(b.received(1), "|"); got != "USER alice|PASS secret" {
 		t.Errorf("the new route received %q", got)
+	}
+}
+
+// wireTap forwards connections to a server and records, per connection,
+// what each read of the proxy's side returned.
+type wireTap struct {
+	mu    sync.Mutex
+	reads [][]string
+}
+
+func startWireTap(t *testing.T, server string) (string, *wireTap) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	w := &wireTap{}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			w.mu.Lock()
+			w.reads = append(w.reads, nil)
+			n := len(w.reads) - 1
+			w.mu.Unlock()
+			go w.forward(c, server, n)
+		}
+	}()
+	return l.Addr().String(), w
+}
+
+// forward relays connection n, c, to server until either side closes.
+func (w *wireTap) forward(c net.Conn, server string, n int) {
+	defer c.Close()
+	s, err := net.Dial("tcp", server)
+	if err != nil {
+		return
+	}
+	defer s.Close()
+	go func() {
+		io.Copy(c, s)
+		c.Close()
+	}()
+	buf := make([]byte, 4096)
+	for {
+		k, err := c.Read(buf)
+		if k > 0 {
+			w.mu.Lock()
+			w.reads[n] = append(w.reads[n], string(buf[:k]))
+			w.mu.Unlock()
+			s.Write(buf[:k])
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// TestDovecotPredialPipelined: Dovecot lists PIPELINING in its CAPA after
+// login, so from the second login there on USER and PASS reach it in one
+// write, a wrong password's and a right one's.
+func TestDovecotPredialPipelined(t *testing.T) {
+	d := sharedDovecot(t)
+	server, wire := startWireTap(t, d.Addr())
+	addr, _, _ := startProxy(t, server, func(o *proxy.Options) { withUpstream(o, func(u *proxy.Upstream) { u.Capabilities = nil }) })
+	pass := dovecotUsers["pipeline"]
+	c := pop3test.Dial(t, addr)
+	c.Login("pipeline", pass) // learns the capabilities
+	c.Cmd("QUIT", "+OK*")
+	c = pop3test.Dial(t, addr)
+	c.Cmd("USER pipeline", "+OK*")
+	c.Cmd("PASS wrong", "-ERR [AUTH] *")
+	c.Login("pipeline", pass)
+	c.Cmd("STAT", "+OK*")
+	c.Cmd("QUIT", "+OK*")
+	c.Closed()
+
+	wire.mu.Lock()
+	defer wire.mu.Unlock()
+	if len(wire.reads) != 3 {
+		t.Fatalf("%d connections to Dovecot, want 3: %q", len(wire.reads), wire.reads)
+	}
+	for i, reads := range wire.reads {
+		pipelined := slices.ContainsFunc(reads, func(r string) bool {
+			return strings.HasPrefix(r, "USER pipeline\r\nPASS ")
+		})
+		if want := i > 0; pipelined != want {
+			t.Errorf("login %d pipelined %v, want %v: %q", i+1, pipelined, want, reads)
+		}
 	}
 }
 
