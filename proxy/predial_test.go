@@ -230,6 +230,7 @@ func TestPredialClosed(t *testing.T) {
 		name   string
 		listen proxy.Listener
 		hold   time.Duration
+		login  time.Duration                          // LoginTimeout, if set
 		after  func(t *testing.T, c *pop3test.Client) // what closes it
 	}{
 		{name: "QUIT", after: func(t *testing.T, c *pop3test.Client) { c.Cmd("QUIT", "+OK*") }},
@@ -241,6 +242,9 @@ func TestPredialClosed(t *testing.T) {
 		{name: "STLS", listen: proxy.Listener{Name: "stls", TLSMode: proxy.TLSStartTLS, TLSConfig: serverTLS(t)},
 			after: func(t *testing.T, c *pop3test.Client) { stls(c, clientTLS(t)) }},
 		{name: "hold", hold: 100 * time.Millisecond, after: func(t *testing.T, c *pop3test.Client) {}},
+		{name: "login timeout", login: 300 * time.Millisecond, after: func(t *testing.T, c *pop3test.Client) {
+			c.Expect("-ERR [SYS/TEMP] login not completed in time")
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.hold > 0 {
@@ -250,7 +254,7 @@ func TestPredialClosed(t *testing.T) {
 			if tc.listen.Name == "" {
 				tc.listen.Name = "test"
 			}
-			addr, _, _ := startListener(t, up.addr, tc.listen, nil)
+			addr, _, _ := startListener(t, up.addr, tc.listen, func(o *proxy.Options) { o.LoginTimeout = tc.login })
 			c := pop3test.Dial(t, addr)
 			c.Cmd("USER alice", "+OK*")
 			waitConn(t, up.greeted, 1, "greeted")
