@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"time"
 
@@ -30,7 +31,7 @@ func (s *session) preopen() {
 		return
 	}
 	start := time.Now()
-	u, err := s.srv.dialUpstream(up, dialInfo{client: s.remote, local: s.local, session: s.id})
+	u, err := s.srv.dialUpstream(context.Background(), up, dialInfo{client: s.remote, local: s.local, session: s.id})
 	s.preopenDial = time.Since(start)
 	if err != nil {
 		s.srv.log.Warn("apop: upstream unavailable; greeting without APOP", "session", s.id, "err", err)
@@ -95,7 +96,7 @@ func (s *session) connect(up Upstream, apop bool, ev *AuthEvent) (*upstream, err
 		return nil, errAPOPRoute
 	}
 	start := time.Now()
-	u, err := s.srv.dialUpstream(up, dialInfo{client: s.remote, local: s.local, session: s.id, chain: s.chain})
+	u, err := s.srv.dialUpstream(context.Background(), up, dialInfo{client: s.remote, local: s.local, session: s.id, chain: s.chain})
 	ev.Dial = time.Since(start)
 	return u, err
 }

@@ -39,6 +39,7 @@ func (s *session) cmdUser(cmd pop3.Command) error {
 		return s.refuse(refused(RuleSyntax, cmd.Verb, "usage: USER name"))
 	}
 	s.pendingUser = cmd.Args[0]
+	s.startPredial(s.pendingUser)
 	return s.reply(true, "send PASS")
 }
 
@@ -92,6 +93,7 @@ func (s *session) cmdAuth(cmd pop3.Command) error {
 	if s.tlsMissing() {
 		return s.refuseWithoutTLS(cmd.Verb)
 	}
+	s.dropPredial() // AUTH instead of PASS: USER's dial is of no use
 	var initial *string
 	if len(cmd.Args) == 2 {
 		initial = &cmd.Args[1]
@@ -199,6 +201,8 @@ func (s *session) challenge(challenge string) (line string, ok bool, err error) 
 // A step that returns nil has answered the client; its error is then the
 // session's end, if it ends.
 func (s *session) login(c credentials) error {
+	// Unless the dial took it, USER's predial is of no use after this.
+	defer s.dropPredial()
 	id, err := s.identify(c)
 	if id == nil {
 		return err
@@ -269,29 +273,39 @@ type target struct {
 // in to it): that name is routed and rewritten, and the master user's goes
 // upstream as given.
 func (s *session) routeLogin(id *identity) (*target, error) {
-	lm := s.srv.limits
-	owner := id.c.user
-	if id.c.authzid != "" {
-		owner = id.c.authzid
-	}
-	up, login, err := s.srv.route(owner)
+	t, err := s.srv.routed(id)
 	if err != nil {
 		// Answered and counted like refused credentials: whether a name is
 		// routable is none of the client's business. With no upstream, the
 		// client's name is the user's key.
 		id.ev.Code, id.ev.Reason = "AUTH", err.Error()
 		s.srv.opts.Auditor.Auth(s.id, id.ev)
-		s.loginFailed(lm.userKey("", id.typed), id.c.pass)
+		s.loginFailed(s.srv.limits.userKey("", id.typed), id.c.pass)
 		return nil, s.refuse(refused(RuleRoute, "AUTH", "[AUTH] authentication failed"))
 	}
-	id.ev.Route = up.Name
+	id.ev.Route = t.up.Name
+	if id.c.authzid != "" && !t.plain {
+		id.ev.Reason = "authorization identity needs upstream.login: plain"
+		s.srv.opts.Auditor.Auth(s.id, id.ev)
+		return nil, s.refuse(refused(RuleUnsupported, "AUTH", "authorization identity not supported"))
+	}
+	return t, nil
+}
+
+// routed is routeLogin without a word to the client or the audit: the
+// target, or the router's error.
+func (srv *Server) routed(id *identity) (*target, error) {
+	lm := srv.limits
+	owner := id.c.user
+	if id.c.authzid != "" {
+		owner = id.c.authzid
+	}
+	up, login, err := srv.route(owner)
+	if err != nil {
+		return nil, err
+	}
 	t := &target{identity: id, up: up, plain: up.LoginPlain, login: login}
 	if id.c.authzid != "" {
-		if !t.plain {
-			id.ev.Reason = "authorization identity needs upstream.login: plain"
-			s.srv.opts.Auditor.Auth(s.id, id.ev)
-			return nil, s.refuse(refused(RuleUnsupported, "AUTH", "authorization identity not supported"))
-		}
 		id.c.authzid = login
 	} else {
 		id.c.user = login
@@ -305,7 +319,7 @@ func (s *session) routeLogin(id *identity) (*target, error) {
 }
 
 // dialLogin connects to t's upstream, with the breaker, and sends what it
-// is told of the client (PROXY, XCLIENT, XPOPPROXY) and STLS: see connect.
+// is told of the client (PROXY, XCLIENT, XPOPPROXY) and STLS: see dial.
 // A name that USER cannot carry is refused before.
 func (s *session) dialLogin(t *target) (*upstream, error) {
 	if !t.plain && strings.Contains(t.c.user, " ") {
@@ -313,7 +327,7 @@ func (s *session) dialLogin(t *target) (*upstream, error) {
 		s.srv.opts.Auditor.Auth(s.id, t.ev)
 		return nil, s.refuse(refused(RuleSyntax, "AUTH", "invalid username"))
 	}
-	u, err := s.connect(t.up, t.c.mech == "APOP", &t.ev)
+	u, err := s.dial(t)
 	if err == errAPOPRoute {
 		// Nothing was tried: not a failed login.
 		t.ev.Code, t.ev.Reason = "AUTH", err.Error()
@@ -331,6 +345,19 @@ func (s *session) dialLogin(t *target) (*upstream, error) {
 	return u, nil
 }
 
+// dial returns the connection for t: for PASS, the one USER started, if it
+// went to t's upstream; else connect's. A predial that failed is this
+// login's failed dial: it is not tried again.
+func (s *session) dial(t *target) (*upstream, error) {
+	if t.c.mech == "USER" {
+		if r := s.takePredial(t.up); r != nil {
+			t.ev.Dial = r.dial
+			return r.u, r.err
+		}
+	}
+	return s.connect(t.up, t.c.mech == "APOP", &t.ev)
+}
+
 // authenticate logs in to u: OAuth relayed, whatever upstream.login says,
 // else as the upstream logs in (USER/PASS, AUTH PLAIN, APOP passthrough). A
 // refusal counts as a failed login when the password was at fault (see
@@ -338,10 +365,11 @@ func (s *session) dialLogin(t *target) (*upstream, error) {
 // client answered.
 func (s *session) authenticate(t *target, u *upstream) (ok bool, err error) {
 	var st pop3.Status
+	_, has := s.srv.upstreamCapabilities(t.up)
 	if pop3.IsOAuth(t.c.mech) {
 		st, err = s.relayOAuth(u, t.c)
 	} else {
-		st, err = u.login(t.c, t.plain)
+		st, err = u.login(t.c, t.plain, has&capPipelining != 0)
 	}
 	var broken *brokenOff
 	if errors.As(err, &broken) {
@@ -374,7 +402,6 @@ func (s *session) authenticate(t *target, u *upstream) (ok bool, err error) {
 	u.exchange("QUIT\r\n") // harmless in AUTHORIZATION: no UPDATE state
 	u.close()
 	s.srv.opts.Auditor.Auth(s.id, t.ev)
-	_, has := s.srv.upstreamCapabilities(t.up)
 	if countsAsFailedLogin(st.Code, has&capAuthRespCode != 0) {
 		// For APOP the digest stands for the password. It changes with
 		// every timestamp, so each failed APOP counts, a stale
@@ -489,6 +516,7 @@ func (s *session) cmdStls(cmd pop3.Command) error {
 	}
 	// What the client said before TLS counts for nothing after it.
 	s.pendingUser, s.chain = "", nil
+	s.dropPredial()
 	return s.startTLS()
 }
 

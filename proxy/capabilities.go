@@ -19,7 +19,12 @@ const (
 	// mailbox it cannot open, a shutdown). Never announced as the
 	// server's: popproxy lists AUTH-RESP-CODE itself whatever the server.
 	capAuthRespCode
-	allCaps = capTop | capUIDL | capAuthRespCode
+	// capPipelining: the server takes commands before it answers the
+	// previous ones (RFC 2449 §6.6), so USER and PASS go together. Never
+	// announced as the server's either: popproxy pipelines whatever the
+	// server.
+	capPipelining
+	allCaps = capTop | capUIDL | capAuthRespCode | capPipelining
 )
 
 // upstreamCaps names capBits' members, in the order CAPA lists them. RFC
@@ -36,8 +41,11 @@ var upstreamCaps = []struct {
 func parseCaps(names []string) capBits {
 	var has capBits
 	for _, n := range names {
-		if strings.EqualFold(n, "AUTH-RESP-CODE") {
+		switch {
+		case strings.EqualFold(n, "AUTH-RESP-CODE"):
 			has |= capAuthRespCode
+		case strings.EqualFold(n, "PIPELINING"):
+			has |= capPipelining
 		}
 		for _, c := range upstreamCaps {
 			if strings.EqualFold(n, c.name) {
@@ -153,7 +161,7 @@ func (s *session) learnCapabilities(up Upstream) error {
 		s.srv.caps.learn(up, allCaps, parseCaps(names))
 		return nil
 	}
-	s.srv.caps.learn(up, capAuthRespCode, 0) // no CAPA, so no AUTH-RESP-CODE
+	s.srv.caps.learn(up, capAuthRespCode|capPipelining, 0) // no CAPA, so neither
 	if st, _, err = s.probe(pop3.Command{Verb: "STAT"}, false); err != nil || !st.OK {
 		return err
 	}

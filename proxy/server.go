@@ -161,9 +161,10 @@ type Upstream struct {
 	// -ERR [SYS/TEMP] and an error is logged.
 	LoginPlain bool
 	// Capabilities, if not nil, are the server's among TOP and UIDL (RFC
-	// 2449 §6), which CAPA then announces, instead of what the proxy learns
-	// from the server on the first logins: its CAPA, or, without CAPA,
-	// whether UIDL and TOP work. Empty means neither.
+	// 2449 §6), which CAPA then announces, and PIPELINING, which sends USER
+	// and PASS together, instead of what the proxy learns from the server
+	// on the first logins: its CAPA, or, without CAPA, whether UIDL and TOP
+	// work. Empty means none.
 	Capabilities []string
 }
 

@@ -94,6 +94,7 @@ type session struct {
 
 	state       state
 	pendingUser string   // from USER, until PASS
+	early       *predial // USER's dial for PASS, if any (see predial.go)
 	chain       []string // popproxies in front of this one (XPOPPROXY)
 	// upCaps are the upstream capabilities CAPA lists, once upCapsFixed:
 	// at the first CAPA before login, else at login (see sessionCaps).
@@ -332,6 +333,7 @@ func (s *session) finish(end *endError) {
 		s.cw.Reset(nil)
 		s.cw = nil
 	}
+	s.dropPredial()
 	s.mu.Lock()
 	up := s.up
 	s.mu.Unlock()

@@ -118,9 +118,10 @@ const maxChain = 8
 // failover and the circuit breaker, secures the connection as up says, tells
 // it the client's address if configured, and reads the greeting, which must be
 // +OK. It never returns a connection on which TLS was required but is not up.
-func (srv *Server) dialUpstream(up Upstream, info dialInfo) (*upstream, error) {
+// Cancelling ctx abandons the dial.
+func (srv *Server) dialUpstream(ctx context.Context, up Upstream, info dialInfo) (*upstream, error) {
 	var u *upstream
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(srv.opts.DialAttempts)*up.DialTimeout)
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(srv.opts.DialAttempts)*up.DialTimeout)
 	defer cancel()
 	_, _, err := srv.opts.Breaker.Dial(ctx, up.Addresses, srv.opts.DialAttempts, func(ctx context.Context, addr string) (net.Conn, error) {
 		var err error
@@ -149,7 +150,14 @@ func (srv *Server) dialSecure(ctx context.Context, up Upstream, addr string, inf
 	if err != nil {
 		return nil, err
 	}
-	setNoDelay(raw)
+	// A cancelled dial (a predial dropped) stops its exchanges too; they
+	// keep to the deadline by themselves.
+	unwatch := context.AfterFunc(ctx, func() {
+		if ctx.Err() == context.Canceled {
+			raw.Close()
+		}
+	})
+	defer unwatch()
 	if err := sendProxyHeader(raw, up.SendClient, info, deadline); err != nil {
 		raw.Close()
 		return nil, err
@@ -358,8 +366,9 @@ var errNoSASLPlain = errors.New("the server's CAPA lists no SASL PLAIN, which up
 // login authenticates with c and returns the server's verdict; an error means
 // the exchange itself failed, or, with plain, that the server does not offer
 // AUTH PLAIN (errNoSASLPlain): nothing was sent then, so its refusal cannot
-// pass for a wrong password.
-func (u *upstream) login(c credentials, plain bool) (pop3.Status, error) {
+// pass for a wrong password. USER and PASS go in one write if the server
+// pipelines: pipelining says so, or its CAPA under TLS does.
+func (u *upstream) login(c credentials, plain, pipelining bool) (pop3.Status, error) {
 	if c.mech == "APOP" {
 		// The digest answers this connection's timestamp: relayed as sent.
 		return u.exchange("APOP " + c.user + " " + c.pass + "\r\n")
@@ -379,11 +388,33 @@ func (u *upstream) login(c credentials, plain bool) (pop3.Status, error) {
 		st, err := u.exchange("AUTH PLAIN " + pop3.EncodeSASL([]byte(msg)) + "\r\n")
 		return st, err
 	}
+	if _, ok := capability(u.caps, "PIPELINING"); ok || pipelining {
+		return u.pipelinedLogin(c)
+	}
 	st, err := u.exchange("USER " + c.user + "\r\n")
 	if err != nil || !st.OK {
 		return st, err
 	}
 	return u.exchange("PASS " + c.pass + "\r\n")
+}
+
+// pipelinedLogin sends USER and PASS in one write and reads both replies
+// (RFC 2449 §6.6), saving a round trip.
+func (u *upstream) pipelinedLogin(c credentials) (pop3.Status, error) {
+	user, err := u.command("USER " + c.user + "\r\nPASS " + c.pass + "\r\n")
+	if err != nil {
+		return user, err
+	}
+	_, pass, err := u.readStatus()
+	if err == nil {
+		err = u.release()
+	}
+	if !user.OK {
+		// The verdict, as without pipelining; PASS's reply only followed it
+		// (and the connection is closed after a refusal).
+		return user, nil
+	}
+	return pass, err
 }
 
 func isPlain(mech string) bool { return strings.EqualFold(mech, "PLAIN") }
@@ -473,13 +504,5 @@ func (u *upstream) close() {
 	if u.br != nil {
 		u.br.Reset(nil)
 		u.br = nil // not pooled: it may hold unread bytes
-	}
-}
-
-// setNoDelay makes sure small replies are never held back by Nagle's
-// algorithm waiting for a delayed ACK (Go's default, made explicit).
-func setNoDelay(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
-		tc.SetNoDelay(true)
 	}
 }

@@ -118,9 +118,11 @@ type Routes struct {
 // Send-client modes of an upstream.
 var sendClientModes = []string{"none", "proxy-v1", "proxy-v2", "xclient"}
 
-// UpstreamCapabilities are the capabilities (RFC 2449 §6) popproxy announces
-// only if the upstream server has them; the rest it provides itself.
-var UpstreamCapabilities = []string{"TOP", "UIDL"}
+// UpstreamCapabilities are the capabilities (RFC 2449 §6) popproxy takes
+// from the upstream server: TOP and UIDL, which it announces only if the
+// server has them, and PIPELINING, with which it sends USER and PASS
+// together; the rest it provides itself.
+var UpstreamCapabilities = []string{"TOP", "UIDL", "PIPELINING"}
 
 // Upstream is a POP3 server behind the proxy.
 type Upstream struct {

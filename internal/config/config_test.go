@@ -75,6 +75,7 @@ func TestCapabilities(t *testing.T) {
 		{"{address: a:1}", nil},
 		{"{address: a:1, capabilities: []}", []string{}},
 		{"{address: a:1, capabilities: [UIDL, top]}", []string{"UIDL", "top"}},
+		{"{address: a:1, capabilities: [pipelining]}", []string{"pipelining"}},
 	} {
 		cfg, err := Parse([]byte("listeners: [{name: a, address: a:1}]\nupstream: " + tc.upstream))
 		if err != nil {
@@ -96,7 +97,7 @@ func TestValidationMessages(t *testing.T) {
 		{"listeners: [{name: a, address: nohost}]\nupstream: {address: a:1}", `listeners[0].address (line 1): "nohost" is not host:port`},
 		{"listeners: [{name: a, address: a:1}]", "upstream.address: is required (host:port)"},
 		{"listeners: [{name: a, address: a:1}]\nupstream: {address: a:1, login: apop}", `upstream.login (line 2): "apop" is not one of user, plain`},
-		{"listeners: [{name: a, address: a:1}]\nupstream: {address: a:1, capabilities: [top, SASL]}", `upstream.capabilities[1] (line 2): "SASL" is not one popproxy takes from the server: TOP, UIDL (the others it provides itself)`},
+		{"listeners: [{name: a, address: a:1}]\nupstream: {address: a:1, capabilities: [top, SASL]}", `upstream.capabilities[1] (line 2): "SASL" is not one popproxy takes from the server: TOP, UIDL, PIPELINING (the others it provides itself)`},
 		{"listeners: [{name: a, address: a:1}]\nupstream: {addresses: [a:1, ':995'], tls: implicit}", `upstream.address (line 2): ":995" has no host to check the server's certificate against; set upstream.server_name`},
 		{"listeners: [{name: a, address: a:1}]\nupstream: {address: a:1}\ntimeouts: {idle: 5m}", "timeouts.idle (line 3): 5m0s is below RFC 1939's minimum of 10m after login"},
 		{"listeners: [{name: a, address: a:1}]\nupstream: {address: a:1}\ntimeouts: {login: 0s}", "timeouts.login (line 3): must be positive, not 0s"},

@@ -61,7 +61,7 @@ func TestEveryRule(t *testing.T) {
 			"upstream.tls (line 3): is none while clients log in over TLS: their credentials would travel on in clear; set upstream.tls, or upstream.allow_plaintext_upstream: true if the network to the server is trusted"},
 		{"upstream TLS options without TLS", listener + "upstream: {address: a:1, ca_file: ca.pem}\n", "upstream.tls (line 2): is none, but upstream TLS options are set"},
 		{"upstream login", listener + "upstream: {address: a:1, login: apop}\n", `upstream.login (line 2): "apop" is not one of user, plain`},
-		{"upstream capabilities", listener + "upstream: {address: a:1, capabilities: [top, SASL]}\n", `upstream.capabilities[1] (line 2): "SASL" is not one popproxy takes from the server: TOP, UIDL (the others it provides itself)`},
+		{"upstream capabilities", listener + "upstream: {address: a:1, capabilities: [top, SASL]}\n", `upstream.capabilities[1] (line 2): "SASL" is not one popproxy takes from the server: TOP, UIDL, PIPELINING (the others it provides itself)`},
 		{"upstream send_client", listener + "upstream: {address: a:1, send_client: xforward}\n", `upstream.send_client (line 2): "xforward" is not one of ` + strings.Join(sendClientModes, ", ")},
 		{"upstream and upstreams", twoUps + "routes: {default: u}\n" + up, "upstream (line 4): is set together with upstreams: use one or the other"},
 		{"route to an undefined user's upstream", twoUps + "routes: {default: u, users: {alice: w}}\n", `routes.users["alice"] (line 3): upstream "w" is not defined in upstreams`},
