@@ -1,9 +1,10 @@
 package proxy_test
 
 import (
-	"github.com/popproxy/popproxy/internal/pop3test"
 	"strings"
 	"testing"
+
+	"github.com/popproxy/popproxy/internal/pop3test"
 )
 
 // TestUpstreamResponseCodes checks that a response code reaches the client

@@ -5,12 +5,13 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"github.com/popproxy/popproxy/internal/pop3test"
 	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/popproxy/popproxy/internal/pop3test"
 )
 
 var testUsers = map[string]string{

@@ -4,8 +4,9 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/popproxy/popproxy/proxy"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/popproxy/popproxy/proxy"
 )
 
 // verbList is the TRANSACTION verbs of the proxy's verb table, which get a

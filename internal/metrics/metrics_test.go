@@ -14,8 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/popproxy/popproxy/proxy"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/popproxy/popproxy/proxy"
 )
 
 // recorder is a proxy.Auditor that keeps every event it is given, in order.

@@ -5,8 +5,9 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/popproxy/popproxy/internal/ratelimit"
 	"golang.org/x/time/rate"
+
+	"github.com/popproxy/popproxy/internal/ratelimit"
 )
 
 func ExampleIPKey() {
