@@ -182,7 +182,6 @@ type Instance struct {
 	cfg      Config
 	ports    ports
 
-	cmd  *exec.Cmd
 	pgid int
 	done chan struct{} // closed when cmd.Wait has returned
 
@@ -573,13 +572,12 @@ func (d *Instance) start() error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("testdovecot: start %s: %w", bin, err)
 	}
-	d.cmd = cmd
 	d.pgid = cmd.Process.Pid
 	d.done = make(chan struct{})
 	go waitProcess(cmd, d.done)
 
 	if err := d.waitReady(); err != nil {
-		_ = d.killGroup() // the start error says more
+		_ = d.terminate(syscall.SIGKILL) // the start error says more
 		log := d.logSince(logStart)
 		if strings.Contains(log, "Address already in use") {
 			return fmt.Errorf("testdovecot: %w: %s", errAddrInUse, testproc.LastLines(log, 5))
@@ -587,7 +585,7 @@ func (d *Instance) start() error {
 		return fmt.Errorf("testdovecot: %w; dovecot log:\n%s", err, testproc.LastLines(log, 20))
 	}
 	if err := d.waitLoginLog(logStart); err != nil {
-		_ = d.killGroup()
+		_ = d.terminate(syscall.SIGKILL)
 		return fmt.Errorf("testdovecot: %w; dovecot log:\n%s", err, testproc.LastLines(d.logSince(logStart), 20))
 	}
 	return nil
@@ -717,59 +715,56 @@ func (d *Instance) Pid() int {
 	return d.pgid
 }
 
-// Stop sends SIGTERM to Dovecot's master (the pid in
-// <base_dir>/master.pid) and, at the same time, to every other process of
-// the instance (its process group), then waits until none is left. A
-// logged-in session gets "-ERR [SYS/TEMP] Server shutting down." and
-// commits no DELE.
+// Stop sends SIGTERM to every process of the instance (its process group,
+// led by Dovecot's master) and waits until none is left. A logged-in
+// session gets "-ERR [SYS/TEMP] Server shutting down." and commits no DELE.
 //
-// Signalling only the master would not do: the pop3 processes of
-// logged-in sessions outlive Dovecot 2.3's master, serving their clients,
-// and the master takes about a second to exit. It also often lingers
-// about a second after all its children have exited once sessions were
-// served, and now and then its anvil process stays, blocked on a read, for
-// five seconds after SIGTERM (seen with 2.3.19), the master waiting for
-// it. As nothing is left to do once no pop3 or pop3-login process remains,
-// Stop then sends SIGKILL to what is left after 100 ms. Anything still
-// there after 10 s gets SIGKILL too. Log lines written while Dovecot shuts
-// down may be lost.
+// Signalling only the master would not do: the pop3 processes of logged-in
+// sessions outlive Dovecot 2.3's master. The master itself often lingers a
+// second after its children, and now and then its anvil process stays
+// blocked for five seconds after SIGTERM (seen with 2.3.19). So once no
+// pop3 or pop3-login process is left for 100 ms, Stop sends SIGKILL to the
+// rest; anything still there after 10 s gets SIGKILL too. Log lines written
+// while Dovecot shuts down may be lost.
 //
-// Stop is idempotent: later calls, and Kill, return the first call's
-// result until Restart. It keeps Dir.
-func (d *Instance) Stop() error {
+// Stop and Kill act once: later calls return the first call's result until
+// Restart. Stop keeps Dir.
+func (d *Instance) Stop() error { return d.halt(syscall.SIGTERM) }
+
+// Kill sends SIGKILL to every process of the instance at once, as if the
+// server crashed, and waits until they are gone. Connections are reset.
+func (d *Instance) Kill() error { return d.halt(syscall.SIGKILL) }
+
+func (d *Instance) halt(sig syscall.Signal) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.stopped {
-		return d.stopErr
-	}
-	d.stopped = true
-	// With -F the master is the process Start started, and the leader of
-	// the group; master.pid names it too.
-	if b, err := os.ReadFile(filepath.Join(d.baseDir, "master.pid")); err == nil {
-		if p, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && p != d.pgid {
-			d.stopErr = fmt.Errorf("testdovecot: stop: master.pid says %d, but the master is %d", p, d.pgid)
-		}
-	}
-	if err := syscall.Kill(-d.pgid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
-		d.stopErr = fmt.Errorf("testdovecot: stop: %w", err)
-	}
-	_ = syscall.Kill(-d.pgid, syscall.SIGCONT) // a paused instance must see the SIGTERM
-	if !d.waitStopped(stopTimeout) {
-		if err := d.killGroup(); err != nil {
-			d.stopErr = err
-		} else if d.stopErr == nil {
-			d.stopErr = fmt.Errorf("testdovecot: stop: dovecot still running %v after SIGTERM; killed", stopTimeout)
-		}
+	if !d.stopped {
+		d.stopped = true
+		d.stopErr = d.terminate(sig)
 	}
 	return d.stopErr
 }
 
-// waitStopped waits up to timeout until no process of the instance is
-// left, sending SIGKILL to the group once only the master and helpers
-// (anvil, log, auth, config, ...) have been left for masterAloneGrace. It
-// reports whether all went.
-func (d *Instance) waitStopped(timeout time.Duration) bool {
-	deadline := time.Now().Add(timeout)
+// terminate sends sig to the process group and waits until it is gone,
+// sending SIGKILL if it is not within stopTimeout.
+func (d *Instance) terminate(sig syscall.Signal) error {
+	_ = syscall.Kill(-d.pgid, sig)             // ESRCH: gone already
+	_ = syscall.Kill(-d.pgid, syscall.SIGCONT) // a paused instance must see SIGTERM
+	if d.waitGone() {
+		return nil
+	}
+	_ = syscall.Kill(-d.pgid, syscall.SIGKILL)
+	if !d.waitGone() {
+		return fmt.Errorf("testdovecot: processes of group %d still running %v after SIGKILL", d.pgid, stopTimeout)
+	}
+	return fmt.Errorf("testdovecot: dovecot still running %v after %v; killed", stopTimeout, sig)
+}
+
+// waitGone waits up to stopTimeout until the master has been reaped and no
+// process of its group is left, sending SIGKILL once only the master and
+// its helpers (anvil, log, auth, ...) have been left for masterAloneGrace.
+func (d *Instance) waitGone() bool {
+	deadline := time.Now().Add(stopTimeout)
 	var alone time.Time // when no serving process was first seen
 	for {
 		select {
@@ -783,7 +778,7 @@ func (d *Instance) waitStopped(timeout time.Duration) bool {
 			if alone.IsZero() {
 				alone = time.Now()
 			} else if time.Since(alone) > masterAloneGrace {
-				_ = syscall.Kill(-d.pgid, syscall.SIGKILL) // ESRCH: just exited
+				_ = syscall.Kill(-d.pgid, syscall.SIGKILL)
 			}
 		} else {
 			alone = time.Time{}
@@ -793,22 +788,6 @@ func (d *Instance) waitStopped(timeout time.Duration) bool {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-}
-
-// Kill sends SIGKILL to Dovecot's master and all its processes at once,
-// as if the upstream server crashed, and waits until they are gone.
-// Connections to it are then reset. Kill is idempotent; after Kill or
-// Stop, Kill and Stop do nothing and return the first call's result, until
-// Restart.
-func (d *Instance) Kill() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.stopped {
-		return d.stopErr
-	}
-	d.stopped = true
-	d.stopErr = d.killGroup()
-	return d.stopErr
 }
 
 // restartTimeout bounds Restart's retries while a port is taken.
@@ -894,39 +873,6 @@ func (d *Instance) removeDirs() error {
 		errs = append(errs, os.RemoveAll(d.dir))
 	}
 	return errors.Join(errs...)
-}
-
-// killGroup sends SIGKILL to the process group and waits until it is
-// gone.
-func (d *Instance) killGroup() error {
-	if d.cmd == nil {
-		return nil
-	}
-	_ = syscall.Kill(-d.pgid, syscall.SIGKILL) // ESRCH: already gone
-	if !d.waitGone(stopTimeout) {
-		return fmt.Errorf("testdovecot: processes of group %d still running %v after SIGKILL", d.pgid, stopTimeout)
-	}
-	return nil
-}
-
-// waitGone waits up to timeout until the master has been reaped and no
-// live process is left in its group. It reports whether that happened.
-func (d *Instance) waitGone(timeout time.Duration) bool {
-	deadline := time.Now().Add(timeout)
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	select {
-	case <-d.done:
-	case <-timer.C:
-		return false
-	}
-	for testproc.GroupAlive(d.pgid) {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return true
 }
 
 // serving reports whether p serves clients: a login or a mail process.
@@ -1068,9 +1014,6 @@ func New(t testing.TB, cfg Config) *Instance {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("integration test: needs dovecot")
-	}
-	if _, err := findDovecot(); err != nil {
-		t.Fatal(err)
 	}
 	d, err := Start(cfg)
 	if err != nil {
