@@ -114,17 +114,6 @@ type Config struct {
 	// off.
 	TLSCert, TLSKey string
 
-	// FastAuthFailure makes failed logins (wrong password, unknown
-	// user) fail at once with "-ERR [AUTH] Login disabled for this user"
-	// instead of Dovecot 2.3's "-ERR [AUTH] Authentication failed." after
-	// about 0.5 s. Dovecot 2.3.19 holds every failure until a 500 ms
-	// timer fires, even with auth_failure_delay = 0 (which this package
-	// sets); the only way around it is a final passdb that accepts any
-	// password but sets nologin and nodelay. The log still shows
-	// "Password mismatch" or "unknown user". If false, failures are
-	// Dovecot's own.
-	FastAuthFailure bool
-
 	// MaxConnections is the number of concurrent POP3 sessions Dovecot
 	// must accept; process and client limits are raised to match. If
 	// zero, 2500.
@@ -403,27 +392,26 @@ func (d *Instance) chown(p string) error {
 
 // confData fills dovecot.conf.tmpl.
 type confData struct {
-	InstanceName    string
-	BaseDir         string
-	StateDir        string
-	LogPath         string
-	NonRoot         bool
-	UserName        string
-	GroupName       string
-	UID, GID        int
-	UsersFile       string
-	FastAuthFailure bool
-	MailRoot        string
-	TLS             bool
-	TLSCert         string
-	TLSKey          string
-	Port, TLSPort   int
-	HAProxyPort     int
-	LoginTrusted    bool
-	OAuth2Config    string // the oauth2 passdb's file, if OAuth is offered
-	ProcessLimit    int
-	ClientLimit     int
-	LoginProcesses  int
+	InstanceName   string
+	BaseDir        string
+	StateDir       string
+	LogPath        string
+	NonRoot        bool
+	UserName       string
+	GroupName      string
+	UID, GID       int
+	UsersFile      string
+	MailRoot       string
+	TLS            bool
+	TLSCert        string
+	TLSKey         string
+	Port, TLSPort  int
+	HAProxyPort    int
+	LoginTrusted   bool
+	OAuth2Config   string // the oauth2 passdb's file, if OAuth is offered
+	ProcessLimit   int
+	ClientLimit    int
+	LoginProcesses int
 }
 
 // ports are an instance's listening ports; 0 for a listener it does not have.
@@ -466,19 +454,18 @@ func (d *Instance) start() error {
 	cfg, bin := d.cfg, d.bin
 	port, tlsPort, haPort := d.ports.plain, d.ports.tls, d.ports.haproxy
 	data := confData{
-		InstanceName:    "popdc-" + filepath.Base(d.dir),
-		BaseDir:         d.baseDir,
-		StateDir:        filepath.Join(d.dir, "state"),
-		LogPath:         d.logPath,
-		UID:             d.uid,
-		GID:             d.gid,
-		UsersFile:       filepath.Join(d.dir, "users"),
-		FastAuthFailure: cfg.FastAuthFailure,
-		MailRoot:        d.mailRoot,
-		Port:            port,
-		TLSPort:         tlsPort,
-		HAProxyPort:     haPort,
-		LoginTrusted:    cfg.LoginTrusted,
+		InstanceName: "popdc-" + filepath.Base(d.dir),
+		BaseDir:      d.baseDir,
+		StateDir:     filepath.Join(d.dir, "state"),
+		LogPath:      d.logPath,
+		UID:          d.uid,
+		GID:          d.gid,
+		UsersFile:    filepath.Join(d.dir, "users"),
+		MailRoot:     d.mailRoot,
+		Port:         port,
+		TLSPort:      tlsPort,
+		HAProxyPort:  haPort,
+		LoginTrusted: cfg.LoginTrusted,
 		// One pop3 process per session, plus some slack.
 		ProcessLimit: cfg.MaxConnections + 100,
 		// Each session is a client of pop3-login, anvil, log, ...
