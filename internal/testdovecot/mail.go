@@ -1,7 +1,6 @@
 package testdovecot
 
 import (
-	"errors"
 	"fmt"
 	"maps"
 	"os"
@@ -17,10 +16,10 @@ import (
 func checkUser(name, pass string) error {
 	if name == "" || strings.HasPrefix(name, ".") ||
 		strings.ContainsAny(name, ":/\\ ") || strings.IndexFunc(name, isControl) >= 0 {
-		return fmt.Errorf("testdovecot: invalid user name %q", name)
+		return fmt.Errorf("invalid user name %q", name)
 	}
 	if strings.Contains(pass, ":") || strings.IndexFunc(pass, isControl) >= 0 {
-		return fmt.Errorf("testdovecot: invalid password for user %q", name)
+		return fmt.Errorf("invalid password for user %q", name)
 	}
 	return nil
 }
@@ -31,6 +30,9 @@ func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 func (d *Instance) writeUsers() error {
 	var users strings.Builder
 	for _, name := range slices.Sorted(maps.Keys(d.cfg.Users)) {
+		if err := checkUser(name, d.cfg.Users[name]); err != nil {
+			return err
+		}
 		home := filepath.Join(d.cfg.Dir, "mail", name)
 		// passwd-file: user:password:uid:gid:(gecos):home:(shell):extra
 		fmt.Fprintf(&users, "%s:{PLAIN}%s:%d:%d::%s::\n", name, d.cfg.Users[name], d.uid, d.gid, home)
@@ -39,7 +41,7 @@ func (d *Instance) writeUsers() error {
 			if err := os.MkdirAll(p, 0o700); err != nil {
 				return err
 			}
-			if err := d.chown(p); err != nil {
+			if err := os.Chown(p, d.uid, d.gid); err != nil {
 				return err
 			}
 		}
@@ -49,33 +51,19 @@ func (d *Instance) writeUsers() error {
 }
 
 // mailIdentity returns the uid and gid the mail processes run as and own
-// the maildirs. Dovecot refuses uid 0 for mail, so when running as root
-// it is the unprivileged user nobody (else dovecot); otherwise Dovecot
-// cannot change user and everything is the calling user.
+// the maildirs: the calling user's, or nobody's when running as root, as
+// Dovecot refuses uid 0 for mail.
 func mailIdentity() (uid, gid int, err error) {
 	if os.Geteuid() != 0 {
 		return os.Geteuid(), os.Getegid(), nil
 	}
-	for _, name := range []string{"nobody", "dovecot"} {
-		u, err := user.Lookup(name)
-		if err != nil {
-			continue
-		}
-		uid, err1 := strconv.Atoi(u.Uid)
-		gid, err2 := strconv.Atoi(u.Gid)
-		if err1 == nil && err2 == nil && uid != 0 {
-			return uid, gid, nil
-		}
+	u, err := user.Lookup("nobody")
+	if err != nil {
+		return 0, 0, fmt.Errorf("running as root, the mail needs an unprivileged owner: %w", err)
 	}
-	return 0, 0, errors.New("running as root, but neither user nobody nor dovecot exists to own the mail")
-}
-
-// chown gives p to the mail user; a no-op when not running as root.
-func (d *Instance) chown(p string) error {
-	if os.Geteuid() != 0 {
-		return nil
-	}
-	return os.Lchown(p, d.uid, d.gid)
+	uid, _ = strconv.Atoi(u.Uid) // numeric on Unix
+	gid, _ = strconv.Atoi(u.Gid)
+	return uid, gid, nil
 }
 
 // maildir returns user's Maildir.
@@ -110,7 +98,7 @@ func (d *Instance) AddMessage(user string, msg []byte) (uidl string, err error) 
 	tmp := filepath.Join(maildir, "tmp", name)
 	err = os.WriteFile(tmp, msg, 0o600)
 	if err == nil {
-		err = d.chown(tmp)
+		err = os.Chown(tmp, d.uid, d.gid)
 	}
 	if err == nil {
 		err = os.Rename(tmp, filepath.Join(maildir, "new", name))

@@ -239,10 +239,7 @@ func serving(p testproc.Proc) bool { return p.Comm == "pop3" || p.Comm == "pop3-
 func (d *Instance) Restart() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	switch {
-	case d.closed:
-		return errors.New("testdovecot: restart: the instance is closed")
-	case !d.stopped:
+	if !d.stopped {
 		return errors.New("testdovecot: restart: still running; Stop or Kill it first")
 	}
 	// A master killed while it updated its list of instances leaves this

@@ -41,6 +41,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -124,7 +125,6 @@ type Instance struct {
 	done    chan struct{} // closed once the master has been reaped
 	stopped bool
 	stopErr error
-	closed  bool
 }
 
 // startAttempts bounds retries when a chosen port was taken meanwhile.
@@ -150,7 +150,7 @@ func New(t testing.TB, cfg Config) *Instance {
 		if t.Failed() {
 			t.Logf("dovecot log %s (end):\n%s", d.logPath(), testproc.LastLines(d.logSince(0), 30))
 		}
-		if err := d.remove(); err != nil {
+		if err := d.removeDir(); err != nil {
 			t.Errorf("remove dovecot folder: %v", err)
 		}
 	})
@@ -171,11 +171,6 @@ func Start(cfg Config) (*Instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	for name, pass := range cfg.Users {
-		if err := checkUser(name, pass); err != nil {
-			return nil, err
-		}
-	}
 	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
 		return nil, errors.New("testdovecot: TLSCert and TLSKey must be set together")
 	}
@@ -193,9 +188,7 @@ func Start(cfg Config) (*Instance, error) {
 
 	d := &Instance{cfg: cfg, bin: bin}
 	if err := d.firstStart(); err != nil {
-		if d.ownDir {
-			os.RemoveAll(d.cfg.Dir)
-		}
+		_ = d.removeDir()
 		return nil, fmt.Errorf("testdovecot: %w", err)
 	}
 	return d, nil
@@ -232,15 +225,15 @@ func findDovecot() (string, error) {
 
 // Addr returns the plain POP3 address, "127.0.0.1:port". STLS is offered
 // there when TLS is configured.
-func (d *Instance) Addr() string { return d.ports.addr(d.ports.Plain) }
+func (d *Instance) Addr() string { return loopback(d.ports.Plain) }
 
 // TLSAddr returns the implicit-TLS (pop3s) address, or "" without TLS.
-func (d *Instance) TLSAddr() string { return d.ports.addr(d.ports.TLS) }
+func (d *Instance) TLSAddr() string { return loopback(d.ports.TLS) }
 
 // HAProxyAddr returns the address of the listener that expects a PROXY
 // protocol header first, or "" without Config.HAProxy. It is ready when
 // Start returns.
-func (d *Instance) HAProxyAddr() string { return d.ports.addr(d.ports.HAProxy) }
+func (d *Instance) HAProxyAddr() string { return loopback(d.ports.HAProxy) }
 
 // Pid returns the process id of Dovecot's master, which is also the id of
 // the process group of all Dovecot's processes. It changes with Restart.
@@ -251,18 +244,9 @@ func (d *Instance) Pid() int {
 }
 
 // Close stops the instance like Stop, then removes Dir if Start made it.
-func (d *Instance) Close() error {
-	return errors.Join(d.Stop(), d.remove())
-}
+func (d *Instance) Close() error { return errors.Join(d.Stop(), d.removeDir()) }
 
-// remove removes Dir if Start made it, once.
-func (d *Instance) remove() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.closed {
-		return nil
-	}
-	d.closed = true
+func (d *Instance) removeDir() error {
 	if !d.ownDir {
 		return nil
 	}
@@ -278,10 +262,7 @@ func (d *Instance) logSince(off int64) string {
 		return ""
 	}
 	defer f.Close()
-	if _, err := f.Seek(off, io.SeekStart); err != nil {
-		return ""
-	}
-	b, _ := io.ReadAll(f)
+	b, _ := io.ReadAll(io.NewSectionReader(f, off, math.MaxInt64-off))
 	return string(b)
 }
 
@@ -328,7 +309,8 @@ func containsAll(s string, substrs []string) bool {
 // ports are an instance's listening ports; 0 for a listener it does not have.
 type ports struct{ Plain, TLS, HAProxy int }
 
-func (ports) addr(port int) string {
+// loopback returns the address of port on 127.0.0.1, or "" for port 0.
+func loopback(port int) string {
 	if port == 0 {
 		return ""
 	}
