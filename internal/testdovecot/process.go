@@ -20,21 +20,9 @@ import (
 // between choosing it and Dovecot binding it.
 var errAddrInUse = errors.New("address already in use")
 
-const (
-	// readyTimeout bounds the wait for Dovecot to serve after a start.
-	readyTimeout = 15 * time.Second
-	// pokeInterval is how long Start waits for a pop3-login line to reach
-	// the log before it greets again; see waitReady.
-	pokeInterval = 100 * time.Millisecond
-	// stopTimeout bounds the wait for the processes to exit after
-	// SIGTERM, and again after SIGKILL.
-	stopTimeout = 10 * time.Second
-	// masterAloneGrace is how long Stop lets Dovecot's master and its
-	// helpers linger once no pop3 or pop3-login process is left.
-	masterAloneGrace = 100 * time.Millisecond
-	// restartTimeout bounds Restart's retries while a port is taken.
-	restartTimeout = 10 * time.Second
-)
+// stopTimeout bounds the wait for the processes to exit after SIGTERM, and
+// again after SIGKILL.
+const stopTimeout = 10 * time.Second
 
 // start runs Dovecot on the written configuration and waits until it
 // serves. It returns an error wrapping errAddrInUse if a port was taken.
@@ -82,18 +70,14 @@ func waitProcess(cmd *exec.Cmd, done chan<- struct{}) {
 	close(done)
 }
 
-// waitReady greets the plain port until it answers +OK and a line from
-// pop3-login (the greeting's "Disconnected: ...") has reached the log,
-// greeting again every pokeInterval while none has.
-//
-// Seen with Dovecot 2.3.19 when the machine is busy: if a login process
-// logs before Dovecot's log process has first read that service's pipe,
-// the log process reads the line together with the master's handshake and
-// then waits for new input before it writes what it holds. Later lines,
-// such as a test's "Login: ... rip=", then stay unwritten until pop3-login
-// next logs, which may be never. Once one line has come through, later
-// ones follow at once.
+// waitReady greets the plain port until it answers +OK and a pop3-login
+// line (the greeting's "Disconnected") has reached the log, greeting again
+// every 100 ms while none has: seen with 2.3.19 on a busy machine,
+// Dovecot's log process may hold a service's first lines until its next
+// one, which in a test ("Login: ... rip=") may never come. Once one line
+// has come through, later ones follow at once.
 func (d *Instance) waitReady(logStart int64) error {
+	const readyTimeout, pokeInterval = 15 * time.Second, 100 * time.Millisecond
 	deadline := time.Now().Add(readyTimeout)
 	greetErr := errors.New("not tried")
 	var greeted time.Time
@@ -154,17 +138,13 @@ func (d *Instance) Greeted(done <-chan struct{}) time.Time {
 	}
 }
 
-// Stop sends SIGTERM to every process of the instance (its process group,
-// led by Dovecot's master) and waits until none is left. A logged-in
-// session gets "-ERR [SYS/TEMP] Server shutting down." and commits no DELE.
-//
-// Signalling only the master would not do: the pop3 processes of logged-in
-// sessions outlive Dovecot 2.3's master. The master itself often lingers a
-// second after its children, and now and then its anvil process stays
-// blocked for five seconds after SIGTERM (seen with 2.3.19). So once no
-// pop3 or pop3-login process is left for 100 ms, Stop sends SIGKILL to the
-// rest; anything still there after 10 s gets SIGKILL too. Log lines written
-// while Dovecot shuts down may be lost.
+// Stop sends SIGTERM to every process of the instance (the master's
+// process group) and waits until none is left: a logged-in session gets
+// "-ERR [SYS/TEMP] Server shutting down." and commits no DELE. The whole
+// group, because the pop3 processes of sessions outlive Dovecot 2.3's
+// master. Once no pop3 or pop3-login process is left for 100 ms, the rest
+// (the master, anvil, ...; seen lingering for seconds) gets SIGKILL, as
+// does anything left after 10 s. Log lines written meanwhile may be lost.
 //
 // Stop and Kill act once: later calls return the first call's result until
 // Restart. Stop keeps Dir.
@@ -203,6 +183,7 @@ func (d *Instance) terminate(sig syscall.Signal) error {
 // process of its group is left, sending SIGKILL once only the master and
 // its helpers (anvil, log, auth, ...) have been left for masterAloneGrace.
 func (d *Instance) waitGone() bool {
+	const masterAloneGrace = 100 * time.Millisecond
 	deadline := time.Now().Add(stopTimeout)
 	var alone time.Time // when no serving process was first seen
 	for {
@@ -248,6 +229,7 @@ func (d *Instance) Restart() error {
 	if err := os.Remove(filepath.Join(d.cfg.Dir, "state", "instances.lock")); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("testdovecot: restart: %w", err)
 	}
+	const restartTimeout = 10 * time.Second
 	deadline := time.Now().Add(restartTimeout)
 	for {
 		err := d.start()

@@ -92,14 +92,12 @@ type Config struct {
 	HAProxy bool
 
 	// LoginTrusted makes clients from 127.0.0.0/8 trusted proxies
-	// (login_trusted_networks). Observed with Dovecot 2.3.19: they are
-	// greeted "+OK [XCLIENT] Dovecot (Debian) ready." and may send
-	// "XCLIENT ADDR=<ip> PORT=<port> SESSION=<id> TTL=<n>" before logging
-	// in; the session is then logged as coming from ADDR with SESSION as
-	// its id (rip= and session=<...>, see WaitLog). Without it, the
-	// greeting has no [XCLIENT] and XCLIENT is answered "+OK You are not
-	// from trusted IP - ignoring": +OK, so only the greeting tells whether
-	// XCLIENT works.
+	// (login_trusted_networks). Dovecot 2.3.19 then greets them "+OK
+	// [XCLIENT] Dovecot (Debian) ready." and takes "XCLIENT ADDR=<ip>
+	// PORT=<port> SESSION=<id> TTL=<n>" before a login, which it then logs
+	// as from ADDR with SESSION as its id (see WaitLog). Other clients'
+	// XCLIENT gets "+OK You are not from trusted IP - ignoring": only the
+	// greeting tells whether XCLIENT works.
 	LoginTrusted bool
 
 	// OAuth2IntrospectionURL, if set, offers SASL OAUTHBEARER and XOAUTH2
@@ -126,9 +124,6 @@ type Instance struct {
 	stopped bool
 	stopErr error
 }
-
-// startAttempts bounds retries when a chosen port was taken meanwhile.
-const startAttempts = 3
 
 // New starts an instance for a test and registers its Close on t.Cleanup;
 // on failure it calls t.Fatal, which says how to install a missing
@@ -197,6 +192,7 @@ func Start(cfg Config) (*Instance, error) {
 // firstStart prepares Dir and starts Dovecot, on new ports while a chosen
 // one turns out to be taken.
 func (d *Instance) firstStart() error {
+	const startAttempts = 3
 	if err := d.prepare(); err != nil {
 		return err
 	}
@@ -283,10 +279,9 @@ func (d *Instance) WaitLog(timeout time.Duration, substrs ...string) (string, er
 	deadline := time.Now().Add(timeout)
 	for {
 		log := d.logSince(0)
-		// Only whole lines: the last one may still be being written.
-		whole, _ := strings.CutSuffix(log[:strings.LastIndexByte(log, '\n')+1], "\n")
-		for _, line := range strings.Split(whole, "\n") {
-			if containsAll(line, substrs) {
+		for line := range strings.Lines(log) {
+			// Only whole lines: the last one may still be being written.
+			if line, ok := strings.CutSuffix(line, "\n"); ok && containsAll(line, substrs) {
 				return line, nil
 			}
 		}
