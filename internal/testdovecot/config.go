@@ -18,8 +18,8 @@ var confText string
 
 var confTemplate = template.Must(template.New("dovecot.conf").Parse(confText))
 
-// prepare makes Dir and the folders in it, the passwd-file and the
-// maildirs: everything that does not depend on the ports.
+// prepare makes Dir and the folders in it, and writes what does not depend
+// on the ports: the passwd-file, the maildirs and the oauth2 settings.
 func (d *Instance) prepare() error {
 	if d.cfg.Dir == "" {
 		dir, err := os.MkdirTemp("", "popdc")
@@ -43,7 +43,17 @@ func (d *Instance) prepare() error {
 	if d.uid, d.gid, err = mailIdentity(); err != nil {
 		return err
 	}
-	return d.writeUsers()
+	if err := d.writeUsers(); err != nil || d.cfg.OAuth2IntrospectionURL == "" {
+		return err
+	}
+	// Dovecot 2.3's oauth2 passdb reads its settings from a file of its own.
+	oauth2 := "introspection_mode = post\n" +
+		"introspection_url = " + d.cfg.OAuth2IntrospectionURL + "\n" +
+		"force_introspection = yes\n" +
+		"username_attribute = username\n" +
+		"active_attribute = active\n" +
+		"active_value = true\n"
+	return os.WriteFile(filepath.Join(d.cfg.Dir, "dovecot-oauth2.conf.ext"), []byte(oauth2), 0o644)
 }
 
 // confData fills dovecot.conf.tmpl.
@@ -102,18 +112,5 @@ func (d *Instance) configure() error {
 	if err := confTemplate.Execute(&conf, data); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(d.cfg.Dir, "dovecot.conf"), []byte(conf.String()), 0o644); err != nil {
-		return err
-	}
-	if d.cfg.OAuth2IntrospectionURL == "" {
-		return nil
-	}
-	// Dovecot 2.3's oauth2 passdb reads its settings from a file of its own.
-	oauth2 := "introspection_mode = post\n" +
-		"introspection_url = " + d.cfg.OAuth2IntrospectionURL + "\n" +
-		"force_introspection = yes\n" +
-		"username_attribute = username\n" +
-		"active_attribute = active\n" +
-		"active_value = true\n"
-	return os.WriteFile(filepath.Join(d.cfg.Dir, "dovecot-oauth2.conf.ext"), []byte(oauth2), 0o644)
+	return os.WriteFile(filepath.Join(d.cfg.Dir, "dovecot.conf"), []byte(conf.String()), 0o644)
 }
