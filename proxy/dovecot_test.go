@@ -68,7 +68,7 @@ func sharedDovecot(t *testing.T) *testdovecot.Instance {
 		t.Skip("integration test: needs dovecot")
 	}
 	dovecotOnce.Do(func() {
-		dovecot, dovecotErr = testdovecot.Start(testdovecot.Config{Users: dovecotUsers, FastAuthFailure: true})
+		dovecot, dovecotErr = testdovecot.Start(testdovecot.Config{Users: dovecotUsers})
 		if dovecotErr != nil {
 			return
 		}

@@ -565,19 +565,19 @@ func plainAddr(d *testdovecot.Instance) string   { return d.Addr() }
 // TestProxyV2IntoDovecot sends a PROXY v2 header to Dovecot's haproxy
 // listener.
 func TestProxyV2IntoDovecot(t *testing.T) {
-	clientAddrIntoDovecot(t, proxy.SendProxyV2, "127.0.0.2", testdovecot.Config{HAProxyTrusted: []string{"127.0.0.0/8"}}, haproxyAddr)
+	clientAddrIntoDovecot(t, proxy.SendProxyV2, "127.0.0.2", testdovecot.Config{HAProxy: true}, haproxyAddr)
 }
 
 // TestProxyV1IntoDovecot sends a PROXY v1 header to Dovecot's haproxy
 // listener.
 func TestProxyV1IntoDovecot(t *testing.T) {
-	clientAddrIntoDovecot(t, proxy.SendProxyV1, "127.0.0.4", testdovecot.Config{HAProxyTrusted: []string{"127.0.0.0/8"}}, haproxyAddr)
+	clientAddrIntoDovecot(t, proxy.SendProxyV1, "127.0.0.4", testdovecot.Config{HAProxy: true}, haproxyAddr)
 }
 
 // TestXClientIntoDovecot sends XCLIENT to a Dovecot that trusts the proxy:
 // Dovecot logs the client's address and the proxy's session id.
 func TestXClientIntoDovecot(t *testing.T) {
-	line, session := clientAddrIntoDovecot(t, proxy.SendXClient, "127.0.0.3", testdovecot.Config{LoginTrusted: []string{"127.0.0.0/8"}}, plainAddr)
+	line, session := clientAddrIntoDovecot(t, proxy.SendXClient, "127.0.0.3", testdovecot.Config{LoginTrusted: true}, plainAddr)
 	if !strings.Contains(line, " session=<"+session+">") {
 		t.Errorf("Dovecot's login line %q does not carry the proxy's session id %s", line, session)
 	}
