@@ -177,11 +177,13 @@ func (s *session) startTLS() error {
 }
 
 // handshake runs the server side of a TLS handshake on the raw connection,
-// within the login deadline, and attaches the result.
+// within the login deadline, and attaches the result. crypto/tls's calls
+// are deep: run on the session's goroutine they would leave it a stack of
+// 8 KiB for the rest of the session (see onOwnStack).
 func (s *session) handshake() error {
 	tc := tls.Server(s.raw, s.lc.TLSConfig)
 	s.raw.SetDeadline(s.loginDeadline)
-	err := tc.Handshake()
+	err := onOwnStack(tc.Handshake)
 	s.raw.SetDeadline(time.Time{})
 	if err != nil {
 		return err

@@ -352,7 +352,7 @@ func (u *upstream) capa() ([]string, error) {
 func clientHandshake(raw net.Conn, cfg *tls.Config, deadline time.Time) (*tls.Conn, error) {
 	tc := tls.Client(raw, cfg)
 	raw.SetDeadline(deadline)
-	if err := tc.Handshake(); err != nil {
+	if err := onOwnStack(tc.Handshake); err != nil { // see session.handshake
 		return nil, fmt.Errorf("TLS: %w", err)
 	}
 	raw.SetDeadline(time.Time{})
