@@ -405,6 +405,12 @@ func (u *upstream) pipelinedLogin(c credentials) (pop3.Status, error) {
 	if err != nil {
 		return user, err
 	}
+	// The server answers USER at once and PASS once checked, in two writes.
+	// One that leaves Nagle's algorithm on (Dovecot) holds the second back
+	// until the first is acknowledged, which this end, with nothing to
+	// send, would delay by up to 40 ms: a login at half the speed of an
+	// unpipelined one, at 8 clients. Acknowledge at once.
+	ackNow(u.conn.Conn)
 	_, pass, err := u.readStatus()
 	if err == nil {
 		err = u.release()
