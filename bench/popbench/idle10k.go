@@ -69,7 +69,7 @@ func (b *bench) tlsIdle10k() error {
 			"every session answered NOOP once all were open"),
 		one("proxy RSS with the sessions open", "MiB", float64(h.after)/1024, goal{},
 			fmt.Sprintf("VmRSS %d KiB after a warm-up of %d sessions, %d KiB with %d open", h.before, idleWarmUp, h.after, n)),
-		one("RSS per idle TLS session", "KiB", h.perSession(), atMost(32, "KiB"), ""),
+		one("RSS per idle TLS session", "KiB", h.perSession(), atMost(16, "KiB"), ""),
 		one("proxy open descriptors", "fds", float64(h.fds), goal{},
 			fmt.Sprintf("%d after the warm-up: %.2f per session", h.fdsBefore, float64(h.fds-h.fdsBefore)/float64(n))),
 		one("RLIMIT_NOFILE needed", "fds", float64(limit), goal{},

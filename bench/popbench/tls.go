@@ -358,7 +358,7 @@ func (b *bench) tlsIdle() error {
 	if err != nil {
 		return err
 	}
-	m.Section, m.Name, m.goal = sectionTLS, "RSS per idle TLS session", atMost(32, "KiB")
+	m.Section, m.Name, m.goal = sectionTLS, "RSS per idle TLS session", atMost(16, "KiB")
 	b.rep.Metrics = append(b.rep.Metrics, m)
 	return p.stop()
 }
