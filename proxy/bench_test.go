@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/popproxy/popproxy/internal/pop3test"
+	"github.com/popproxy/popproxy/proxy"
 )
 
 // BenchmarkNOOP measures one NOOP round trip through the proxy, and directly
@@ -18,6 +19,24 @@ func BenchmarkNOOP(b *testing.B) {
 			c.Login("alice", "secret")
 			for b.Loop() {
 				c.Cmd("NOOP", "+OK*")
+			}
+		})
+	}
+}
+
+// BenchmarkSession measures a whole short session, connect, USER/PASS and
+// QUIT, through the proxy and directly against the same in-process upstream.
+func BenchmarkSession(b *testing.B) {
+	up := startMaildrop(b).Addr().String()
+	// No recorder: it keeps every close event.
+	addr, _, _ := startProxy(b, up, func(o *proxy.Options) { o.Auditor = nil })
+	for _, target := range []struct{ name, addr string }{{"direct", up}, {"proxy", addr}} {
+		b.Run(target.name, func(b *testing.B) {
+			for b.Loop() {
+				c := pop3test.Dial(b, target.addr)
+				c.Login("alice", "secret")
+				c.Cmd("QUIT", "+OK*")
+				c.Conn.Close()
 			}
 		})
 	}
