@@ -38,7 +38,7 @@ const slackDivisor = 16
 
 func (c *timeoutConn) Read(p []byte) (int, error) {
 	if c.readTimeout > 0 {
-		if err := c.extend(c.Conn.SetReadDeadline, &c.readBy, time.Now().Add(c.readTimeout), c.readTimeout/slackDivisor); err != nil {
+		if err := c.within(true, c.readTimeout); err != nil {
 			return 0, err
 		}
 	} else if c.isStopped() {
@@ -51,7 +51,7 @@ func (c *timeoutConn) Read(p []byte) (int, error) {
 }
 
 func (c *timeoutConn) Write(p []byte) (int, error) {
-	if err := c.extend(c.Conn.SetWriteDeadline, &c.writeBy, time.Now().Add(c.writeTimeout), c.writeTimeout/slackDivisor); err != nil {
+	if err := c.within(false, c.writeTimeout); err != nil {
 		return 0, err
 	}
 	n, err := c.Conn.Write(p)
@@ -60,13 +60,23 @@ func (c *timeoutConn) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// extend makes the deadline *by fall between t and t+slack: it is left alone
-// if it already does, else set to t+slack.
-func (c *timeoutConn) extend(set func(time.Time) error, by *time.Time, t time.Time, slack time.Duration) error {
+// within keeps the read (or write) deadline between d and d+d/slackDivisor
+// from now.
+func (c *timeoutConn) within(read bool, d time.Duration) error {
+	return c.extend(read, time.Now().Add(d), d/slackDivisor)
+}
+
+// extend makes the read (or write) deadline fall between t and t+slack: it
+// is left alone if it already does, else set to t+slack.
+func (c *timeoutConn) extend(read bool, t time.Time, slack time.Duration) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.stopped {
 		return errStopped
+	}
+	by, set := &c.writeBy, c.Conn.SetWriteDeadline
+	if read {
+		by, set = &c.readBy, c.Conn.SetReadDeadline
 	}
 	if !by.Before(t) && by.Sub(t) <= slack {
 		return nil
@@ -82,10 +92,12 @@ func (c *timeoutConn) setReadTimeout(d time.Duration) {
 	c.mu.Unlock()
 }
 
-// setReadDeadline sets a read deadline between t and t+slack, unless stopped.
-func (c *timeoutConn) setReadDeadline(t time.Time, slack time.Duration) {
-	c.extend(c.Conn.SetReadDeadline, &c.readBy, t, slack)
-}
+// setReadDeadline sets the read deadline to t, unless stopped.
+func (c *timeoutConn) setReadDeadline(t time.Time) { c.extend(true, t, 0) }
+
+// readWithin keeps the read deadline between d and d+d/slackDivisor from
+// now, unless stopped.
+func (c *timeoutConn) readWithin(d time.Duration) { c.within(true, d) }
 
 // stop makes blocked and future reads and writes fail.
 func (c *timeoutConn) stop() {

@@ -26,7 +26,7 @@ func TestDeadlineSlack(t *testing.T) {
 	start := time.Now()
 	for i := range 100 {
 		now := start.Add(time.Duration(i) * 10 * time.Millisecond) // 1 s in all
-		c.setReadDeadline(now.Add(d), d/slackDivisor)
+		c.extend(true, now.Add(d), d/slackDivisor)
 		if dc.last.Before(now.Add(d)) || dc.last.After(now.Add(d+d/slackDivisor)) {
 			t.Fatalf("at +%v the deadline is %v after the start, want between %v and %v",
 				now.Sub(start), dc.last.Sub(start), now.Add(d).Sub(start), now.Add(d+d/slackDivisor).Sub(start))
@@ -36,12 +36,12 @@ func TestDeadlineSlack(t *testing.T) {
 		t.Errorf("deadline set %d times over 1 s with a 1 s slack, want 1", dc.reads)
 	}
 	// A shorter timeout must take effect at once.
-	c.setReadDeadline(start.Add(time.Second), 0)
+	c.setReadDeadline(start.Add(time.Second))
 	if dc.reads != 2 || !dc.last.Equal(start.Add(time.Second)) {
 		t.Errorf("after shortening: %d sets, deadline %v after the start, want 2 and 1s", dc.reads, dc.last.Sub(start))
 	}
 	c.stop()
-	if err := c.extend(dc.SetWriteDeadline, &c.writeBy, time.Now(), 0); err != errStopped {
-		t.Errorf("extend after stop: %v, want errStopped", err)
+	if err := c.within(false, time.Second); err != errStopped {
+		t.Errorf("within after stop: %v, want errStopped", err)
 	}
 }

@@ -456,10 +456,9 @@ func (s *session) next() error {
 // forever.
 func (s *session) readLine() ([]byte, error) {
 	if s.state == stateTransaction {
-		idle := s.srv.opts.IdleTimeout
-		s.client.setReadDeadline(time.Now().Add(idle), idle/slackDivisor)
+		s.client.readWithin(s.srv.opts.IdleTimeout)
 	} else {
-		s.client.setReadDeadline(s.loginDeadline, 0)
+		s.client.setReadDeadline(s.loginDeadline)
 	}
 	return pop3.ReadLine(s.cr, maxSASLLine)
 }
@@ -563,11 +562,11 @@ func (s *session) writer() *bufio.Writer {
 	return s.cw
 }
 
-// answer sends pending output unless the client's next command is already
-// buffered: answers to pipelined commands go out together, but never wait
-// for input.
+// answer sends pending output, if any, unless the client's next command is
+// already buffered: answers to pipelined commands go out together, but never
+// wait for input.
 func (s *session) answer() error {
-	if s.lineBuffered() {
+	if s.cw == nil || s.lineBuffered() {
 		return nil
 	}
 	if err := s.flush(); err != nil {
